@@ -36,6 +36,7 @@ def _setup_bench(commands: argparse._SubParsersAction) -> None:
         "memory", help="activation memory of the generator vs core depth (the seed's Table 1)")
     memory.add_argument("--depths", type=int, nargs="+", default=[0, 1, 2, 4, 8])
     memory.add_argument("--patch", type=int, default=64, help="cubic patch edge in voxels")
+    memory.add_argument("--batch", type=int, default=1, help="patches per batch")
     memory.add_argument("--ngf", type=int, default=16, help="generator base channels")
     memory.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     memory.add_argument("--json", action="store_true", help="print one JSON object")
@@ -44,9 +45,10 @@ def _setup_bench(commands: argparse._SubParsersAction) -> None:
     speed = kinds.add_parser(
         "speed", help="training-step time: naive vs reversible vs checkpointing")
     speed.add_argument("--depths", type=int, nargs="+", default=[0, 8])
-    speed.add_argument("--patch", type=int, default=48, help="cubic patch edge in voxels")
+    speed.add_argument("--patch", type=int, default=40, help="cubic patch edge in voxels")
+    speed.add_argument("--batch", type=int, default=4, help="patches per batch")
     speed.add_argument("--ngf", type=int, default=16)
-    speed.add_argument("--repeats", type=int, default=5, help="timed steps per variant")
+    speed.add_argument("--repeats", type=int, default=7, help="timed steps per variant")
     speed.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     speed.add_argument("--json", action="store_true", help="print one JSON object")
     speed.set_defaults(handler=_run_bench_speed)
@@ -56,7 +58,7 @@ def _run_bench_memory(args: argparse.Namespace) -> int:
     from .bench.memory import format_memory_table, run_memory_benchmark
 
     result = run_memory_benchmark(depths=args.depths, patch=args.patch, ngf=args.ngf,
-                                  device=args.device)
+                                  device=args.device, batch=args.batch)
     if args.json:
         _print_json(result)
     else:
@@ -68,7 +70,7 @@ def _run_bench_speed(args: argparse.Namespace) -> int:
     from .bench.speed import format_speed_table, run_speed_benchmark
 
     result = run_speed_benchmark(depths=args.depths, patch=args.patch, ngf=args.ngf,
-                                 repeats=args.repeats, device=args.device)
+                                 repeats=args.repeats, device=args.device, batch=args.batch)
     if args.json:
         _print_json(result)
     else:

@@ -1,0 +1,77 @@
+"""Generator shapes, receptive field and PatchGAN."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from RevGANCore.errors import ArchitectureError, ConfigError
+from RevGANCore.networks import (DiscriminatorConfig, GeneratorConfig, PatchDiscriminator3d,
+                                 RevGANGenerator3d, receptive_field)
+
+
+def _perturbed_generator(depth: int) -> RevGANGenerator3d:
+    model = RevGANGenerator3d(ngf=4, depth=depth).double()
+    with torch.no_grad():  # zero-initialised convs would hide the core's reach
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+@pytest.mark.parametrize("depth", [0, 1, 2])
+@pytest.mark.parametrize("direction", ["forward", "inverse"])
+def test_receptive_field_radius_is_a_tight_bound(depth, direction):
+    model = _perturbed_generator(depth)
+    radius = receptive_field(model.config).radius
+    size = 2 * radius + 9
+    x = torch.randn(1, 1, size, size, size, dtype=torch.float64, requires_grad=True)
+    centre = size // 2
+    for c in (centre, centre + 1):  # even and odd positions relative to the stride
+        out = model(x, direction)
+        (grad,) = torch.autograd.grad(out[0, 0, c, c, c], x)
+        support = grad[0, 0].abs().sum(dim=(1, 2)).nonzero().flatten()
+        reach = int(max(c - support.min(), support.max() - c))
+        assert reach <= radius
+        assert reach >= radius - 1  # the formula is not loose
+
+
+@pytest.mark.parametrize("shape", [(7, 8, 9), (1, 1, 1), (2, 3, 5), (16, 16, 16)])
+def test_generator_keeps_any_input_shape(shape):
+    model = RevGANGenerator3d(ngf=4, depth=1)
+    x = torch.randn(1, 1, *shape)
+    for direction in ("forward", "inverse"):
+        assert model(x, direction).shape == x.shape
+
+
+def test_new_generator_is_identity_when_residual():
+    model = RevGANGenerator3d(ngf=4, depth=2, residual=True)
+    x = torch.randn(1, 1, 8, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(model(x), x) and torch.equal(model(x, "inverse"), x)
+
+
+def test_instance_norm_variant_has_no_finite_receptive_field():
+    config = GeneratorConfig(ngf=4, depth=1, norm="instance")
+    RevGANGenerator3d(config=config)(torch.randn(1, 1, 8, 8, 8))
+    with pytest.raises(ArchitectureError, match="global receptive field"):
+        receptive_field(config)
+
+
+def test_config_round_trip_and_validation():
+    config = GeneratorConfig(ngf=8, depth=3, residual=True)
+    assert GeneratorConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ConfigError, match="unknown generator settings: colour"):
+        GeneratorConfig.from_dict({"colour": "red"})
+    with pytest.raises(ConfigError, match="norm"):
+        GeneratorConfig(norm="batch")
+
+
+@pytest.mark.parametrize("in_channels", [1, 2])
+def test_patch_discriminator_scores_patches(in_channels):
+    config = DiscriminatorConfig(in_channels=in_channels, ndf=4, n_layers=3)
+    model = PatchDiscriminator3d(config=config)
+    edge = config.min_patch()
+    assert model(torch.randn(2, in_channels, edge, edge, edge)).shape == (2, 1, 1, 1, 1)
+    assert model(torch.randn(1, in_channels, 32, 32, 32)).shape == (1, 1, 2, 2, 2)
+    with pytest.raises(ArchitectureError, match="at least 24"):
+        model(torch.randn(1, in_channels, 16, 32, 32))
