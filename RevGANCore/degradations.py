@@ -171,11 +171,12 @@ def _resample_axis(array: np.ndarray, axis: int, factor: int, sigma_voxels: floa
         if factor == 1:
             return array
         raise ConfigError("decimation needs a blur (sigma > 0): sub-sampling alone would alias")
-    matrix = _gaussian_resampling_matrix(array.shape[axis], factor, sigma_voxels).astype(np.float32)
-    # tensordot turns this into one BLAS matrix product (a stacked matmul over a moved
-    # axis would loop slowly in numpy).
-    result = np.tensordot(matrix, array.astype(np.float32, copy=False), axes=([1], [axis]))
-    return np.ascontiguousarray(np.moveaxis(result, 0, axis))
+    matrix = _gaussian_resampling_matrix(array.shape[axis], factor, sigma_voxels)
+    # One BLAS product (tensordot), in float64: BLAS sums in an order that depends on the
+    # thread count, and float32 rounding would then change a few output voxels between
+    # machines; float64 keeps the float32 result identical.
+    result = np.tensordot(matrix, array.astype(np.float64), axes=([1], [axis]))
+    return np.ascontiguousarray(np.moveaxis(result, 0, axis), dtype=np.float32)
 
 
 def slice_profile(volume: Volume, fwhm_mm: float) -> Volume:

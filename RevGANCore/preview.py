@@ -91,6 +91,7 @@ def write_png(path, image: np.ndarray) -> Path:
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
+        os.chmod(temporary, 0o644)  # mkstemp makes owner-only files
         os.replace(temporary, str(target))
     except BaseException:
         if os.path.exists(temporary):
