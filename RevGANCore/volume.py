@@ -9,9 +9,12 @@ The physical (LPS) position of voxel (i, j, k) is ``origin + direction @ (spacin
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
+import struct
 import tempfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Tuple
@@ -357,6 +360,8 @@ def read_volume(path, series_uid: Optional[str] = None, expect_ct: bool = True) 
             raise VolumeError(f"{location}: series_uid applies to DICOM folders, not to a single file")
         if location.stat().st_size == 0:
             raise VolumeError(f"{location}: the file is empty")
+        if volume_suffix(location) in (".nii", ".nii.gz"):
+            _check_nifti_complete(location)
         try:
             image = sitk.ReadImage(str(location))
         except RuntimeError as error:
@@ -366,6 +371,49 @@ def read_volume(path, series_uid: Optional[str] = None, expect_ct: bool = True) 
     if expect_ct:
         check_ct_range(volume)
     return volume
+
+
+def _check_nifti_complete(path: Path) -> None:
+    """Raise VolumeError if a NIfTI file holds fewer voxel bytes than its header promises.
+    (ITK reads a truncated NIfTI without complaint, leaving the missing voxels undefined.)"""
+    opener = gzip.open if str(path).lower().endswith(".gz") else open
+    try:
+        with opener(str(path), "rb") as stream:
+            header = stream.read(540)
+            expected = _nifti_data_end(header)
+            if expected is None:
+                return  # not a NIfTI header we know: let SimpleITK judge it
+            available = len(header)
+            while available < expected:
+                chunk = stream.read(1 << 22)
+                if not chunk:
+                    break
+                available += len(chunk)
+    except (OSError, EOFError, zlib.error) as error:
+        raise VolumeError(f"{path}: is corrupt or truncated ({error})") from None
+    if available < expected:
+        raise VolumeError(f"{path}: is truncated ({available} of {expected} bytes of header and voxels)")
+
+
+def _nifti_data_end(header: bytes) -> Optional[int]:
+    """Byte offset where a NIfTI-1 or NIfTI-2 file's voxel data ends, from its header."""
+    for order in ("<", ">"):
+        if len(header) >= 348 and struct.unpack(order + "i", header[:4])[0] == 348:
+            dims = struct.unpack(order + "8h", header[40:56])
+            bitpix = struct.unpack(order + "h", header[72:74])[0]
+            offset = int(struct.unpack(order + "f", header[108:112])[0])
+            break
+        if len(header) >= 540 and struct.unpack(order + "i", header[:4])[0] == 540:
+            bitpix = struct.unpack(order + "h", header[14:16])[0]
+            dims = struct.unpack(order + "8q", header[16:80])
+            offset = struct.unpack(order + "q", header[168:176])[0]
+            break
+    else:
+        return None
+    count = 1
+    for n in dims[1:1 + max(0, min(int(dims[0]), 7))]:
+        count *= max(int(n), 1)
+    return max(offset, 348) + count * max(int(bitpix), 8) // 8
 
 
 def _first_line(error: Exception) -> str:
