@@ -268,7 +268,7 @@ def _raw_data(clean: Volume, seed: int, noise_std_hu: float, reference: KernelMT
     if noise_std_hu > 0:
         spectrum = _unit_ramp_noise(clean.shape, clean.spacing, fwhm, seed)
         scale = noise_std_hu / _expected_noise_std(clean.shape, clean.spacing, fwhm, reference)
-        raw += np.fft.irfftn(spectrum, s=clean.shape).astype(np.float32) * np.float32(scale)
+        raw += np.fft.irfftn(spectrum, s=clean.shape, axes=(0, 1, 2)).astype(np.float32) * np.float32(scale)
     return raw
 
 

@@ -317,7 +317,7 @@ def _lung_texture(shape: Tuple[int, int, int], rng: np.random.Generator) -> np.n
     frequencies = np.meshgrid(*(np.fft.fftfreq(n) for n in coarse[:2]), np.fft.rfftfreq(coarse[2]),
                               indexing="ij", sparse=True)
     gain = np.exp(-2 * np.pi ** 2 * sigma ** 2 * sum(f ** 2 for f in frequencies))
-    smooth = np.fft.irfftn(spectrum * gain, s=coarse).astype(np.float32)
+    smooth = np.fft.irfftn(spectrum * gain, s=coarse, axes=(0, 1, 2)).astype(np.float32)
     smooth *= _LUNG_TEXTURE_STD / max(float(smooth.std()), 1e-6)
     with torch.no_grad():
         fine = torch.nn.functional.interpolate(torch.from_numpy(smooth)[None, None], size=shape,
