@@ -58,7 +58,8 @@ def test_tissues_at_plausible_hounsfield_units(phantom):
     assert hu.max() >= 700 and hu.max() <= 1200
     # Lungs are textured, not flat, and take a sizeable part of the chest.
     lung = hu[label == TISSUE_LABELS["lung"]]
-    assert 10 < lung.std() < 60
+    q25, q75 = np.percentile(lung, [25, 75])
+    assert 10 < (q75 - q25) / 1.349 < 60  # robust spread: rims of vessels excluded
     body = label != TISSUE_LABELS["background"]
     assert 0.1 < np.mean(label[body] == TISSUE_LABELS["lung"]) < 0.5
     # The outer slab of the field of view is air (the body fits inside it).
