@@ -1,16 +1,19 @@
 """Patch datasets for training: paired and unpaired 3D patches in network units.
 
 Every item is a dict ``{"source": tensor, "target": tensor, "source_case": int,
-"target_case": int}`` whose tensors are float32, shaped (1, D, H, W), in [-1, 1]
-(:func:`~RevGANCore.volume.hu_to_unit`, window [-1150, 350] HU by default).
+"target_case": int, "source_start": tensor, "target_start": tensor}``: the patches are
+float32, shaped (1, D, H, W), in [-1, 1] (:func:`~RevGANCore.volume.hu_to_unit`, window
+[-1150, 350] HU by default); the starts are the patches' first voxel (z, y, x) in their
+(resampled) case volume, as int64 tensors.
 
 - :class:`PairedPatchDataset`: the same region of two domains of one case (kernel pairs;
   super-resolution, where the low-resolution volume is first resampled onto the
   high-resolution grid with a B-spline, once per case, and cached).
 - :class:`UnpairedPatchDataset`: a source patch and a target patch from different cases.
 
-Sampling is foreground-biased (a chosen fraction of patches is centred on a body voxel,
-HU > -500) with random flips, and is a pure function of (seed, epoch, index): the same
+Sampling is foreground-biased (a chosen fraction of patches is centred near a body voxel:
+denser than -500 HU, or enclosed by such tissue in its slice, as the lungs are) with random
+flips, and is a pure function of (seed, epoch, index): the same
 index always gives the same patch, so a DistributedSampler can shard the indices and an
 interrupted run can resume exactly. Call ``set_epoch(e)`` each epoch for fresh patches.
 
@@ -104,11 +107,28 @@ class _CaseLoader:
         if any(after for _, after in pads):
             hu = np.pad(hu, pads, mode="constant", constant_values=PAD_HU)
         unit = hu_to_unit(np.ascontiguousarray(hu, dtype=np.float32), self.window)
-        body = hu > FOREGROUND_HU
+        body = body_mask(hu)
         # A lattice subsample of the body keeps memory small on large volumes.
         stride = max(1, int(round((body.size / 200_000) ** (1 / 3))))
         coords = np.argwhere(body[::stride, ::stride, ::stride]).astype(np.int32) * stride
         return _LoadedCase(unit, coords)
+
+
+def _span(mask: np.ndarray, axis: int) -> np.ndarray:
+    """True between the first and the last True along ``axis`` (inclusive)."""
+    n = mask.shape[axis]
+    index = np.arange(n).reshape([-1 if a == axis else 1 for a in range(mask.ndim)])
+    any_true = mask.any(axis=axis, keepdims=True)
+    first = np.argmax(mask, axis=axis).reshape(any_true.shape)
+    last = n - 1 - np.argmax(np.flip(mask, axis=axis), axis=axis).reshape(any_true.shape)
+    return any_true & (index >= first) & (index <= last)
+
+
+def body_mask(hu: np.ndarray) -> np.ndarray:
+    """Voxels inside the body: tissue denser than -500 HU, with what it encloses in each
+    axial slice (lungs, airways) filled in by row and column spans."""
+    dense = hu > FOREGROUND_HU
+    return dense | (_span(dense, 1) & _span(dense, 2))
 
 
 def _as_volume(volume: VolumeLike) -> Volume:
@@ -154,8 +174,7 @@ class _PatchDataset(torch.utils.data.Dataset):
         use_body = len(case.foreground) > 0 and rng.random() < self.foreground_fraction
         if use_body:
             centre = case.foreground[rng.integers(len(case.foreground))]
-            start = [int(c) - p // 2 + int(rng.integers(-(p // 4), p // 4 + 1))
-                     for c, p in zip(centre, self.patch_size)]
+            start = [int(c) - p // 2 for c, p in zip(centre, self.patch_size)]
         else:
             start = [int(rng.integers(0, h + 1)) for h in highest]
         return tuple(min(max(s, 0), h) for s, h in zip(start, highest))  # type: ignore[return-value]
@@ -208,8 +227,10 @@ class PairedPatchDataset(_PatchDataset):
         source, target = self.case(case_index)
         start = self._start(rng, target)
         flips = self._flips(rng)
+        corner = torch.tensor(start, dtype=torch.int64)
         return {"source": self._crop(source.unit, start, flips), "target": self._crop(target.unit, start, flips),
-                "source_case": case_index, "target_case": case_index}
+                "source_case": case_index, "target_case": case_index, "source_start": corner,
+                "target_start": corner.clone()}
 
 
 class UnpairedPatchDataset(_PatchDataset):
@@ -247,10 +268,13 @@ class UnpairedPatchDataset(_PatchDataset):
         source = self._loader.load(("source", source_index), self.sources[source_index],
                                    factors_xyz=self.source_factors_xyz, interpolation=self.interpolation)
         target = self._loader.load(("target", target_index), self.targets[target_index])
-        source_patch = self._crop(source.unit, self._start(rng, source), self._flips(rng))
-        target_patch = self._crop(target.unit, self._start(rng, target), self._flips(rng))
+        source_start = self._start(rng, source)
+        source_patch = self._crop(source.unit, source_start, self._flips(rng))
+        target_start = self._start(rng, target)
+        target_patch = self._crop(target.unit, target_start, self._flips(rng))
         return {"source": source_patch, "target": target_patch, "source_case": source_index,
-                "target_case": target_index}
+                "target_case": target_index, "source_start": torch.tensor(source_start, dtype=torch.int64),
+                "target_start": torch.tensor(target_start, dtype=torch.int64)}
 
 
 # =========================================================================== builders

@@ -58,8 +58,32 @@ def side_by_side(images: Sequence[np.ndarray], gap: int = 4, gap_value: int = 25
     return canvas
 
 
+def slices_side_by_side(volumes: Sequence, index: int, level: float, width: float, axis: int = 0,
+                        gap: int = 4, zoom: int = 1) -> np.ndarray:
+    """One slice (``index`` along array ``axis``: 0 axial, 1 coronal, 2 sagittal) of each
+    volume, windowed and laid side by side, e.g. input | output | target. Volumes are
+    :class:`~RevGANCore.volume.Volume` objects or 3D HU arrays of the same shape (resample
+    a low-resolution volume onto the others' grid first). Coronal and sagittal slices are
+    shown head up. ``zoom`` enlarges by pixel repetition."""
+    arrays = [np.asarray(getattr(v, "array", v)) for v in volumes]
+    if not arrays or any(a.ndim != 3 or a.shape != arrays[0].shape for a in arrays):
+        raise ConfigError("slices_side_by_side needs 3D volumes of one shape, got "
+                          f"{[a.shape for a in arrays]}")
+    if not 0 <= index < arrays[0].shape[axis]:
+        raise ConfigError(f"slice {index} is outside 0..{arrays[0].shape[axis] - 1} along axis {axis}")
+    images = []
+    for array in arrays:
+        plane = np.take(array, index, axis=axis)
+        if axis != 0:
+            plane = plane[::-1]  # k (superior) grows upwards on screen
+        images.append(upscale(window_to_uint8(plane, level, width), zoom))
+    return side_by_side(images, gap=gap)
+
+
 def upscale(image: np.ndarray, factor: int) -> np.ndarray:
     """Enlarge by pixel repetition (keeps voxels visible as squares in a preview)."""
+    if int(factor) < 1:
+        raise ConfigError(f"zoom factor must be a positive integer, got {factor}")
     return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
 
 
