@@ -1,10 +1,18 @@
-"""A CT volume: a voxel array plus the geometry that places it in the patient.
+"""A CT volume: a voxel array plus the geometry that places it in the patient; reading,
+writing, HU-window normalisation, grids and resampling.
 
 Axis order (kept everywhere in RevGANCore): ``array[k, j, i]`` is (z, y, x) in numpy order,
 exactly what ``SimpleITK.GetArrayFromImage`` returns; ``spacing`` and ``origin`` are
 ``(x, y, z)`` tuples in millimetres and ``direction`` is the row-major 3x3 matrix whose
 columns are the LPS directions of the i, j and k axes, exactly what SimpleITK reports.
 The physical (LPS) position of voxel (i, j, k) is ``origin + direction @ (spacing * (i, j, k))``.
+
+- :func:`read_volume` / :func:`write_volume`: .nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd and
+  DICOM series folders (see :mod:`RevGANCore.dicom`); float32 HU in, int16 HU out by
+  default; every bad input raises :class:`~RevGANCore.errors.VolumeError` naming the file.
+- :func:`hu_to_unit` / :func:`unit_to_hu`: the seed's window [-1150, 350] HU <-> [-1, 1].
+- :class:`Grid`, :func:`super_resolution_grid`, :func:`low_resolution_grid`,
+  :func:`resample_to_grid`: geometry-exact resampling that keeps the physical extent.
 """
 
 from __future__ import annotations

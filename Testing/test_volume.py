@@ -44,7 +44,7 @@ def file_digest(path) -> str:
 # ------------------------------------------------------------------- round trips
 
 
-@pytest.mark.parametrize("suffix", [".nii", ".nii.gz", ".nrrd", ".mha", ".mhd"])
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd"])
 @pytest.mark.parametrize("dtype", ["int16", "float32"])
 def test_round_trip_keeps_geometry_and_values(tmp_path, suffix, dtype):
     volume = oblique_volume()
@@ -62,7 +62,8 @@ def test_round_trip_keeps_geometry_and_values(tmp_path, suffix, dtype):
     assert back.source == str(path)
     # Nothing but the result is left in the folder (the staging folder is gone).
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ([f"v{suffix}", "v.zraw"] if suffix == ".mhd" else [f"v{suffix}"])
+    data_file = {".mhd": ["v.zraw"], ".nhdr": ["v.raw.gz"]}.get(suffix, [])
+    assert names == sorted([f"v{suffix}"] + data_file)
 
 
 def test_int16_writing_rounds_and_clips(tmp_path):
