@@ -28,7 +28,7 @@ number, size, place and type of nodules, a gastric air bubble.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, Tuple
 
 import numpy as np
@@ -76,7 +76,6 @@ class Anatomy:
     dome_left: float
     rib_pitch: float
     gastric_bubble: bool
-    nodules: Tuple[Tuple[float, float, float, float, bool], ...] = field(default=())
 
 
 def sample_anatomy(rng: np.random.Generator) -> Anatomy:
@@ -231,10 +230,8 @@ def _paint_body(canvas: Canvas, geometry: _ChestGeometry) -> None:
     # Fat is thicker at the sides and front than over the spine.
     fat = anatomy.fat_thickness * (1.0 + 0.35 * np.cos(2 * angle) - 0.3 * np.sin(angle))
     muscle = anatomy.muscle_thickness * (1.0 + 0.8 * np.clip(np.sin(angle), 0, None))  # back muscles
-    plane_hu = np.full(outline.shape, HU["air"], np.float32)
-    plane_labels = np.zeros(outline.shape, np.uint8)
+    # Paint one slice, then copy it to all.
     layer = Canvas((1,) + outline.shape, canvas.voxel, canvas.first, HU["air"])
-    layer.hu, layer.labels = plane_hu[None], plane_labels[None]
     layer.paint(layer.coverage(outline)[None], HU["skin"], TISSUE_LABELS["soft_tissue"])
     layer.paint(layer.coverage(1.5 - depth)[None], HU["fat"], TISSUE_LABELS["fat"])
     layer.paint(layer.coverage(1.5 + fat - depth)[None], HU["muscle"], TISSUE_LABELS["soft_tissue"])

@@ -23,7 +23,7 @@ from typing import Callable, Dict, Optional, Tuple
 import numpy as np
 
 from . import __version__
-from .degradations import SHARP_KERNEL, SMOOTH_KERNEL, KernelPair, LowResolution, Reconstruction
+from .degradations import SMOOTH_KERNEL, KernelPair, LowResolution, Reconstruction
 from .errors import ConfigError
 from .manifest import new_manifest, relative_path, write_manifest
 from .phantom import DEFAULT_SHAPE, DEFAULT_SPACING, generate_chest_phantom, phantom_scale
