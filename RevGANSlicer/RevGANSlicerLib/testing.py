@@ -170,11 +170,11 @@ def closerToReference(inputNode, outputNode, reference) -> Tuple[bool, str]:
     """Whether the output is closer (mean absolute error in HU, inside the body) to the
     ``reference`` Volume than the input is. A super-resolution input is first put on the
     reference grid by B-spline interpolation, the baseline any method must beat."""
-    from RevGANCore.volume import resample_to_grid
-
     source = volumeFromNode(inputNode)
     result = volumeFromNode(outputNode)
     if source.shape != reference.shape:
+        from RevGANCore.volume import resample_to_grid
+
         source = resample_to_grid(source, reference)
     if result.shape != reference.shape:
         return False, f"output shape {result.shape} differs from the reference's {reference.shape}"
