@@ -123,6 +123,16 @@ def test_the_translate_command_reaches_revgancore_in_a_fresh_process(tmp_path):
     assert process.wait(timeout=60) == 0, process.outputTail()
 
 
+def test_any_revgan_command_runs_in_the_background(tmp_path):
+    from RevGANSlicerLib.logic import TranslationLogic
+
+    process = TranslationLogic.startCommand(["--help"], cwd=str(tmp_path), python=sys.executable)
+    assert process.wait(timeout=60) == 0
+    assert any("usage: revgan" in line for line in process.lines)
+    failing = TranslationLogic.startCommand(["no-such-command"], cwd=str(tmp_path), python=sys.executable)
+    assert failing.wait(timeout=60) not in (None, 0)
+
+
 def test_translate_command_options():
     command = engine.translateCommand("a.nrrd", "b.nrrd", "m", direction="inverse", tileSize=48, device="cuda:1",
                                       python="PythonSlicer")

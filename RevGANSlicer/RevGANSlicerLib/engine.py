@@ -39,11 +39,22 @@ _BOOTSTRAP = ("import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
 # =========================================================================== models
 
 
-def shippedModels() -> List[Any]:
-    """The registry's models (empty when none is installed or the registry is missing)."""
+def _modelfile():
+    """RevGANCore.modelfile, or None when this RevGANCore has no such module. (An import
+    error inside it, e.g. a missing torch, is raised: it needs another message.)"""
     try:
         from RevGANCore import modelfile
-    except ImportError:
+    except ModuleNotFoundError as error:
+        if error.name in ("RevGANCore.modelfile", "RevGANCore"):
+            return None
+        raise
+    return modelfile
+
+
+def shippedModels() -> List[Any]:
+    """The registry's models (empty when none is installed or the registry is missing)."""
+    modelfile = _modelfile()
+    if modelfile is None:
         return []
     try:
         return list(modelfile.list_models())
@@ -54,9 +65,8 @@ def shippedModels() -> List[Any]:
 def defaultModel(modelTask: str) -> Optional[str]:
     """Path of the shipped model for ``modelTask`` ("super_resolution" or "kernel"), or
     None when no such model is installed."""
-    try:
-        from RevGANCore import modelfile
-    except ImportError:
+    modelfile = _modelfile()
+    if modelfile is None:
         return None
     try:
         chosen = modelfile.default_model(modelTask)
@@ -190,7 +200,8 @@ def translateVolume(model: Any, volume: Any, direction: str = "forward", tileSiz
             if name in parameters:
                 options[name] = message
                 break
-    options = {key: value for key, value in options.items() if key in parameters or key == "direction"}
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        options = {key: value for key, value in options.items() if key in parameters or key == "direction"}
     logger = logging.getLogger("RevGANCore")
     collector = _MessageCollector(message) if message is not None else None
     if collector is not None:
@@ -202,16 +213,22 @@ def translateVolume(model: Any, volume: Any, direction: str = "forward", tileSiz
             logger.removeHandler(collector)
 
 
-def translateCommand(inputPath: str, outputPath: str, modelPath: str, direction: str = "forward",
-                     tileSize: int = 0, device: str = "auto", python: Optional[str] = None) -> List[str]:
-    """The command that runs ``revgan translate`` in a separate process (PythonSlicer
-    inside Slicer)."""
+def revganCommand(arguments: Sequence[str], python: Optional[str] = None) -> List[str]:
+    """The command line that runs ``revgan <arguments>`` (``python -m RevGANCore``) in a
+    separate process: PythonSlicer inside Slicer, with this RevGANCore."""
     if python is None:
         from .process import pythonExecutable
 
         python = pythonExecutable()
-    command = [python, "-c", _BOOTSTRAP, coreParentFolder(), "translate", str(inputPath), str(outputPath),
-               "--model", str(modelPath), "--direction", direction, "--device", device or "auto"]
+    return [python, "-c", _BOOTSTRAP, coreParentFolder()] + [str(argument) for argument in arguments]
+
+
+def translateCommand(inputPath: str, outputPath: str, modelPath: str, direction: str = "forward",
+                     tileSize: int = 0, device: str = "auto", python: Optional[str] = None) -> List[str]:
+    """The command that runs ``revgan translate`` in a separate process (PythonSlicer
+    inside Slicer)."""
+    command = revganCommand(["translate", str(inputPath), str(outputPath), "--model", str(modelPath),
+                             "--direction", direction, "--device", device or "auto"], python=python)
     if tileSize:
         command += ["--tile", str(int(tileSize))]
     return command
@@ -227,6 +244,16 @@ def processEnvironment(base: Optional[dict] = None) -> dict:
     environment["PYTHONUNBUFFERED"] = "1"
     environment["PYTHONIOENCODING"] = "utf-8"
     return environment
+
+
+def releaseMemory() -> None:
+    """Give cached GPU memory back to the driver after a run (other extensions and the
+    next run need it); does nothing when torch was never imported or has no GPU."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 # =========================================================================== devices

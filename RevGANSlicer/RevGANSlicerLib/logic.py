@@ -143,8 +143,8 @@ class TranslationLogic:
             path = self.modelPathForTask(task, modelPath)
         except ModelFileError as error:
             return [("Model", str(error))]
-        except ImportError:
-            return [("Model", "RevGANCore's model files are not available in this installation")]
+        except ImportError as error:
+            return [("Model", f"described once PyTorch is installed (on the first run): {error}")]
         try:
             metadata = self.modelMetadata(path)
         except ImportError as error:
@@ -211,8 +211,11 @@ class TranslationLogic:
         chosen = directionFor(task, metadata, direction)
         volume = volumeFromNode(inputNode)
         started = time.monotonic()
-        result = engine.translateVolume(model, volume, direction=chosen, tileSize=tileSize, device=device,
-                                        progress=progress, cancel=cancel, message=message)
+        try:
+            result = engine.translateVolume(model, volume, direction=chosen, tileSize=tileSize, device=device,
+                                            progress=progress, cancel=cancel, message=message)
+        finally:
+            engine.releaseMemory()
         self.lastDuration = time.monotonic() - started
         return createOutputNode(result, name or outputName(inputNode.GetName(), task), referenceNode=inputNode,
                                 outputNode=outputNode, scene=self.scene)
@@ -288,6 +291,15 @@ class TranslationLogic:
                 application.processEvents()
             time.sleep(0.05)
         return self.finishTranslation(job)
+
+    @staticmethod
+    def startCommand(arguments, onLine: Optional[Callable[[str], None]] = None, cwd: Optional[str] = None,
+                     python: Optional[str] = None) -> ConsoleProcess:
+        """Run any ``revgan`` command (e.g. ``["train", "config.toml"]``) in a separate
+        process and return it at once: poll it (``poll()``, ``progress``, ``outputTail()``)
+        from a timer or the console; ``cancel()`` stops it and everything it started."""
+        command = engine.revganCommand(arguments, python=python)
+        return ConsoleProcess(command, env=engine.processEnvironment(), cwd=cwd, onLine=onLine).start()
 
     @staticmethod
     def _temporaryFolder() -> Optional[str]:
