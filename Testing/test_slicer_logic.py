@@ -29,7 +29,7 @@ def _volumeNodes(scene):
     return [collection.GetItemAsObject(i).GetID() for i in range(collection.GetNumberOfItems())]
 
 
-def _lowResolutionNode(scene, shape=(6, 12, 10)):
+def _lowResolutionNode(scene, shape=(8, 16, 12)):
     """An oblique, CT-like, thick-slice volume node with a lung window."""
     return addVolumeNode(scene, ctLikeArray(shape), obliqueIjkToRas(spacing=(1.6, 1.5, 5.0)), "CT chest",
                          window=(1500.0, -600.0))
@@ -56,13 +56,13 @@ def test_super_resolution_on_a_node_gives_the_fine_grid_over_the_same_box(scene)
     ticks = []
     logic = TranslationLogic()
     out = logic.translate(node, Task.SuperResolution, model=testing.tinyModel("super_resolution"), device="cpu",
-                          tileSize=16, progress=lambda done, total: ticks.append((done, total)))
+                          tileSize=32, progress=lambda done, total: ticks.append((done, total)))
 
     assert out.GetID() != node.GetID() and out.GetName() == "CT chest super-resolved"
     _assertUntouched(node, before)
     # Spacing / 2 in x and y, / 4 in z; 2x, 2x, 4x the voxels; same orientation, corner, extent.
     np.testing.assert_allclose(out.GetSpacing(), np.asarray(node.GetSpacing()) / (2, 2, 4), rtol=1e-9)
-    assert out.GetImageData().GetDimensions() == (20, 24, 24)
+    assert out.GetImageData().GetDimensions() == (24, 32, 32)
     assert testing.geometryProblems(node, out, Task.SuperResolution) == []
     matrix, inputMatrix = ijkToRas(out), ijkToRas(node)
     np.testing.assert_allclose(matrix[:3, :3] @ np.diag([2, 2, 4]), inputMatrix[:3, :3], atol=1e-9)
@@ -79,7 +79,7 @@ def test_kernel_conversion_keeps_the_grid_and_an_untrained_model_is_close_to_ide
     node = _lowResolutionNode(scene)
     before = _snapshot(node)
     out = TranslationLogic().translate(node, Task.SharpToSmooth, model=testing.tinyModel("kernel"), device="cpu",
-                                       tileSize=16)
+                                       tileSize=32)
     _assertUntouched(node, before)
     assert out.GetName() == "CT chest smooth kernel"
     assert testing.geometryProblems(node, out, Task.SharpToSmooth) == []
@@ -105,12 +105,30 @@ def test_output_into_a_chosen_node_and_never_into_the_input(scene):
 
 
 @needs_inference
+def test_tile_size_below_the_model_minimum_is_raised_and_said(scene):
+    from RevGANSlicerLib import engine
+
+    model = testing.tinyModel("kernel")
+    smallest = engine.minimumTileSize(model.generator.config)
+    assert smallest == 2 * 14 + 2  # depth 1: receptive-field radius 6 + 8, stride 2
+    notes = []
+    assert TranslationLogic.usableTileSize(8, model, notes.append) == smallest
+    assert notes and str(smallest) in notes[0]
+    assert TranslationLogic.usableTileSize(0, model) == 0
+    assert TranslationLogic.usableTileSize(64, model.metadata) == 64
+    node = _lowResolutionNode(scene)
+    out = TranslationLogic().translate(node, Task.SharpToSmooth, model=model, device="cpu", tileSize=8,
+                                       message=notes.append)
+    assert testing.sameIjkToRas(out, node)
+
+
+@needs_inference
 def test_cancel_in_this_process_leaves_no_node(scene):
     node = _lowResolutionNode(scene)
     nodesBefore = _volumeNodes(scene)
     with pytest.raises(CancelledError):
         TranslationLogic().translate(node, Task.SuperResolution, model=testing.tinyModel("super_resolution"),
-                                     device="cpu", tileSize=16, cancel=lambda: True)
+                                     device="cpu", tileSize=32, cancel=lambda: True)
     assert _volumeNodes(scene) == nodesBefore
 
 
@@ -125,8 +143,8 @@ def test_wrong_inputs_are_refused_before_any_work(scene):
     with pytest.raises(ModelFileError, match="choose a model file"):
         logic.modelPathForTask(Task.CustomModel, "")
     node = _lowResolutionNode(scene)
-    assert logic.estimateOutputBytes(node, Task.SuperResolution, {"scale_factors_xyz": [2, 2, 4]}) == 6 * 12 * 10 * 16 * 4
-    assert logic.estimateOutputBytes(node, Task.SharpToSmooth) == 6 * 12 * 10 * 4
+    assert logic.estimateOutputBytes(node, Task.SuperResolution, {"scale_factors_xyz": [2, 2, 4]}) == 8 * 16 * 12 * 16 * 4
+    assert logic.estimateOutputBytes(node, Task.SharpToSmooth) == 8 * 16 * 12 * 4
 
 
 @needs_inference
@@ -136,7 +154,7 @@ def test_separate_process_gives_the_same_result_as_in_process(scene, tmp_path):
     folder, modelPath = testing.tinyModelFile("super_resolution", folder=str(tmp_path))
     logic = TranslationLogic()
     lines = []
-    job = logic.startTranslation(node, Task.CustomModel, modelPath=modelPath, device="cpu", tileSize=16,
+    job = logic.startTranslation(node, Task.CustomModel, modelPath=modelPath, device="cpu", tileSize=32,
                                  python=sys.executable, onLine=lines.append)
     assert job.wait(timeout=300) == 0, job.process.outputTail()
     viaProcess = logic.finishTranslation(job)
@@ -146,7 +164,7 @@ def test_separate_process_gives_the_same_result_as_in_process(scene, tmp_path):
     assert testing.geometryProblems(node, viaProcess, Task.SuperResolution) == []
     assert job.progress is not None and job.progress[0] == job.progress[1], lines[-10:]
 
-    here = logic.translate(node, Task.CustomModel, modelPath=modelPath, device="cpu", tileSize=16)
+    here = logic.translate(node, Task.CustomModel, modelPath=modelPath, device="cpu", tileSize=32)
     assert testing.sameIjkToRas(here, viaProcess)
     # The command line may store whole HU (int16): equal within rounding.
     np.testing.assert_allclose(slicer.util.arrayFromVolume(viaProcess), slicer.util.arrayFromVolume(here), atol=0.51)
@@ -234,7 +252,7 @@ def test_the_self_test_flow_runs_on_plain_mrml(scene, tmp_path):
     for task, source, reference, modelTask in ((Task.SuperResolution, "lr", "hr", "super_resolution"),
                                                (Task.SharpToSmooth, "sharp", "smooth", "kernel")):
         inputNode = logic.loadPhantoms((source,), volumes=case)[source]
-        out = logic.translate(inputNode, task, device="cpu", tileSize=32, model=testing.tinyModel(modelTask))
+        out = logic.translate(inputNode, task, device="cpu", tileSize=64, model=testing.tinyModel(modelTask))
         assert testing.geometryProblems(inputNode, out, task) == []
         assert testing.windowLevel(out) == testing.windowLevel(inputNode)
         better, message = testing.closerToReference(inputNode, out, case[reference])
@@ -243,7 +261,7 @@ def test_the_self_test_flow_runs_on_plain_mrml(scene, tmp_path):
     _, modelPath = testing.tinyModelFile("kernel", folder=str(tmp_path))
     sharp = logic.loadPhantoms(("sharp",), volumes=case)["sharp"]
     ticks = []
-    out = logic.translateInSeparateProcess(sharp, Task.SharpToSmooth, modelPath=modelPath, device="cpu", tileSize=32,
+    out = logic.translateInSeparateProcess(sharp, Task.SharpToSmooth, modelPath=modelPath, device="cpu", tileSize=64,
                                            timeout=300, python=sys.executable,
                                            progress=lambda done, total: ticks.append((done, total)))
     assert testing.geometryProblems(sharp, out, Task.SharpToSmooth) == []
@@ -262,3 +280,22 @@ def test_quality_measure_prefers_the_closer_volume(scene):
     better, message = testing.closerToReference(noisy, close, reference)
     assert better and "input 30.0 HU, result 3.0 HU" in message
     assert not testing.closerToReference(close, noisy, reference)[0]
+
+
+@needs_inference
+def test_model_card_of_a_model_file_and_of_a_missing_shipped_model(tmp_path, monkeypatch):
+    _, modelPath = testing.tinyModelFile("kernel", folder=str(tmp_path))
+    logic = TranslationLogic()
+    rows = dict(logic.modelCard(Task.CustomModel, modelPath))
+    assert rows["Task"] == "kernel"
+    assert rows["Domains"] == "x = sharp, y = smooth"
+    assert rows["File"] == modelPath
+    rows = dict(logic.modelCard(Task.SuperResolution, modelPath))  # a kernel model for super-resolution
+    assert "trained for 'kernel'" in rows["Warning"]
+    empty = tmp_path / "no-models"
+    empty.mkdir()
+    monkeypatch.setenv("REVGAN_MODELS_DIR", str(empty))
+    rows = dict(logic.modelCard(Task.SuperResolution))
+    assert "no shipped super-resolution model" in rows["Model"]
+    with pytest.raises(ModelFileError, match="Custom model file"):
+        logic.modelPathForTask(Task.SharpToSmooth)

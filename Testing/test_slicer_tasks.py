@@ -53,9 +53,12 @@ def test_model_card_rows_from_metadata(tmp_path):
     (tmp_path / "kernel.md").write_text("# Kernel model\n")
     rows = dict(engine.modelCard({
         "task": "kernel", "description": "sharp <-> smooth", "domains": {"x": "sharp", "y": "smooth"},
-        "hu_window": [-1150, 350], "caveats": ["phantoms only", "not for diagnosis"]}, str(model)))
+        "hu_window": [-1150, 350], "caveats": ["phantoms only", "not for diagnosis"],
+        "training": {"dataset": "phantoms, 40 cases", "iterations": 20000, "config": {"long": "x" * 1000}}},
+        str(model)))
+    assert rows["Training"] == "dataset: phantoms, 40 cases; iterations: 20000"
     assert rows["Task"] == "kernel"
     assert rows["Domains"] == "x = sharp, y = smooth"
-    assert rows["HU window"] == "-1150; 350"
+    assert rows["HU window"] == "(-1150, 350)"
     assert rows["Caveats"] == "phantoms only; not for diagnosis"
     assert rows["Model card"] == str(tmp_path / "kernel.md")

@@ -128,6 +128,8 @@ def modelCardPath(modelPath: str) -> Optional[str]:
 def _text(value: Any) -> str:
     if value is None:
         return ""
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, (int, float)) for v in value):
+        return "(" + ", ".join(f"{v:g}" for v in value) + ")"
     if isinstance(value, (list, tuple)):
         return "; ".join(_text(item) for item in value if item)
     if isinstance(value, dict):
@@ -154,7 +156,13 @@ def modelCard(metadata: Any, modelPath: str = "") -> List[Tuple[str, str]]:
         rows.append(("Domains", f"x = {_text(domains.get('x'))}, y = {_text(domains.get('y'))}"))
     add("Scale factors (x, y, z)", "scale_factors_xyz", "factors_xyz")
     add("HU window", "hu_window")
-    add("Training data", "training_data", "training", "provenance")
+    training = metadataValue(metadata, "training", None)
+    if isinstance(training, dict) and training:
+        keys = [key for key in ("dataset", "data", "iterations", "metrics", "date") if key in training]
+        summary = "; ".join(f"{key}: {_text(training[key])}" for key in keys) or _text(training)
+        rows.append(("Training", summary if len(summary) <= 400 else summary[:397] + "..."))
+    else:
+        add("Training", "training_data", "training", "provenance")
     add("Caveats", "caveats", "limitations")
     if modelPath:
         rows.append(("File", modelPath))
@@ -244,6 +252,37 @@ def processEnvironment(base: Optional[dict] = None) -> dict:
     environment["PYTHONUNBUFFERED"] = "1"
     environment["PYTHONIOENCODING"] = "utf-8"
     return environment
+
+
+def generatorConfig(modelOrMetadata: Any) -> Any:
+    """The generator configuration of a loaded model or of a model file's metadata (None
+    when it cannot be told)."""
+    from RevGANCore.networks import GeneratorConfig
+
+    generator = getattr(modelOrMetadata, "generator", None)
+    config = getattr(generator, "config", None)
+    if isinstance(config, GeneratorConfig):
+        return config
+    values = metadataValue(modelOrMetadata, "generator", None)
+    if isinstance(values, GeneratorConfig):
+        return values
+    if isinstance(values, dict) and values:
+        return GeneratorConfig.from_dict(values)
+    return None
+
+
+def minimumTileSize(config: Any) -> int:
+    """Smallest tile edge the core accepts for a generator: a halo of the receptive-field
+    radius (rounded up to the stride) on both sides of at least one stride of core."""
+    from RevGANCore.networks import receptive_field
+
+    field = receptive_field(config)
+    try:
+        from RevGANCore.tiling import halo_for, minimum_window
+    except ImportError:
+        halo = -(-field.radius // field.stride) * field.stride
+        return 2 * halo + field.stride
+    return int(minimum_window(halo_for(field.radius, field.stride), field.stride))
 
 
 def releaseMemory() -> None:

@@ -173,6 +173,25 @@ class TranslationLogic:
 
     # ------------------------------------------------------------------ checks
     @staticmethod
+    def usableTileSize(tileSize: int, modelOrMetadata: Any,
+                       message: Optional[Callable[[str], None]] = None) -> int:
+        """``tileSize`` raised to the smallest tile the model allows (0 stays 0: automatic).
+        The core refuses tiles smaller than twice its receptive-field halo; the panel's
+        spin box does not know the model, so the Logic adjusts and says so."""
+        tileSize = int(tileSize or 0)
+        if tileSize <= 0:
+            return 0
+        config = engine.generatorConfig(modelOrMetadata)
+        if config is None:
+            return tileSize
+        smallest = engine.minimumTileSize(config)
+        if tileSize < smallest:
+            if message is not None:
+                message(f"Tile size {tileSize} is below this model's minimum; using {smallest} voxels.")
+            return smallest
+        return tileSize
+
+    @staticmethod
     def checkInputOutput(inputNode, outputNode=None) -> None:
         if inputNode is None:
             raise VolumeError("select an input volume")
@@ -209,6 +228,7 @@ class TranslationLogic:
             model = engine.loadModel(path, device="cpu")
         metadata = engine.modelMetadata(model)
         chosen = directionFor(task, metadata, direction)
+        tileSize = self.usableTileSize(tileSize, model, message)
         volume = volumeFromNode(inputNode)
         started = time.monotonic()
         try:
@@ -233,6 +253,8 @@ class TranslationLogic:
         task, path, name = self._prepare(inputNode, task, modelPath, outputNode, name)
         metadata = self.modelMetadata(path)
         chosen = directionFor(task, metadata, direction)
+        notes: List[str] = []
+        tileSize = self.usableTileSize(tileSize, metadata, notes.append)
         folder = tempfile.mkdtemp(prefix="RevGANSlicer-", dir=self._temporaryFolder())
         try:
             inputPath = os.path.join(folder, "input.nrrd")
@@ -244,6 +266,8 @@ class TranslationLogic:
         except Exception:
             shutil.rmtree(folder, ignore_errors=True)
             raise
+        if notes:
+            process.lastMessage = notes[-1]
         description = f"{taskInfo(task).buttonText} with {os.path.basename(path)} ({chosen}) on {device}"
         return TranslationJob(process, folder, outputPath, inputNode.GetID(),
                               outputNode.GetID() if outputNode is not None else None, name, task, description)
