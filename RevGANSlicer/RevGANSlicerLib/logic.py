@@ -1,0 +1,356 @@
+"""What the module computes, without its GUI: :class:`TranslationLogic`.
+
+The module's ``RevGANSlicerLogic`` is this class plus Slicer's parameter node; it is also
+usable on its own from Slicer's Python console or plain Python with the MRML library::
+
+    from RevGANSlicerLib.logic import TranslationLogic
+    from RevGANSlicerLib.tasks import Task
+    logic = TranslationLogic()
+    result = logic.translate(getNode("CT"), Task.SuperResolution, device="cpu", tileSize=64)
+    logic.showSideBySide(getNode("CT"), result)
+
+Two ways to run a translation:
+
+- :meth:`TranslationLogic.translate`: in this process, tile by tile, calling
+  ``progress(done, total)`` after each tile and ``cancel()`` before the next one (the GUI
+  processes its events in ``progress``, so Slicer stays responsive and Cancel works);
+- :meth:`TranslationLogic.startTranslation`: ``revgan translate`` in a separate process
+  (PythonSlicer); returns a :class:`TranslationJob` to poll from a timer; cancel kills
+  the whole process tree; :meth:`TranslationLogic.finishTranslation` loads the result.
+
+Either way the input node is never modified and, unless an output node is given, the
+result is a NEW node named after the input and the task, with the input's window/level.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from . import engine
+from .nodes import createOutputNode, isScalarVolumeNode, volumeFromNode
+from .process import ConsoleProcess
+from .tasks import Direction, Task, checkModelForTask, directionFor, metadataValue, outputName, taskInfo
+
+from RevGANCore.errors import CancelledError, ModelFileError, RevGANError, VolumeError  # noqa: E402
+
+#: Results bigger than this need the user's confirmation in the GUI (see estimateOutputBytes).
+LARGE_OUTPUT_BYTES = 4 * 2 ** 30
+
+
+class TranslationJob:
+    """A translation running in a separate process (see :meth:`TranslationLogic.startTranslation`).
+
+    Poll it from a timer: :meth:`poll` returns None while it runs and the process's return
+    code when it has ended; :attr:`progress` is the last (done, total) and
+    :attr:`statusMessage` the last noteworthy line (e.g. a GPU memory fallback)."""
+
+    def __init__(self, process: ConsoleProcess, folder: str, outputPath: str, inputNodeID: str,
+                 outputNodeID: Optional[str], outputName: str, task: Task, description: str):
+        self.process = process
+        self.folder = folder
+        self.outputPath = outputPath
+        self.inputNodeID = inputNodeID
+        self.outputNodeID = outputNodeID
+        self.outputName = outputName
+        self.task = task
+        self.description = description
+        self.finished = False
+
+    def poll(self) -> Optional[int]:
+        return self.process.poll()
+
+    @property
+    def progress(self) -> Optional[Tuple[int, int]]:
+        return self.process.progress
+
+    @property
+    def statusMessage(self) -> str:
+        return self.process.lastMessage
+
+    @property
+    def cancelled(self) -> bool:
+        return self.process.cancelled
+
+    def cancel(self) -> None:
+        """Stop the computation (the whole process tree) and delete its files."""
+        self.process.cancel()
+        self.process.wait(timeout=10)
+        self.cleanup()
+
+    def wait(self, timeout: Optional[float] = None) -> Optional[int]:
+        return self.process.wait(timeout)
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class TranslationLogic:
+    """Translate CT volume nodes with RevGAN models (see the module docstring)."""
+
+    def __init__(self, scene=None):
+        self._scene = scene
+        self._metadataCache: Dict[Tuple[str, float], Any] = {}
+        self.lastDuration: Optional[float] = None  # seconds taken by the last translation
+
+    # ------------------------------------------------------------------ scene
+    @property
+    def scene(self):
+        if self._scene is not None:
+            return self._scene
+        import slicer
+
+        return slicer.mrmlScene
+
+    # ------------------------------------------------------------------ models
+    def modelPathForTask(self, task: Task, modelPath: str = "") -> str:
+        """The model file a task uses: the chosen file for a custom model, else the shipped
+        model for the task. Raises ModelFileError with advice when there is none."""
+        task = Task(task)
+        info = taskInfo(task)
+        if task is Task.CustomModel:
+            if not modelPath:
+                raise ModelFileError("choose a model file for 'Custom model file'")
+            return engine.resolveModel(modelPath)
+        if modelPath:
+            return engine.resolveModel(modelPath)
+        found = engine.defaultModel(info.modelTask)
+        if not found:
+            raise ModelFileError(
+                f"no shipped {info.modelTask.replace('_', '-')} model is installed with RevGANSlicer; "
+                "choose 'Custom model file' and pick a model file")
+        return found
+
+    def modelMetadata(self, modelPath: str) -> Any:
+        """A model file's metadata (cached while the file is unchanged)."""
+        try:
+            key = (os.path.abspath(modelPath), os.path.getmtime(modelPath))
+        except OSError:
+            key = (modelPath, 0.0)
+        if key not in self._metadataCache:
+            self._metadataCache[key] = engine.readMetadata(modelPath)
+        return self._metadataCache[key]
+
+    def modelCard(self, task: Task, modelPath: str = "") -> List[Tuple[str, str]]:
+        """(label, text) rows describing the model a task will use, or why there is none."""
+        task = Task(task)
+        try:
+            path = self.modelPathForTask(task, modelPath)
+        except ModelFileError as error:
+            return [("Model", str(error))]
+        except ImportError as error:
+            return [("Model", f"described once PyTorch is installed (on the first run): {error}")]
+        try:
+            metadata = self.modelMetadata(path)
+        except ImportError as error:
+            return [("Model", path), ("Note", f"details appear once PyTorch is installed ({error})")]
+        except RevGANError as error:
+            return [("Model", path), ("Error", str(error))]
+        rows = engine.modelCard(metadata, path)
+        warning = checkModelForTask(task, metadata)
+        if warning:
+            rows.insert(0, ("Warning", warning))
+        return rows
+
+    def directionFor(self, task: Task, metadata: Any, customDirection=Direction.Forward) -> str:
+        return directionFor(task, metadata, customDirection)
+
+    def estimateOutputBytes(self, inputNode, task: Task, metadata: Any = None) -> int:
+        """Size of the result in memory (float32), to warn before huge super-resolutions."""
+        image = inputNode.GetImageData() if inputNode is not None else None
+        if image is None:
+            return 0
+        voxels = float(np.prod(image.GetDimensions()))
+        if Task(task) is Task.SuperResolution or metadataValue(metadata, "task") == "super_resolution":
+            factors = metadataValue(metadata, "scale_factors_xyz", None) or (2, 2, 4)
+            voxels *= float(np.prod([float(f) for f in factors]))
+        return int(voxels * 4)
+
+    # ------------------------------------------------------------------ checks
+    @staticmethod
+    def usableTileSize(tileSize: int, modelOrMetadata: Any,
+                       message: Optional[Callable[[str], None]] = None) -> int:
+        """``tileSize`` raised to the smallest tile the model allows (0 stays 0: automatic).
+        The core refuses tiles smaller than twice its receptive-field halo; the panel's
+        spin box does not know the model, so the Logic adjusts and says so."""
+        tileSize = int(tileSize or 0)
+        if tileSize <= 0:
+            return 0
+        config = engine.generatorConfig(modelOrMetadata)
+        if config is None:
+            return tileSize
+        smallest = engine.minimumTileSize(config)
+        if tileSize < smallest:
+            if message is not None:
+                message(f"Tile size {tileSize} is below this model's minimum; using {smallest} voxels.")
+            return smallest
+        return tileSize
+
+    @staticmethod
+    def checkInputOutput(inputNode, outputNode=None) -> None:
+        if inputNode is None:
+            raise VolumeError("select an input volume")
+        if not isScalarVolumeNode(inputNode):
+            raise VolumeError(f"{inputNode.GetName()}: is a {inputNode.GetClassName()}; choose a scalar CT volume")
+        if outputNode is not None and outputNode.GetID() == inputNode.GetID():
+            raise VolumeError("the output volume must not be the input volume: choose 'Create new volume'")
+
+    def _prepare(self, inputNode, task: Task, modelPath: str, outputNode, name: Optional[str]):
+        task = Task(task)
+        self.checkInputOutput(inputNode, outputNode)
+        path = self.modelPathForTask(task, modelPath)
+        name = name or outputName(inputNode.GetName(), task)
+        return task, path, name
+
+    # ------------------------------------------------------------------ in this process
+    def translate(self, inputNode, task: Task = Task.SuperResolution, modelPath: str = "",
+                  direction=Direction.Forward, device: str = "auto", tileSize: int = 0, outputNode=None,
+                  name: Optional[str] = None, progress: Optional[Callable[[int, int], None]] = None,
+                  cancel: Optional[Callable[[], bool]] = None, message: Optional[Callable[[str], None]] = None,
+                  model: Any = None):
+        """Translate ``inputNode`` in this process and return the output node.
+
+        ``task`` picks the shipped model and its direction (``modelPath`` overrides the model;
+        ``direction`` is used for :attr:`Task.CustomModel`). ``model`` passes an already
+        loaded model instead (its metadata decides the direction). ``tileSize`` 0 lets the
+        core choose. ``progress(done, total)``/``cancel()``/``message(text)``: see
+        :func:`RevGANSlicerLib.engine.translateVolume`. Raises CancelledError when cancelled
+        (no node is left behind)."""
+        task = Task(task)
+        self.checkInputOutput(inputNode, outputNode)
+        if model is None:
+            path = self.modelPathForTask(task, modelPath)
+            model = engine.loadModel(path, device="cpu")
+        metadata = engine.modelMetadata(model)
+        chosen = directionFor(task, metadata, direction)
+        tileSize = self.usableTileSize(tileSize, model, message)
+        volume = volumeFromNode(inputNode)
+        started = time.monotonic()
+        try:
+            result = engine.translateVolume(model, volume, direction=chosen, tileSize=tileSize, device=device,
+                                            progress=progress, cancel=cancel, message=message)
+        finally:
+            engine.releaseMemory()
+        self.lastDuration = time.monotonic() - started
+        return createOutputNode(result, name or outputName(inputNode.GetName(), task), referenceNode=inputNode,
+                                outputNode=outputNode, scene=self.scene)
+
+    # ------------------------------------------------------------------ separate process
+    def startTranslation(self, inputNode, task: Task = Task.SuperResolution, modelPath: str = "",
+                         direction=Direction.Forward, device: str = "auto", tileSize: int = 0, outputNode=None,
+                         name: Optional[str] = None, python: Optional[str] = None,
+                         onLine: Optional[Callable[[str], None]] = None) -> TranslationJob:
+        """Start ``revgan translate`` on ``inputNode`` in a separate process and return the
+        job at once. The input is written to a temporary file first (a copy: the node is
+        not touched), the output is read back by :meth:`finishTranslation`."""
+        from RevGANCore.volume import write_volume
+
+        task, path, name = self._prepare(inputNode, task, modelPath, outputNode, name)
+        metadata = self.modelMetadata(path)
+        chosen = directionFor(task, metadata, direction)
+        notes: List[str] = []
+        tileSize = self.usableTileSize(tileSize, metadata, notes.append)
+        folder = tempfile.mkdtemp(prefix="RevGANSlicer-", dir=self._temporaryFolder())
+        try:
+            inputPath = os.path.join(folder, "input.nrrd")
+            outputPath = os.path.join(folder, "output.nrrd")
+            write_volume(volumeFromNode(inputNode), inputPath, dtype="float32")
+            command = engine.translateCommand(inputPath, outputPath, path, direction=chosen, tileSize=tileSize,
+                                              device=device, python=python)
+            process = ConsoleProcess(command, env=engine.processEnvironment(), cwd=folder, onLine=onLine).start()
+        except Exception:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        if notes:
+            process.lastMessage = notes[-1]
+        description = f"{taskInfo(task).buttonText} with {os.path.basename(path)} ({chosen}) on {device}"
+        return TranslationJob(process, folder, outputPath, inputNode.GetID(),
+                              outputNode.GetID() if outputNode is not None else None, name, task, description)
+
+    def finishTranslation(self, job: TranslationJob):
+        """After the job ended: load its result into a new (or the chosen) output node and
+        return it. Raises CancelledError if it was cancelled, RevGANError with the
+        process's last output lines if it failed. Temporary files are deleted."""
+        from RevGANCore.volume import read_volume
+
+        try:
+            if job.poll() is None:
+                raise RevGANError("the translation is still running")
+            if job.cancelled:
+                raise CancelledError("the translation was cancelled")
+            if job.process.returncode != 0 or not os.path.isfile(job.outputPath):
+                raise RevGANError(f"the translation failed (exit code {job.process.returncode}):\n"
+                                  + job.process.outputTail(15))
+            result = read_volume(job.outputPath, expect_ct=False)
+            inputNode = self.scene.GetNodeByID(job.inputNodeID)
+            outputNode = self.scene.GetNodeByID(job.outputNodeID) if job.outputNodeID else None
+            self.lastDuration = ((job.process.endTime or time.monotonic()) - (job.process.startTime or 0.0))
+            return createOutputNode(result, job.outputName, referenceNode=inputNode, outputNode=outputNode,
+                                    scene=self.scene)
+        finally:
+            job.finished = True
+            job.cleanup()
+
+    def translateInSeparateProcess(self, inputNode, task: Task = Task.SuperResolution, timeout: Optional[float] = None,
+                                   progress: Optional[Callable[[int, int], None]] = None, **options):
+        """:meth:`startTranslation` + wait + :meth:`finishTranslation`, for scripts and tests
+        (blocks the caller; processes Slicer's events while waiting when in Slicer)."""
+        job = self.startTranslation(inputNode, task, **options)
+        application = _application()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        seen = None
+        while job.poll() is None:
+            if progress is not None and job.progress is not None and job.progress != seen:
+                seen = job.progress
+                progress(*seen)
+            if deadline is not None and time.monotonic() > deadline:
+                job.cancel()
+                raise RevGANError(f"the translation did not finish within {timeout:g} s")
+            if application is not None:
+                application.processEvents()
+            time.sleep(0.05)
+        return self.finishTranslation(job)
+
+    @staticmethod
+    def startCommand(arguments, onLine: Optional[Callable[[str], None]] = None, cwd: Optional[str] = None,
+                     python: Optional[str] = None) -> ConsoleProcess:
+        """Run any ``revgan`` command (e.g. ``["train", "config.toml"]``) in a separate
+        process and return it at once: poll it (``poll()``, ``progress``, ``outputTail()``)
+        from a timer or the console; ``cancel()`` stops it and everything it started."""
+        command = engine.revganCommand(arguments, python=python)
+        return ConsoleProcess(command, env=engine.processEnvironment(), cwd=cwd, onLine=onLine).start()
+
+    @staticmethod
+    def _temporaryFolder() -> Optional[str]:
+        application = _application()
+        folder = getattr(application, "temporaryPath", None) if application is not None else None
+        return folder if folder and os.path.isdir(folder) else None
+
+    # ------------------------------------------------------------------ display and data
+    def showSideBySide(self, inputNode, outputNode) -> None:
+        """Red (left) = input, Yellow (right) = result, linked and fitted."""
+        from .layout import showSideBySide
+
+        showSideBySide(inputNode, outputNode, scene=self.scene)
+
+    def loadPhantoms(self, kinds=("lr", "sharp"), seed: int = 0, shape=None,
+                     volumes: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        """Generate a chest phantom case (or use ``volumes``, one already generated) and add
+        the chosen kinds ("lr", "hr", "sharp", "smooth") as new nodes; see sampledata."""
+        from .sampledata import DEFAULT_SHAPE, loadPhantomNodes
+
+        return loadPhantomNodes(kinds, seed=seed, shape=shape or DEFAULT_SHAPE, scene=self.scene, volumes=volumes)
+
+
+def _application():
+    try:
+        import slicer
+
+        return getattr(slicer, "app", None)
+    except ImportError:
+        return None

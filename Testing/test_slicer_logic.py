@@ -1,0 +1,301 @@
+"""The module's Logic on a real MRML scene: translations in this process and in a separate
+process, output geometry, the input left untouched, cancel, errors.
+
+The shipped models are not needed: tiny untrained generators (identity at start) are built
+in memory or saved as model files; what is checked is the node handling, not image quality
+(the Slicer self-test checks quality when the trained models are installed)."""
+
+import os
+import shutil
+import sys
+
+import numpy as np
+import pytest
+
+from slicer_helpers import (  # noqa: F401
+    addVolumeNode, ctLikeArray, ijkToRas, needsCore, obliqueIjkToRas, scene, slicer)
+
+from RevGANSlicerLib import dependencies, testing  # noqa: E402
+from RevGANSlicerLib.logic import TranslationLogic  # noqa: E402
+from RevGANSlicerLib.tasks import Task  # noqa: E402
+from RevGANCore.errors import CancelledError, ModelFileError, RevGANError, VolumeError  # noqa: E402
+
+needs_inference = needsCore("inference", "modelfile")
+needs_io = needsCore("modelfile")
+
+
+def _volumeNodes(scene):
+    collection = scene.GetNodesByClass("vtkMRMLScalarVolumeNode")
+    return [collection.GetItemAsObject(i).GetID() for i in range(collection.GetNumberOfItems())]
+
+
+def _lowResolutionNode(scene, shape=(8, 16, 12)):
+    """An oblique, CT-like, thick-slice volume node with a lung window."""
+    return addVolumeNode(scene, ctLikeArray(shape), obliqueIjkToRas(spacing=(1.6, 1.5, 5.0)), "CT chest",
+                         window=(1500.0, -600.0))
+
+
+def _snapshot(node):
+    display = node.GetDisplayNode()
+    return (slicer.util.arrayFromVolume(node).copy(), ijkToRas(node).copy(), node.GetName(),
+            display.GetWindow(), display.GetLevel(), node.GetImageData().GetMTime())
+
+
+def _assertUntouched(node, snapshot):
+    array, matrix, name, window, level, _ = snapshot
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), array)
+    np.testing.assert_array_equal(ijkToRas(node), matrix)
+    assert node.GetName() == name
+    assert node.GetDisplayNode().GetWindow() == window and node.GetDisplayNode().GetLevel() == level
+
+
+@needs_inference
+def test_super_resolution_on_a_node_gives_the_fine_grid_over_the_same_box(scene):
+    node = _lowResolutionNode(scene)
+    before = _snapshot(node)
+    ticks = []
+    logic = TranslationLogic()
+    out = logic.translate(node, Task.SuperResolution, model=testing.tinyModel("super_resolution"), device="cpu",
+                          tileSize=32, progress=lambda done, total: ticks.append((done, total)))
+
+    assert out.GetID() != node.GetID() and out.GetName() == "CT chest super-resolved"
+    _assertUntouched(node, before)
+    # Spacing / 2 in x and y, / 4 in z; 2x, 2x, 4x the voxels; same orientation, corner, extent.
+    np.testing.assert_allclose(out.GetSpacing(), np.asarray(node.GetSpacing()) / (2, 2, 4), rtol=1e-9)
+    assert out.GetImageData().GetDimensions() == (24, 32, 32)
+    assert testing.geometryProblems(node, out, Task.SuperResolution) == []
+    matrix, inputMatrix = ijkToRas(out), ijkToRas(node)
+    np.testing.assert_allclose(matrix[:3, :3] @ np.diag([2, 2, 4]), inputMatrix[:3, :3], atol=1e-9)
+    # The first fine voxel's centre sits a quarter (x, y) / three eighths (z) of a coarse voxel
+    # inside the coarse voxel's corner: origin moved by (fine - coarse) / 2 along each axis.
+    expectedOrigin = inputMatrix[:3, 3] + inputMatrix[:3, :3] @ ((1 / np.array([2, 2, 4]) - 1) / 2)
+    np.testing.assert_allclose(matrix[:3, 3], expectedOrigin, atol=1e-9)
+    assert testing.windowLevel(out) == testing.windowLevel(node)
+    assert ticks and ticks[-1][0] == ticks[-1][1]
+
+
+@needs_inference
+def test_kernel_conversion_keeps_the_grid_and_an_untrained_model_is_close_to_identity(scene):
+    node = _lowResolutionNode(scene)
+    before = _snapshot(node)
+    out = TranslationLogic().translate(node, Task.SharpToSmooth, model=testing.tinyModel("kernel"), device="cpu",
+                                       tileSize=32)
+    _assertUntouched(node, before)
+    assert out.GetName() == "CT chest smooth kernel"
+    assert testing.geometryProblems(node, out, Task.SharpToSmooth) == []
+    np.testing.assert_allclose(ijkToRas(out), ijkToRas(node), atol=0)
+    # The tiny generator starts as the identity: inside the HU window the voxels come back.
+    inside = (before[0] > -1150) & (before[0] < 350)
+    np.testing.assert_allclose(slicer.util.arrayFromVolume(out)[inside], before[0][inside], atol=0.5)
+
+
+@needs_inference
+def test_output_into_a_chosen_node_and_never_into_the_input(scene):
+    node = _lowResolutionNode(scene)
+    target = addVolumeNode(scene, ctLikeArray((2, 2, 2), seed=5), np.eye(4), "my result")
+    logic = TranslationLogic()
+    model = testing.tinyModel("kernel")
+    out = logic.translate(node, Task.SharpToSmooth, model=model, device="cpu", outputNode=target)
+    assert out.GetID() == target.GetID() and out.GetName() == "my result"
+    assert testing.sameIjkToRas(out, node)
+    before = _snapshot(node)
+    with pytest.raises(VolumeError, match="must not be the input"):
+        logic.translate(node, Task.SharpToSmooth, model=model, device="cpu", outputNode=node)
+    _assertUntouched(node, before)
+
+
+@needs_inference
+def test_tile_size_below_the_model_minimum_is_raised_and_said(scene):
+    from RevGANSlicerLib import engine
+
+    model = testing.tinyModel("kernel")
+    smallest = engine.minimumTileSize(model.generator.config)
+    assert smallest == 2 * 14 + 2  # depth 1: receptive-field radius 6 + 8, stride 2
+    notes = []
+    assert TranslationLogic.usableTileSize(8, model, notes.append) == smallest
+    assert notes and str(smallest) in notes[0]
+    assert TranslationLogic.usableTileSize(0, model) == 0
+    assert TranslationLogic.usableTileSize(64, model.metadata) == 64
+    node = _lowResolutionNode(scene)
+    out = TranslationLogic().translate(node, Task.SharpToSmooth, model=model, device="cpu", tileSize=8,
+                                       message=notes.append)
+    assert testing.sameIjkToRas(out, node)
+
+
+@needs_inference
+def test_cancel_in_this_process_leaves_no_node(scene):
+    node = _lowResolutionNode(scene)
+    nodesBefore = _volumeNodes(scene)
+    with pytest.raises(CancelledError):
+        TranslationLogic().translate(node, Task.SuperResolution, model=testing.tinyModel("super_resolution"),
+                                     device="cpu", tileSize=32, cancel=lambda: True)
+    assert _volumeNodes(scene) == nodesBefore
+
+
+def test_wrong_inputs_are_refused_before_any_work(scene):
+    logic = TranslationLogic()
+    label = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+    slicer.util.updateVolumeFromArray(label, np.zeros((3, 3, 3), np.uint8))
+    with pytest.raises(VolumeError, match="scalar"):
+        logic.translate(label, Task.SharpToSmooth)
+    with pytest.raises(VolumeError, match="select an input"):
+        logic.translate(None, Task.SharpToSmooth)
+    with pytest.raises(ModelFileError, match="choose a model file"):
+        logic.modelPathForTask(Task.CustomModel, "")
+    node = _lowResolutionNode(scene)
+    assert logic.estimateOutputBytes(node, Task.SuperResolution, {"scale_factors_xyz": [2, 2, 4]}) == 8 * 16 * 12 * 16 * 4
+    assert logic.estimateOutputBytes(node, Task.SharpToSmooth) == 8 * 16 * 12 * 4
+
+
+@needs_inference
+def test_separate_process_gives_the_same_result_as_in_process(scene, tmp_path):
+    node = _lowResolutionNode(scene)
+    before = _snapshot(node)
+    folder, modelPath = testing.tinyModelFile("super_resolution", folder=str(tmp_path))
+    logic = TranslationLogic()
+    lines = []
+    job = logic.startTranslation(node, Task.CustomModel, modelPath=modelPath, device="cpu", tileSize=32,
+                                 python=sys.executable, onLine=lines.append)
+    assert job.wait(timeout=300) == 0, job.process.outputTail()
+    viaProcess = logic.finishTranslation(job)
+    assert not os.path.exists(job.folder), "temporary files were left behind"
+    _assertUntouched(node, before)
+    assert viaProcess.GetName() == "CT chest translated"
+    assert testing.geometryProblems(node, viaProcess, Task.SuperResolution) == []
+    assert job.progress is not None and job.progress[0] == job.progress[1], lines[-10:]
+
+    here = logic.translate(node, Task.CustomModel, modelPath=modelPath, device="cpu", tileSize=32)
+    assert testing.sameIjkToRas(here, viaProcess)
+    # The command line may store whole HU (int16): equal within rounding.
+    np.testing.assert_allclose(slicer.util.arrayFromVolume(viaProcess), slicer.util.arrayFromVolume(here), atol=0.51)
+    assert testing.windowLevel(viaProcess) == testing.windowLevel(node)
+
+
+@needs_inference
+def test_separate_process_cancel_kills_it_and_leaves_nothing(scene, tmp_path):
+    node = _lowResolutionNode(scene)
+    nodesBefore = _volumeNodes(scene)
+    _, modelPath = testing.tinyModelFile("kernel", folder=str(tmp_path))
+    logic = TranslationLogic()
+    job = logic.startTranslation(node, Task.SharpToSmooth, modelPath=modelPath, device="cpu", python=sys.executable)
+    job.cancel()  # at once: the child is still importing torch
+    assert job.poll() is not None and job.cancelled
+    with pytest.raises(CancelledError):
+        logic.finishTranslation(job)
+    assert _volumeNodes(scene) == nodesBefore
+    assert not os.path.exists(job.folder)
+
+
+@needs_inference
+def test_separate_process_failure_is_reported_with_its_output(scene, tmp_path):
+    node = _lowResolutionNode(scene)
+    nodesBefore = _volumeNodes(scene)
+    _, modelPath = testing.tinyModelFile("kernel", folder=str(tmp_path))
+    logic = TranslationLogic()
+    job = logic.startTranslation(node, Task.SharpToSmooth, modelPath=modelPath, device="cuda:7", python=sys.executable)
+    assert job.wait(timeout=300) not in (None, 0)
+    with pytest.raises(RevGANError, match="cuda:7"):
+        logic.finishTranslation(job)
+    assert _volumeNodes(scene) == nodesBefore
+
+
+@needsCore("phantom_dataset")
+def test_phantom_sample_data_nodes(scene):
+    from RevGANSlicerLib.sampledata import PHANTOMS, loadPhantomNodes
+
+    nodesByKind = loadPhantomNodes(("lr", "hr", "sharp"), shape=(16, 32, 32), scene=scene)
+    lr, hr, sharp = nodesByKind["lr"], nodesByKind["hr"], nodesByKind["sharp"]
+    assert lr.GetName() == PHANTOMS["lr"]
+    assert lr.GetImageData().GetDimensions() == (16, 16, 4)
+    np.testing.assert_allclose(lr.GetSpacing(), np.asarray(hr.GetSpacing()) * (2, 2, 4))
+    np.testing.assert_allclose(testing.nodeExtent(lr), testing.nodeExtent(hr))
+    assert sharp.GetImageData().GetDimensions() == (32, 32, 16)
+    assert slicer.util.arrayFromVolume(lr).min() < -500  # CT: air present
+    assert testing.windowLevel(lr) == (1500.0, -600.0)
+
+
+def test_dependency_checks_without_installing():
+    assert dependencies.isInstalled("numpy")
+    assert not dependencies.isInstalled("a_package_that_does_not_exist_revgan")
+    assert dependencies.missingPackages(["numpy", "a_package_that_does_not_exist_revgan"]) == [
+        "a_package_that_does_not_exist_revgan"]
+    summary = dependencies.checkTorchWorks()
+    assert summary.startswith("torch ") and "numpy" in summary
+    assert all(">=" in requirement and "==" not in requirement for requirement in dependencies.REQUIREMENTS.values())
+
+
+def test_engine_lists_devices_with_auto_and_cpu_first():
+    from RevGANSlicerLib import engine
+
+    names = engine.deviceNames(engine.availableDevices())
+    assert names[:2] == ["auto", "cpu"]
+    assert all(name in ("auto", "cpu", "mps") or name.startswith("cuda:") for name in names)
+
+
+def test_no_temporary_folder_is_left_when_starting_fails(scene, tmp_path, monkeypatch):
+    node = _lowResolutionNode(scene)
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    with pytest.raises((ModelFileError, ImportError, RevGANError)):
+        TranslationLogic().startTranslation(node, Task.CustomModel, modelPath=str(tmp_path / "missing.safetensors"))
+    assert not [p for p in os.listdir(tmp_path) if p.startswith("RevGANSlicer-")]
+    shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+@needs_inference
+@needsCore("phantom_dataset")
+def test_the_self_test_flow_runs_on_plain_mrml(scene, tmp_path):
+    """What RevGANSlicerTest does in Slicer, minus the application: phantom in, both tasks
+    through the Logic on the CPU with small tiles, geometry and the quality measure; and
+    the blocking separate-process helper the self-test uses."""
+    logic = TranslationLogic()
+    case = testing.phantomCase(full=False)
+    for task, source, reference, modelTask in ((Task.SuperResolution, "lr", "hr", "super_resolution"),
+                                               (Task.SharpToSmooth, "sharp", "smooth", "kernel")):
+        inputNode = logic.loadPhantoms((source,), volumes=case)[source]
+        out = logic.translate(inputNode, task, device="cpu", tileSize=64, model=testing.tinyModel(modelTask))
+        assert testing.geometryProblems(inputNode, out, task) == []
+        assert testing.windowLevel(out) == testing.windowLevel(inputNode)
+        better, message = testing.closerToReference(inputNode, out, case[reference])
+        assert isinstance(better, bool) and message.startswith("MAE to the reference inside the body")
+
+    _, modelPath = testing.tinyModelFile("kernel", folder=str(tmp_path))
+    sharp = logic.loadPhantoms(("sharp",), volumes=case)["sharp"]
+    ticks = []
+    out = logic.translateInSeparateProcess(sharp, Task.SharpToSmooth, modelPath=modelPath, device="cpu", tileSize=64,
+                                           timeout=300, python=sys.executable,
+                                           progress=lambda done, total: ticks.append((done, total)))
+    assert testing.geometryProblems(sharp, out, Task.SharpToSmooth) == []
+    assert ticks
+
+
+def test_quality_measure_prefers_the_closer_volume(scene):
+    from RevGANCore.volume import Volume
+
+    reference = Volume(np.where(np.arange(4 * 6 * 8).reshape(4, 6, 8) % 3, 40.0, -1000.0).astype(np.float32),
+                       (1.0, 1.0, 1.0))
+    from RevGANSlicerLib.nodes import createOutputNode
+
+    noisy = createOutputNode(reference.with_array(reference.array + 30.0), "noisy")
+    close = createOutputNode(reference.with_array(reference.array + 3.0), "close")
+    better, message = testing.closerToReference(noisy, close, reference)
+    assert better and "input 30.0 HU, result 3.0 HU" in message
+    assert not testing.closerToReference(close, noisy, reference)[0]
+
+
+@needs_inference
+def test_model_card_of_a_model_file_and_of_a_missing_shipped_model(tmp_path, monkeypatch):
+    _, modelPath = testing.tinyModelFile("kernel", folder=str(tmp_path))
+    logic = TranslationLogic()
+    rows = dict(logic.modelCard(Task.CustomModel, modelPath))
+    assert rows["Task"] == "kernel"
+    assert rows["Domains"] == "x = sharp, y = smooth"
+    assert rows["File"] == modelPath
+    rows = dict(logic.modelCard(Task.SuperResolution, modelPath))  # a kernel model for super-resolution
+    assert "trained for 'kernel'" in rows["Warning"]
+    empty = tmp_path / "no-models"
+    empty.mkdir()
+    monkeypatch.setenv("REVGAN_MODELS_DIR", str(empty))
+    rows = dict(logic.modelCard(Task.SuperResolution))
+    assert "no shipped super-resolution model" in rows["Model"]
+    with pytest.raises(ModelFileError, match="Custom model file"):
+        logic.modelPathForTask(Task.SharpToSmooth)
