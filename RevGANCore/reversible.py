@@ -273,6 +273,11 @@ class ReversibleSequence(nn.Module):
     def _run(self, x: torch.Tensor, inverse: bool) -> torch.Tensor:
         if len(self.blocks) == 0:
             return x
+        if x.dtype in (torch.float16, torch.bfloat16):
+            # Under autocast the encoder hands over half precision. The additive stream is kept
+            # in float32 (F and G still run in half precision): rebuilding inputs by
+            # subtraction in half precision would lose ~3 significant digits per block.
+            x = x.float()
         params = tuple(p for p in self.parameters() if p.requires_grad)
         needs_graph = torch.is_grad_enabled() and (x.requires_grad or bool(params))
         if self.memory_saving and needs_graph:

@@ -1,20 +1,35 @@
-"""A CT volume: a voxel array plus the geometry that places it in the patient.
+"""A CT volume: a voxel array plus the geometry that places it in the patient; reading,
+writing, HU-window normalisation, grids and resampling.
 
 Axis order (kept everywhere in RevGANCore): ``array[k, j, i]`` is (z, y, x) in numpy order,
 exactly what ``SimpleITK.GetArrayFromImage`` returns; ``spacing`` and ``origin`` are
 ``(x, y, z)`` tuples in millimetres and ``direction`` is the row-major 3x3 matrix whose
 columns are the LPS directions of the i, j and k axes, exactly what SimpleITK reports.
 The physical (LPS) position of voxel (i, j, k) is ``origin + direction @ (spacing * (i, j, k))``.
+
+- :func:`read_volume` / :func:`write_volume`: .nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd and
+  DICOM series folders (see :mod:`RevGANCore.dicom`); float32 HU in, int16 HU out by
+  default; every bad input raises :class:`~RevGANCore.errors.VolumeError` naming the file.
+- :func:`hu_to_unit` / :func:`unit_to_hu`: the seed's window [-1150, 350] HU <-> [-1, 1].
+- :class:`Grid`, :func:`super_resolution_grid`, :func:`low_resolution_grid`,
+  :func:`resample_to_grid`: geometry-exact resampling that keeps the physical extent.
 """
 
 from __future__ import annotations
 
+import gzip
+import os
+import shutil
+import struct
+import tempfile
+import zlib
 from dataclasses import dataclass, field
-from typing import Tuple
+from pathlib import Path
+from typing import Optional, Tuple
 
 import numpy as np
 
-from .errors import VolumeError
+from .errors import ConfigError, VolumeError
 
 Vector3 = Tuple[float, float, float]
 Matrix3 = Tuple[float, float, float, float, float, float, float, float, float]
@@ -102,3 +117,397 @@ class Volume:
         return (f"Volume(shape(z,y,x)={self.shape}, dtype={self.array.dtype}, spacing(x,y,z)="
                 f"{tuple(round(s, 4) for s in self.spacing)}, origin={tuple(round(o, 3) for o in self.origin)}"
                 f"{', oblique' if not np.allclose(self.direction_matrix, np.diag(np.diag(self.direction_matrix))) else ''})")
+
+    @property
+    def grid(self) -> "Grid":
+        """The voxel grid of this volume (shape and geometry without the voxels)."""
+        return Grid(self.shape, self.spacing, self.origin, self.direction)
+
+
+# =========================================================================== grids
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A voxel grid in the patient: shape (z, y, x) plus the same geometry fields as
+    :class:`Volume`. Used as a resampling target (e.g. the high-resolution grid)."""
+
+    shape: Tuple[int, int, int]
+    spacing: Vector3 = (1.0, 1.0, 1.0)
+    origin: Vector3 = (0.0, 0.0, 0.0)
+    direction: Matrix3 = IDENTITY_DIRECTION
+
+    def __post_init__(self) -> None:
+        shape = tuple(int(n) for n in self.shape)
+        if len(shape) != 3 or min(shape) < 1:
+            raise VolumeError(f"a grid needs 3 positive sizes (z, y, x), got {self.shape}")
+        # Reuse Volume's checks of spacing, origin and direction on a 1-voxel stand-in.
+        probe = Volume(np.zeros((1, 1, 1), np.float32), self.spacing, self.origin, self.direction)
+        object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "spacing", probe.spacing)
+        object.__setattr__(self, "origin", probe.origin)
+        object.__setattr__(self, "direction", probe.direction)
+
+    @property
+    def size_xyz(self) -> Tuple[int, int, int]:
+        return self.shape[::-1]
+
+    @property
+    def direction_matrix(self) -> np.ndarray:
+        return np.asarray(self.direction, dtype=float).reshape(3, 3)
+
+    @property
+    def physical_extent(self) -> Vector3:
+        """Edge lengths in mm (x, y, z) of the box covered by the voxels."""
+        return tuple(n * s for n, s in zip(self.size_xyz, self.spacing))  # type: ignore[return-value]
+
+    def index_to_physical_matrix(self) -> np.ndarray:
+        matrix = np.eye(4)
+        matrix[:3, :3] = self.direction_matrix @ np.diag(self.spacing)
+        matrix[:3, 3] = self.origin
+        return matrix
+
+    def corner(self) -> np.ndarray:
+        """LPS position of the outer corner of voxel (0, 0, 0): origin minus half a voxel
+        along each axis. Grids with equal extent and equal corner cover the same box."""
+        return np.asarray(self.origin) - self.direction_matrix @ (np.asarray(self.spacing) / 2)
+
+    def same_as(self, other: "Grid", tolerance: float = 1e-6) -> bool:
+        return (self.shape == other.shape
+                and np.allclose(self.spacing, other.spacing, rtol=0, atol=tolerance)
+                and np.allclose(self.origin, other.origin, rtol=0, atol=tolerance * 1e3)
+                and np.allclose(self.direction, other.direction, rtol=0, atol=tolerance))
+
+
+def _as_grid(reference) -> Grid:
+    if isinstance(reference, Grid):
+        return reference
+    if isinstance(reference, Volume):
+        return reference.grid
+    raise VolumeError(f"a resampling reference must be a Volume or a Grid, got {type(reference).__name__}")
+
+
+def _checked_factors(factors_xyz) -> Tuple[int, int, int]:
+    factors = tuple(int(f) for f in factors_xyz)
+    if len(factors) != 3 or min(factors) < 1 or any(f != g for f, g in zip(factors, factors_xyz)):
+        raise VolumeError(f"scale factors must be 3 positive integers (x, y, z), got {tuple(factors_xyz)}")
+    return factors  # type: ignore[return-value]
+
+
+def super_resolution_grid(volume, factors_xyz=(2, 2, 4)) -> Grid:
+    """The finer grid covering the same physical box as ``volume`` (a Volume or Grid).
+
+    Spacing is divided by the factors and voxel counts multiplied; the origin (centre of
+    the first voxel) moves by half the spacing difference along each axis direction, so
+    the outer corner and the extent are unchanged; the direction is unchanged."""
+    grid = _as_grid(volume)
+    factors = np.asarray(_checked_factors(factors_xyz), dtype=float)
+    spacing = np.asarray(grid.spacing)
+    fine_spacing = spacing / factors
+    origin = np.asarray(grid.origin) + grid.direction_matrix @ ((fine_spacing - spacing) / 2)
+    shape = tuple(int(n * f) for n, f in zip(grid.shape, factors[::-1]))
+    return Grid(shape, tuple(fine_spacing), tuple(origin), grid.direction)  # type: ignore[arg-type]
+
+
+def low_resolution_grid(volume, factors_xyz=(2, 2, 4)) -> Grid:
+    """The coarser grid covering the same physical box (inverse of
+    :func:`super_resolution_grid`); voxel counts must be divisible by the factors."""
+    grid = _as_grid(volume)
+    factors = _checked_factors(factors_xyz)
+    if any(n % f for n, f in zip(grid.size_xyz, factors)):
+        raise VolumeError(f"grid size (x, y, z) {grid.size_xyz} is not divisible by the factors {factors}")
+    spacing = np.asarray(grid.spacing)
+    coarse_spacing = spacing * np.asarray(factors, dtype=float)
+    origin = np.asarray(grid.origin) + grid.direction_matrix @ ((coarse_spacing - spacing) / 2)
+    shape = tuple(n // f for n, f in zip(grid.shape, factors[::-1]))
+    return Grid(shape, tuple(coarse_spacing), tuple(origin), grid.direction)  # type: ignore[arg-type]
+
+
+# =========================================================================== HU window
+
+#: The seed paper's intensity window: HU in [-1150, 350] maps linearly onto [-1, 1].
+DEFAULT_HU_WINDOW: Tuple[float, float] = (-1150.0, 350.0)
+
+
+def _checked_window(window) -> Tuple[float, float]:
+    low, high = float(window[0]), float(window[1])
+    if not (np.isfinite(low) and np.isfinite(high) and high > low):
+        raise ConfigError(f"an HU window needs two finite values, low < high; got {tuple(window)}")
+    return low, high
+
+
+def hu_to_unit(hu, window=DEFAULT_HU_WINDOW):
+    """Map Hounsfield units to network units: the window is clipped, then mapped linearly
+    onto [-1, 1] (low -> -1, high -> +1). Values outside the window are lost (e.g. bone
+    above 350 HU becomes 1), exactly as in the seed paper. Works on numpy arrays (returns
+    float32), torch tensors (keeps their dtype and device) and Python floats."""
+    low, high = _checked_window(window)
+    half = (high - low) / 2.0
+    centre = (high + low) / 2.0
+    if hasattr(hu, "clamp"):  # a torch tensor
+        return (hu.clamp(low, high) - centre) / half
+    if isinstance(hu, np.ndarray):
+        return ((np.clip(hu.astype(np.float32, copy=False), low, high) - np.float32(centre))
+                / np.float32(half)).astype(np.float32, copy=False)
+    return (min(max(float(hu), low), high) - centre) / half
+
+
+def unit_to_hu(x, window=DEFAULT_HU_WINDOW):
+    """Inverse of :func:`hu_to_unit` on [-1, 1]: ``hu = centre + x * half_width``. Does not
+    clip, so a network output slightly outside [-1, 1] keeps its value."""
+    low, high = _checked_window(window)
+    half = (high - low) / 2.0
+    centre = (high + low) / 2.0
+    if hasattr(x, "clamp"):
+        return x * half + centre
+    if isinstance(x, np.ndarray):
+        return (x.astype(np.float32, copy=False) * np.float32(half) + np.float32(centre)).astype(
+            np.float32, copy=False)
+    return float(x) * half + centre
+
+
+# =========================================================================== SimpleITK
+
+
+def volume_to_image(volume: Volume):
+    """A SimpleITK image with the volume's voxels and geometry (the array is copied)."""
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(np.ascontiguousarray(volume.array))
+    image.SetSpacing(volume.spacing)
+    image.SetOrigin(volume.origin)
+    image.SetDirection(volume.direction)
+    return image
+
+
+def image_to_volume(image, source: str = "") -> Volume:
+    """A float32 :class:`Volume` from a SimpleITK image; rejects anything but one scalar
+    3D volume (2D, 4D, vector/colour, complex, single-slice, non-finite voxels)."""
+    import SimpleITK as sitk
+
+    name = source or "image"
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise VolumeError(f"{name}: has {image.GetNumberOfComponentsPerPixel()} components per voxel "
+                          "(a colour or vector image), not a scalar CT volume")
+    if "complex" in image.GetPixelIDTypeAsString():
+        raise VolumeError(f"{name}: has complex voxels, not a CT volume")
+    dimension = image.GetDimension()
+    if dimension == 4 and image.GetSize()[3] == 1:
+        # A 3D volume stored with a unit 4th axis (some NRRD/NIfTI writers do this).
+        size = list(image.GetSize())
+        image = sitk.Extract(image, size[:3] + [0], [0, 0, 0, 0])
+        dimension = 3
+    if dimension == 2:
+        raise VolumeError(f"{name}: is a 2D image (size {image.GetSize()}); a 3D volume is needed")
+    if dimension != 3:
+        raise VolumeError(f"{name}: is a {dimension}D image (size {image.GetSize()}); "
+                          "a single 3D volume is needed (not a time series)")
+    if min(image.GetSize()) < 2:
+        raise VolumeError(f"{name}: has a single slice (size x, y, z = {image.GetSize()}): "
+                          "a 2D image, a 3D volume is needed")
+    if image.GetPixelID() != sitk.sitkFloat32:
+        image = sitk.Cast(image, sitk.sitkFloat32)
+    array = sitk.GetArrayFromImage(image)
+    bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+    if bad:
+        raise VolumeError(f"{name}: contains {bad} non-finite voxels (NaN or infinity)")
+    return Volume(array, image.GetSpacing(), image.GetOrigin(), image.GetDirection(), source)
+
+
+# =========================================================================== reading
+
+#: File name endings read and written by :func:`read_volume` / :func:`write_volume`.
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+#: Lowest voxel value a CT volume in HU must reach: every chest CT contains air
+#: (about -1000 HU) or scanner padding below it.
+CT_AIR_CEILING_HU = -500.0
+
+
+def volume_suffix(path) -> str:
+    """The recognised file ending of ``path`` ('.nii.gz', '.nrrd', ...) or '' if none."""
+    name = str(path).lower()
+    for suffix in VOLUME_SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    return ""
+
+
+def check_ct_range(volume: Volume) -> None:
+    """Raise :class:`VolumeError` unless the values look like CT in Hounsfield units."""
+    low = float(volume.array.min())
+    high = float(volume.array.max())
+    if low > CT_AIR_CEILING_HU:
+        raise VolumeError(
+            f"{volume.source or 'volume'}: values range from {low:g} to {high:g}, which does not "
+            f"look like CT in Hounsfield units (CT has air near -1000 HU; no voxel is below "
+            f"{CT_AIR_CEILING_HU:g}). Is it an MR image, or CT without its rescale intercept? "
+            "Use read_volume(..., expect_ct=False) to read it anyway")
+
+
+def read_volume(path, series_uid: Optional[str] = None, expect_ct: bool = True) -> Volume:
+    """Read a 3D volume as float32 (HU for CT) with its LPS geometry.
+
+    ``path`` is a .nii/.nii.gz/.nrrd/.nhdr/.mha/.mhd file or a folder holding a DICOM
+    series (the largest series, or the one whose SeriesInstanceUID is ``series_uid``;
+    rescale slope and intercept are applied). A left-handed DICOM geometry comes back in
+    SimpleITK's slice order (the same physical image, possibly flipped in k).
+    With ``expect_ct`` (the default) a volume without any air-like value is refused.
+    Every problem raises :class:`VolumeError` naming the file."""
+    import SimpleITK as sitk
+
+    location = Path(path)
+    if not location.exists():
+        raise VolumeError(f"{location}: no such file or folder")
+    if location.is_dir():
+        from .dicom import read_dicom_series
+
+        volume = read_dicom_series(location, series_uid)
+    else:
+        if series_uid is not None:
+            raise VolumeError(f"{location}: series_uid applies to DICOM folders, not to a single file")
+        if location.stat().st_size == 0:
+            raise VolumeError(f"{location}: the file is empty")
+        if volume_suffix(location) in (".nii", ".nii.gz"):
+            _check_nifti_complete(location)
+        try:
+            image = sitk.ReadImage(str(location))
+        except RuntimeError as error:
+            raise VolumeError(f"{location}: cannot be read as an image ({_first_line(error)}); "
+                              "it may be corrupt, truncated or of an unsupported format") from None
+        volume = image_to_volume(image, str(location))
+    if expect_ct:
+        check_ct_range(volume)
+    return volume
+
+
+def _check_nifti_complete(path: Path) -> None:
+    """Raise VolumeError if a NIfTI file holds fewer voxel bytes than its header promises.
+    (ITK reads a truncated NIfTI without complaint, leaving the missing voxels undefined.)"""
+    opener = gzip.open if str(path).lower().endswith(".gz") else open
+    try:
+        with opener(str(path), "rb") as stream:
+            header = stream.read(540)
+            expected = _nifti_data_end(header)
+            if expected is None:
+                return  # not a NIfTI header we know: let SimpleITK judge it
+            available = len(header)
+            while available < expected:
+                chunk = stream.read(1 << 22)
+                if not chunk:
+                    break
+                available += len(chunk)
+    except (OSError, EOFError, zlib.error) as error:
+        raise VolumeError(f"{path}: is corrupt or truncated ({error})") from None
+    if available < expected:
+        raise VolumeError(f"{path}: is truncated ({available} of {expected} bytes of header and voxels)")
+
+
+def _nifti_data_end(header: bytes) -> Optional[int]:
+    """Byte offset where a NIfTI-1 or NIfTI-2 file's voxel data ends, from its header."""
+    for order in ("<", ">"):
+        if len(header) >= 348 and struct.unpack(order + "i", header[:4])[0] == 348:
+            dims = struct.unpack(order + "8h", header[40:56])
+            bitpix = struct.unpack(order + "h", header[72:74])[0]
+            offset = int(struct.unpack(order + "f", header[108:112])[0])
+            break
+        if len(header) >= 540 and struct.unpack(order + "i", header[:4])[0] == 540:
+            bitpix = struct.unpack(order + "h", header[14:16])[0]
+            dims = struct.unpack(order + "8q", header[16:80])
+            offset = struct.unpack(order + "q", header[168:176])[0]
+            break
+    else:
+        return None
+    count = 1
+    for n in dims[1:1 + max(0, min(int(dims[0]), 7))]:
+        count *= max(int(n), 1)
+    return max(offset, 348) + count * max(int(bitpix), 8) // 8
+
+
+def _first_line(error: Exception) -> str:
+    """The informative part of a SimpleITK error (its last non-empty line)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
+# =========================================================================== writing
+
+WRITE_DTYPES = ("int16", "float32")
+
+
+def write_volume(volume: Volume, path, dtype: str = "int16") -> Path:
+    """Write ``volume`` atomically to a .nii/.nii.gz/.nrrd/.nhdr/.mha/.mhd file.
+
+    ``dtype="int16"`` (the default, for CT) rounds to whole HU and clips to the int16
+    range; ``"float32"`` keeps the values. The file appears complete or not at all: it is
+    written in a temporary folder beside the target and moved into place. Writing over
+    the file the volume was read from is refused. Returns the path written."""
+    import SimpleITK as sitk
+
+    target = Path(path)
+    suffix = volume_suffix(target)
+    if not suffix:
+        raise VolumeError(f"{target}: unknown volume file type; use one of {', '.join(VOLUME_SUFFIXES)}")
+    if dtype not in WRITE_DTYPES:
+        raise VolumeError(f"{target}: cannot write dtype {dtype!r}; use one of {WRITE_DTYPES}")
+    if target.is_dir():
+        raise VolumeError(f"{target}: is a folder, not a file name")
+    if volume.source and _same_path(volume.source, target):
+        raise VolumeError(f"{target}: refusing to write over the file this volume was read from")
+    array = volume.array
+    if not np.all(np.isfinite(array)):
+        raise VolumeError(f"{target}: the volume to write contains non-finite voxels")
+    if dtype == "int16":
+        info = np.iinfo(np.int16)
+        array = np.clip(np.rint(array), info.min, info.max).astype(np.int16)
+    else:
+        array = array.astype(np.float32, copy=False)
+    image = volume_to_image(volume.with_array(array))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".revgan-write-", dir=str(target.parent)))
+    try:
+        staged = staging / target.name
+        try:
+            sitk.WriteImage(image, str(staged), useCompression=suffix not in (".nii",))
+        except RuntimeError as error:
+            raise VolumeError(f"{target}: cannot be written ({_first_line(error)})") from None
+        # Data files (.raw/.zraw of .mhd, .raw.gz of .nhdr) first, the header last, so a
+        # reader never finds a new header pointing at old data.
+        for produced in sorted(staging.iterdir(), key=lambda p: p.name == target.name):
+            os.replace(str(produced), str(target.parent / produced.name))
+    finally:
+        shutil.rmtree(str(staging), ignore_errors=True)
+    return target
+
+
+def _same_path(a, b) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
+
+
+# =========================================================================== resampling
+
+INTERPOLATIONS = ("bspline", "linear", "nearest")
+
+
+def resample_to_grid(volume: Volume, reference, interpolation: str = "bspline",
+                     default_value: float = -1024.0) -> Volume:
+    """Resample ``volume`` onto the grid of ``reference`` (a Volume or :class:`Grid`) in
+    physical (LPS) space. ``interpolation`` is "bspline" (cubic B-spline, for images),
+    "linear" or "nearest" (for labels); points outside the input get ``default_value``
+    (air). Returns float32; the input is not modified."""
+    import SimpleITK as sitk
+
+    grid = _as_grid(reference)
+    methods = {"bspline": sitk.sitkBSpline, "linear": sitk.sitkLinear,
+               "nearest": sitk.sitkNearestNeighbor}
+    if interpolation not in methods:
+        raise ConfigError(f"unknown interpolation {interpolation!r}; use one of {INTERPOLATIONS}")
+    image = volume_to_image(volume.with_array(volume.array.astype(np.float32, copy=False)))
+    resampled = sitk.Resample(image, list(grid.size_xyz), sitk.Transform(), methods[interpolation],
+                              grid.origin, grid.spacing, grid.direction, float(default_value),
+                              sitk.sitkFloat32)
+    return Volume(sitk.GetArrayFromImage(resampled), grid.spacing, grid.origin, grid.direction,
+                  volume.source)

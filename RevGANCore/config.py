@@ -1,0 +1,331 @@
+"""Typed training configuration: frozen dataclasses, loaded from TOML, YAML or JSON and
+overridable with ``key.sub=value`` strings (the CLI's ``--set``).
+
+Unknown keys, wrong types and settings that cannot run are refused here, before any data
+is read or any network is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, Optional, Tuple
+
+from .errors import ConfigError
+from .networks import DiscriminatorConfig, GeneratorConfig, receptive_field
+
+TASKS = ("super_resolution", "kernel")
+MODES = ("paired", "unpaired")
+GAN_LOSSES = ("lsgan", "vanilla")
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class PhantomDataConfig:
+    """Generate a synthetic phantom dataset when ``data.manifest`` does not exist yet, so a
+    bundled configuration trains offline with one command."""
+
+    cases: int = 0  # 0: never generate
+    seed: int = 0
+    shape: Tuple[int, int, int] = (64, 128, 128)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    manifest: str = ""
+    task: str = "kernel"
+    train_cases: Tuple[str, ...] = ()  # empty: every case not used for validation
+    val_cases: Tuple[str, ...] = ()
+    patch_size: Tuple[int, int, int] = (32, 32, 32)
+    batch_size: int = 4
+    foreground_fraction: float = 0.9
+    val_patches: int = 8
+    num_workers: int = 0
+    generate: PhantomDataConfig = field(default_factory=PhantomDataConfig)
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    """Defaults and where they come from:
+    - ``lambda_l1`` 100: pix2pix (Isola et al. 2017), the paired objective of the seed;
+    - ``lambda_cycle`` 10 and ``lambda_identity`` 0.5 (a fraction of lambda_cycle): CycleGAN
+      (Zhu et al. 2017), the unpaired objective of the seed;
+    - ``pool_size`` 50: CycleGAN's history of generated images for the discriminators;
+    - LSGAN: CycleGAN's default adversarial loss (Mao et al. 2017)."""
+
+    mode: str = "paired"
+    gan_loss: str = "lsgan"
+    lambda_l1: float = 100.0
+    lambda_cycle: float = 10.0
+    lambda_identity: float = 0.5
+    pool_size: int = 50
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Adam with pix2pix/CycleGAN's settings; learning rate constant for the first
+    ``decay_start`` fraction of the iterations, then linear decay to zero."""
+
+    iterations: int = 1000
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    decay_start: float = 0.5
+    amp: str = "auto"  # auto: bf16 (or fp16 with a grad scaler) on CUDA, off on the CPU
+    channels_last: bool = False
+    grad_clip: float = 0.0  # 0: off
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    every: int = 100
+    keep_last: int = 3
+    validate_every: int = 100
+    best_metric: str = "val_l1"  # lower is better
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    progress: bool = True
+    preview_every: int = 100  # 0: never
+    tensorboard: bool = True  # used when the tensorboard package is installed
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=lambda: DiscriminatorConfig(n_layers=2))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    output_dir: str = "runs/revgan"
+    seed: int = 0
+    device: str = "auto"
+    name: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return _to_plain(self)
+
+    def validate(self) -> "TrainConfig":
+        """Refuse settings that cannot run; returns self for chaining."""
+        _validate(self)
+        return self
+
+
+# ----------------------------------------------------------------------------- building
+
+
+def _to_plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a table of settings, got {value!r}")
+        return _build(annotation, value, where)
+    if origin is typing.Union:  # Optional[X]
+        if value is None:
+            return None
+        return _coerce(value, next(a for a in args if a is not type(None)), where)
+    if origin is tuple:
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            value = [value] * len(args) if args and args[-1] is not Ellipsis else [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        if args and args[-1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{where} needs {len(args)} values, got {len(value)}")
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)) or (isinstance(value, float)):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigError(f"{where} must be an integer, got {value!r}") from None
+    if annotation is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where} must be a number, got {value!r}") from None
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type, values: Dict[str, Any], where: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"unknown setting{'s' if len(unknown) > 1 else ''}: "
+                          + ", ".join(prefix + key for key in unknown)
+                          + f" (known in {where or 'the top level'}: {', '.join(sorted(names))})")
+    kwargs = {}
+    for name, value in values.items():
+        kwargs[name] = _coerce(value, hints[name], f"{where}.{name}" if where else name)
+    try:
+        return cls(**kwargs)
+    except ConfigError as error:
+        raise ConfigError(f"{where or 'config'}: {error}") from None
+
+
+def config_from_dict(values: Dict[str, Any]) -> TrainConfig:
+    return _build(TrainConfig, values)
+
+
+def _read_file(path: str) -> Dict[str, Any]:
+    if not os.path.isfile(path):
+        raise ConfigError(f"configuration file not found: {path}")
+    extension = os.path.splitext(path)[1].lower()
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+        if extension == ".toml":
+            try:
+                import tomllib
+            except ImportError:  # Python < 3.11
+                try:
+                    import tomli as tomllib  # type: ignore[no-redef]
+                except ImportError:
+                    raise ConfigError(f"{path}: reading TOML on Python < 3.11 needs the 'tomli' package; "
+                                      "install it or use a JSON configuration") from None
+            values = tomllib.loads(raw.decode("utf-8"))
+        elif extension in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError:
+                raise ConfigError(f"{path}: reading YAML needs the 'PyYAML' package; "
+                                  "install it or use TOML/JSON") from None
+            values = yaml.safe_load(raw.decode("utf-8")) or {}
+        elif extension == ".json":
+            values = json.loads(raw.decode("utf-8"))
+        else:
+            raise ConfigError(f"{path}: configuration files must be .toml, .yaml/.yml or .json")
+    except ConfigError:
+        raise
+    except Exception as error:  # parser errors of three libraries
+        raise ConfigError(f"{path}: cannot parse configuration: {error}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: the configuration must be a table of settings")
+    return values
+
+
+def _parse_override_value(text: str) -> Any:
+    """``--set`` values are JSON where they parse as JSON (numbers, lists, true/false),
+    otherwise plain strings."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def apply_overrides(values: Dict[str, Any], overrides: Iterable[str]) -> Dict[str, Any]:
+    """Apply ``section.key=value`` overrides to a nested dict (a new dict is returned)."""
+    result = json.loads(json.dumps(values))
+    for override in overrides:
+        if "=" not in override:
+            raise ConfigError(f"override {override!r} must look like section.key=value")
+        key, text = override.split("=", 1)
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise ConfigError(f"override {override!r} has no key")
+        target = result
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"override {override!r}: {part} is not a section")
+        target[parts[-1]] = _parse_override_value(text.strip())
+    return result
+
+
+def load_config(path: Optional[str] = None, overrides: Iterable[str] = (),
+                base_dir_relative: bool = True) -> TrainConfig:
+    """Read a configuration file (or start from defaults), apply overrides and validate.
+
+    Relative ``data.manifest`` and ``output_dir`` paths in a file are taken relative to the
+    file's folder, so configurations can live beside their data."""
+    values: Dict[str, Any] = _read_file(path) if path else {}
+    values = apply_overrides(values, overrides)
+    config = config_from_dict(values)
+    if path and base_dir_relative:
+        base = os.path.dirname(os.path.abspath(path))
+        data = config.data
+        if data.manifest and not os.path.isabs(data.manifest):
+            data = dataclasses.replace(data, manifest=os.path.normpath(os.path.join(base, data.manifest)))
+        config = dataclasses.replace(config, data=data)
+    return config.validate()
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _validate(config: TrainConfig) -> None:
+    data, objective, optim, model = config.data, config.objective, config.optim, config.model
+    if data.task not in TASKS:
+        raise ConfigError(f"data.task must be one of {TASKS}, got {data.task!r}")
+    if objective.mode not in MODES:
+        raise ConfigError(f"objective.mode must be one of {MODES}, got {objective.mode!r}")
+    if objective.gan_loss not in GAN_LOSSES:
+        raise ConfigError(f"objective.gan_loss must be one of {GAN_LOSSES}, got {objective.gan_loss!r}")
+    if optim.amp not in AMP_MODES:
+        raise ConfigError(f"optim.amp must be one of {AMP_MODES}, got {optim.amp!r}")
+    if not data.manifest:
+        raise ConfigError("data.manifest is required (a manifest.json written by `revgan phantom` "
+                          "or `revgan dataset`)")
+    if data.batch_size < 1 or optim.iterations < 1:
+        raise ConfigError("data.batch_size and optim.iterations must be at least 1")
+    if not 0.0 <= optim.decay_start <= 1.0:
+        raise ConfigError(f"optim.decay_start is a fraction of the iterations in [0, 1], got {optim.decay_start}")
+    if optim.lr <= 0:
+        raise ConfigError(f"optim.lr must be positive, got {optim.lr}")
+    if min(config.checkpoint.every, config.checkpoint.validate_every, config.checkpoint.keep_last) < 1:
+        raise ConfigError("checkpoint.every, checkpoint.validate_every and checkpoint.keep_last must be >= 1")
+    if config.checkpoint.best_metric not in ("val_l1", "val_psnr"):
+        raise ConfigError("checkpoint.best_metric must be val_l1 or val_psnr")
+    if not 0.0 <= data.foreground_fraction <= 1.0:
+        raise ConfigError("data.foreground_fraction must be within [0, 1]")
+    stride = 2
+    if model.generator.norm == "none":
+        stride = receptive_field(model.generator).stride
+    for axis, edge in zip("zyx", data.patch_size):
+        if edge % stride:
+            raise ConfigError(f"data.patch_size {data.patch_size}: the {axis} edge {edge} is not a multiple "
+                              f"of the generator's total stride {stride}")
+    needed = model.discriminator.min_patch()
+    if min(data.patch_size) < needed:
+        raise ConfigError(f"data.patch_size {data.patch_size} is too small for a {model.discriminator.n_layers}-layer "
+                          f"PatchGAN, which needs at least {needed} voxels per axis")
+    if model.generator.in_channels != 1:
+        raise ConfigError("CT translation uses one channel: model.generator.in_channels must be 1")
+    if objective.pool_size < 0:
+        raise ConfigError("objective.pool_size must be >= 0")

@@ -1,0 +1,83 @@
+"""Test helper: write a CT volume as a DICOM series with pydicom (independent of the
+SimpleITK/GDCM reader under test), one file per slice, with full geometry tags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from RevGANCore.volume import Volume
+
+
+def _ds(value: float) -> str:
+    """A DICOM decimal string (at most 16 characters)."""
+    text = f"{value:.10g}"
+    return text if len(text) <= 16 else f"{value:.8g}"
+
+
+def write_ct_series(folder, volume: Volume, kernel: str = "B30f", study_uid: Optional[str] = None,
+                    series_uid: Optional[str] = None, intercept: float = -1024.0, slope: float = 1.0,
+                    signed: bool = False, modality: str = "CT", patient_id: str = "PHANTOM-1",
+                    series_number: int = 1, slice_thickness: Optional[float] = None,
+                    file_prefix: str = "slice", positions: Optional[List[np.ndarray]] = None) -> List[Path]:
+    """Write ``volume`` (HU) as one file per k-slice; slice k sits at origin + k * dz * (third
+    direction column), whatever the handedness. Returns the file paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    study_uid = study_uid or generate_uid()
+    series_uid = series_uid or generate_uid()
+    frame_uid = generate_uid()
+    direction = volume.direction_matrix
+    spacing = np.asarray(volume.spacing)
+    origin = np.asarray(volume.origin)
+    stored = np.rint((volume.array.astype(np.float64) - intercept) / slope)
+    dtype = np.int16 if signed else np.uint16
+    info = np.iinfo(dtype)
+    if stored.min() < info.min or stored.max() > info.max:
+        raise ValueError("values do not fit the stored pixel type")
+    stored = stored.astype(dtype)
+    paths = []
+    for k in range(volume.shape[0]):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID = CTImageStorage
+        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+        ds.Modality = modality
+        ds.PatientID = patient_id
+        ds.PatientName = "Phantom^Test"
+        ds.StudyInstanceUID = study_uid
+        ds.SeriesInstanceUID = series_uid
+        ds.FrameOfReferenceUID = frame_uid
+        ds.SeriesNumber = series_number
+        ds.InstanceNumber = k + 1
+        ds.SeriesDescription = f"test {kernel}"
+        ds.ConvolutionKernel = kernel
+        ds.SliceThickness = _ds(slice_thickness if slice_thickness is not None else spacing[2])
+        ds.SpacingBetweenSlices = _ds(spacing[2])
+        ds.ImageOrientationPatient = [_ds(v) for v in (*direction[:, 0], *direction[:, 1])]
+        position = origin + direction[:, 2] * spacing[2] * k if positions is None else positions[k]
+        ds.ImagePositionPatient = [_ds(v) for v in position]
+        ds.PixelSpacing = [_ds(spacing[1]), _ds(spacing[0])]  # row spacing (y), column spacing (x)
+        ds.Rows, ds.Columns = volume.shape[1], volume.shape[2]
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated = 16
+        ds.BitsStored = 16
+        ds.HighBit = 15
+        ds.PixelRepresentation = 1 if signed else 0
+        ds.RescaleIntercept = _ds(intercept)
+        ds.RescaleSlope = _ds(slope)
+        ds.RescaleType = "HU"
+        ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()
+        path = folder / f"{file_prefix}{k:04d}.dcm"
+        ds.save_as(str(path), enforce_file_format=True)
+        paths.append(path)
+    return paths

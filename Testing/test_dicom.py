@@ -1,0 +1,208 @@
+"""DICOM series reading (RevGANCore.dicom) and `revgan dataset` on a DICOM tree written here."""
+
+import json
+import shutil
+
+import numpy as np
+import pydicom
+import pytest
+from dicom_series_writer import write_ct_series
+from pydicom.data import get_testdata_file
+from test_volume import oblique_direction
+
+from RevGANCore.cli import main
+from RevGANCore.dicom import find_series, kernel_sharpness, normalise_kernel, read_dicom_series
+from RevGANCore.errors import VolumeError
+from RevGANCore.manifest import load_manifest
+from RevGANCore.volume import Volume, read_volume, resample_to_grid
+
+
+def integer_ct(shape=(6, 10, 12), seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(-1024, 2000, shape).astype(np.float32)
+
+
+def volume_with(handed=1, shape=(6, 10, 12), seed=0) -> Volume:
+    return Volume(integer_ct(shape, seed), (0.7, 0.8, 2.5), (10.5, -20.25, 30.0), oblique_direction(handed))
+
+
+def test_series_round_trip_oblique(tmp_path):
+    volume = volume_with()
+    write_ct_series(tmp_path, volume)
+    back = read_volume(tmp_path)
+    assert back.shape == volume.shape
+    np.testing.assert_allclose(back.spacing, volume.spacing, atol=1e-6)
+    np.testing.assert_allclose(back.origin, volume.origin, atol=1e-5)
+    np.testing.assert_allclose(back.direction, volume.direction, atol=1e-6)
+    np.testing.assert_array_equal(back.array, volume.array)  # HU via the -1024 intercept
+    assert back.array.dtype == np.float32 and back.source == str(tmp_path)
+
+
+def test_left_handed_series_comes_back_flipped_but_physically_equal(tmp_path):
+    """The SimpleITK trap: slices are sorted along row x column, so k is reversed."""
+    volume = volume_with(handed=-1)
+    write_ct_series(tmp_path, volume)
+    back = read_volume(tmp_path)
+    np.testing.assert_allclose(back.direction_matrix[:, :2], volume.direction_matrix[:, :2], atol=1e-6)
+    np.testing.assert_allclose(back.direction_matrix[:, 2], -volume.direction_matrix[:, 2], atol=1e-6)
+    last = volume.index_to_physical_matrix() @ np.array([0, 0, volume.shape[0] - 1, 1.0])
+    np.testing.assert_allclose(back.origin, last[:3], atol=1e-5)
+    np.testing.assert_array_equal(back.array, volume.array[::-1])
+    # Same physical image: resampled onto the original grid, every voxel matches.
+    np.testing.assert_array_equal(resample_to_grid(back, volume, interpolation="nearest").array, volume.array)
+
+
+def test_rescale_slope_and_signed_pixels(tmp_path):
+    volume = volume_with()
+    values = np.round(volume.array / 2) * 2  # representable with slope 2
+    write_ct_series(tmp_path, volume.with_array(values), intercept=-1000.0, slope=2.0, signed=True)
+    np.testing.assert_array_equal(read_volume(tmp_path).array, values)
+
+
+def test_largest_series_by_default_or_the_named_one(tmp_path):
+    big = write_ct_series(tmp_path, volume_with(shape=(6, 10, 12)), series_uid="1.2.3.1", file_prefix="big")
+    write_ct_series(tmp_path, volume_with(shape=(4, 10, 12), seed=1), series_uid="1.2.3.2", file_prefix="small")
+    assert read_volume(tmp_path).shape == (6, 10, 12)
+    assert read_volume(tmp_path, series_uid="1.2.3.2").shape == (4, 10, 12)
+    with pytest.raises(VolumeError, match="holds no DICOM series 9.9"):
+        read_volume(tmp_path, series_uid="9.9")
+    # Two equally large series: ambiguous, the user must choose.
+    for path in big[4:]:
+        path.unlink()
+    with pytest.raises(VolumeError, match="equally big"):
+        read_volume(tmp_path)
+
+
+def test_empty_and_non_dicom_folders(tmp_path):
+    with pytest.raises(VolumeError, match="holds no DICOM series"):
+        read_volume(tmp_path)
+    (tmp_path / "notes.txt").write_text("not DICOM")
+    with pytest.raises(VolumeError, match=f"{tmp_path}: holds no DICOM series"):
+        read_volume(tmp_path)
+
+
+def test_mixed_series_are_refused(tmp_path):
+    uid = "1.2.3.4"
+    first = tmp_path / "sizes"
+    write_ct_series(first, volume_with(shape=(3, 10, 12)), series_uid=uid, file_prefix="a")
+    shifted = volume_with(shape=(3, 8, 12))
+    write_ct_series(first, Volume(shifted.array, shifted.spacing, (10.5, -20.25, 60.0), shifted.direction),
+                    series_uid=uid, file_prefix="b")
+    with pytest.raises(VolumeError, match="mixed series 1.2.3.4: slices of different sizes"):
+        read_volume(first)
+    second = tmp_path / "orientations"
+    write_ct_series(second, volume_with(shape=(3, 10, 12)), series_uid=uid, file_prefix="a")
+    turned = Volume(integer_ct((3, 10, 12)), (0.7, 0.8, 2.5), (10.5, -20.25, 60.0))
+    write_ct_series(second, turned, series_uid=uid, file_prefix="b")
+    with pytest.raises(VolumeError, match="different orientations"):
+        read_volume(second)
+    third = tmp_path / "duplicates"
+    write_ct_series(third, volume_with(shape=(3, 10, 12)), series_uid=uid, file_prefix="a")
+    write_ct_series(third, volume_with(shape=(3, 10, 12), seed=2), series_uid=uid, file_prefix="b")
+    with pytest.raises(VolumeError, match="two slices at the same position"):
+        read_volume(third)
+
+
+def test_missing_slice_is_refused(tmp_path):
+    files = write_ct_series(tmp_path, volume_with(shape=(6, 10, 12)))
+    files[3].unlink()
+    with pytest.raises(VolumeError, match="uneven slice spacing"):
+        read_volume(tmp_path)
+
+
+def test_non_ct_single_slice_and_truncated(tmp_path):
+    mr = tmp_path / "mr"
+    write_ct_series(mr, volume_with(), modality="MR")
+    with pytest.raises(VolumeError, match="is MR, not CT"):
+        read_volume(mr)
+    single = tmp_path / "single"
+    write_ct_series(single, volume_with(shape=(1, 10, 12)))
+    with pytest.raises(VolumeError, match="single slice"):
+        read_volume(single)
+    truncated = tmp_path / "truncated"
+    files = write_ct_series(truncated, volume_with(shape=(4, 16, 16)))
+    files[2].write_bytes(files[2].read_bytes()[:-200])
+    with pytest.raises(VolumeError, match="truncated"):
+        read_volume(truncated)
+
+
+def test_a_single_real_ct_slice_is_2d(tmp_path):
+    path = get_testdata_file("CT_small.dcm")
+    assert pydicom.dcmread(path).Modality == "CT"
+    with pytest.raises(VolumeError, match="single slice"):
+        read_volume(path)
+    copy = tmp_path / "one"
+    copy.mkdir()
+    shutil.copy(path, copy / "CT_small.dcm")
+    with pytest.raises(VolumeError, match="single slice"):
+        read_dicom_series(copy)
+
+
+def test_kernel_labels():
+    assert normalise_kernel("B30f") == "B30f"
+    assert normalise_kernel("Br40d\\3") == "Br40d-3"
+    assert normalise_kernel("") == "unknown"
+    assert kernel_sharpness("B50f") > kernel_sharpness("B30f") > kernel_sharpness("STANDARD")
+
+
+# ------------------------------------------------------------------- revgan dataset
+
+
+def two_kernel_tree(root):
+    """Two studies, each reconstructed with B50f and B30f (same grid), plus an MR series."""
+    for study in range(2):
+        study_uid = f"1.2.826.0.1.99.{study}"
+        base = volume_with(shape=(5, 10, 12), seed=study)
+        for number, kernel in enumerate(("B50f", "B30f")):
+            values = base.array if kernel == "B50f" else np.round(base.array * 0.5)
+            write_ct_series(root / f"patient{study}" / kernel, base.with_array(values), kernel=kernel,
+                            study_uid=study_uid, patient_id=f"P{study}", series_number=number + 1,
+                            slice_thickness=1.0)
+    write_ct_series(root / "patient0" / "mr", volume_with(shape=(3, 10, 12)), modality="MR",
+                    study_uid="1.2.826.0.1.99.0", kernel="")
+    return root
+
+
+def test_find_series_reads_kernel_thickness_and_study(tmp_path):
+    found = find_series(two_kernel_tree(tmp_path / "dicom"), recursive=True)
+    assert len(found) == 5
+    kernels = sorted(info.kernel for info in found if info.modality == "CT")
+    assert kernels == ["B30f", "B30f", "B50f", "B50f"]
+    assert {info.slice_thickness_mm for info in found if info.modality == "CT"} == {1.0}
+    assert len({info.study_uid for info in found}) == 2
+
+
+def test_revgan_dataset_pairs_kernels_of_a_study(tmp_path, capsys):
+    root = two_kernel_tree(tmp_path / "dicom")
+    out = tmp_path / "dataset"
+    assert main(["dataset", str(root), str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["task"] == {"source": "B50f", "target": "B30f"}
+    assert summary["paired_cases"] == 2 and summary["series_written"] == 4
+    assert any("modality MR" in note for note in summary["skipped"])
+    manifest = load_manifest(out / "manifest.json")
+    assert sorted(manifest.domains) == ["B30f", "B50f"]
+    assert manifest.task("kernel") == {"source": "B50f", "target": "B30f"}
+    assert len(manifest.cases) == 2
+    for case in manifest.cases:
+        sharp = read_volume(case.files["B50f"])
+        smooth = read_volume(case.files["B30f"])
+        assert sharp.same_geometry(smooth, tolerance=1e-5)
+        np.testing.assert_array_equal(smooth.array, np.round(sharp.array * 0.5))
+        assert set(case.extra["series"]) == {"B50f", "B30f"}
+    # Writing the dataset inside the DICOM folder, or into a used folder, is refused.
+    assert main(["dataset", str(root), str(root / "out")]) == 1
+    assert main(["dataset", str(root), str(out)]) == 1
+    assert "not an empty folder" in capsys.readouterr().err
+
+
+def test_revgan_dataset_bad_input(tmp_path, capsys):
+    assert main(["dataset", str(tmp_path / "absent"), str(tmp_path / "out")]) == 1
+    assert "no such folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["dataset", str(tmp_path / "empty"), str(tmp_path / "out")]) == 1
+    error = capsys.readouterr().err
+    assert "no DICOM series found" in error and "Traceback" not in error
+    root = two_kernel_tree(tmp_path / "dicom")
+    assert main(["dataset", str(root), str(tmp_path / "out2"), "--source-kernel", "B70f"]) == 1
+    assert "B70f" in capsys.readouterr().err

@@ -1,0 +1,129 @@
+"""The chest phantom (RevGANCore.phantom) and `revgan phantom`."""
+
+import json
+
+import numpy as np
+import pytest
+
+from RevGANCore.cli import main
+from RevGANCore.errors import ConfigError
+from RevGANCore.manifest import load_manifest
+from RevGANCore.phantom import TISSUE_LABELS, generate_chest_phantom
+from RevGANCore.phantom_dataset import PhantomRecipe, make_phantom_case, case_seeds
+from RevGANCore.volume import read_volume, super_resolution_grid
+
+SMALL = (32, 96, 96)
+SPACING = (1.0, 1.0, 1.5)
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return generate_chest_phantom(SMALL, SPACING, seed=5, with_labels=True)
+
+
+def test_same_seed_same_voxels_other_seed_other_anatomy(phantom):
+    volume, labels = phantom
+    again, labels_again = generate_chest_phantom(SMALL, SPACING, seed=5, with_labels=True)
+    assert np.array_equal(volume.array, again.array) and np.array_equal(labels.array, labels_again.array)
+    other, other_labels = generate_chest_phantom(SMALL, SPACING, seed=6, with_labels=True)
+    assert not np.array_equal(volume.array, other.array)
+    # The anatomy itself moves, not just the texture: the tissue maps differ.
+    changed = np.mean(labels.array != other_labels.array)
+    assert changed > 0.02
+
+
+def test_geometry(phantom):
+    volume, labels = phantom
+    assert volume.shape == SMALL and volume.array.dtype == np.float32
+    assert volume.spacing == SPACING
+    assert volume.direction == (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    centre = volume.index_to_physical_matrix() @ np.append((np.array(volume.size_xyz) - 1) / 2, 1.0)
+    np.testing.assert_allclose(centre[:3], 0.0, atol=1e-9)
+    assert labels.same_geometry(volume) and labels.array.dtype == np.uint8
+
+
+def test_tissues_at_plausible_hounsfield_units(phantom):
+    volume, labels = phantom
+    hu, label = volume.array, labels.array
+    medians = {name: float(np.median(hu[label == value])) for name, value in TISSUE_LABELS.items()
+               if np.any(label == value)}
+    assert set(medians) == set(TISSUE_LABELS), f"missing tissues: {set(TISSUE_LABELS) - set(medians)}"
+    assert medians["background"] == pytest.approx(-1000, abs=5)
+    assert medians["airway"] < -900  # small airways are partial-volume averaged with their walls
+    assert medians["lung"] == pytest.approx(-850, abs=30)
+    assert medians["fat"] == pytest.approx(-100, abs=20)
+    assert medians["soft_tissue"] == pytest.approx(40, abs=25)
+    assert medians["vessel"] == pytest.approx(40, abs=25)
+    assert medians["bone"] > 300
+    assert hu.max() >= 700 and hu.max() <= 1200
+    # Lungs are textured, not flat, and take a sizeable part of the chest.
+    lung = hu[label == TISSUE_LABELS["lung"]]
+    q25, q75 = np.percentile(lung, [25, 75])
+    assert 10 < (q75 - q25) / 1.349 < 60  # robust spread: rims of vessels excluded
+    body = label != TISSUE_LABELS["background"]
+    assert 0.1 < np.mean(label[body] == TISSUE_LABELS["lung"]) < 0.5
+    # The outer slab of the field of view is air (the body fits inside it).
+    assert np.all(label[:, :, :2] == TISSUE_LABELS["background"])
+
+
+def test_left_and_right_lungs_and_a_spine(phantom):
+    volume, labels = phantom
+    lung = labels.array == TISSUE_LABELS["lung"]
+    x_half = lung.shape[2] // 2
+    right, left = lung[:, :, :x_half].sum(), lung[:, :, x_half:].sum()
+    assert right > 0 and left > 0 and 0.5 < right / left < 2.0
+    bone = labels.array == TISSUE_LABELS["bone"]
+    assert bone[:, :, x_half - 2:x_half + 2].any(axis=(1, 2)).all()  # a vertebra in every slice
+
+
+def test_bad_arguments():
+    with pytest.raises(ConfigError):
+        generate_chest_phantom((4, 64, 64))
+    with pytest.raises(ConfigError):
+        generate_chest_phantom((16, 64, 64), spacing=(1.0, 0.0, 1.0))
+    with pytest.raises(ConfigError, match="divisible"):
+        make_phantom_case(case_seeds(0, 0), PhantomRecipe(shape=(30, 64, 64)))
+
+
+# ------------------------------------------------------------------- revgan phantom
+
+
+def test_revgan_phantom_writes_four_domains_per_case_deterministically(tmp_path, capsys):
+    shape = ["16", "48", "48"]
+    assert main(["phantom", str(tmp_path / "a"), "--cases", "2", "--seed", "3", "--shape", *shape]) == 0
+    assert "wrote 2 phantom case(s)" in capsys.readouterr().out
+    assert main(["phantom", str(tmp_path / "b"), "--cases", "2", "--seed", "3", "--shape", *shape, "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["cases"] == 2
+    manifest = load_manifest(tmp_path / "a" / "manifest.json")
+    assert manifest.case_ids == ["case000", "case001"]
+    assert set(manifest.domains) == {"hr", "lr", "sharp", "smooth"}
+    assert manifest.task("super_resolution") == {"source": "lr", "target": "hr", "factors_xyz": [2, 2, 4]}
+    assert manifest.task("kernel") == {"source": "sharp", "target": "smooth"}
+    assert manifest.raw["generator"]["seed"] == 3
+    for case in manifest.cases:
+        assert set(case.files) == {"hr", "lr", "sharp", "smooth"}
+        assert set(case.extra["seeds"]) == {"anatomy", "hr_noise", "kernel_noise"}
+        for domain, path in case.files.items():
+            twin = tmp_path / "b" / path.relative_to(tmp_path / "a")
+            assert path.read_bytes() == twin.read_bytes(), f"{domain} of {case.id} differs between runs"
+        hr, lr = read_volume(case.files["hr"]), read_volume(case.files["lr"])
+        assert hr.shape == (16, 48, 48) and lr.shape == (4, 24, 24)
+        assert super_resolution_grid(lr, (2, 2, 4)).same_as(hr.grid, tolerance=1e-6)
+        assert read_volume(case.files["sharp"]).same_geometry(hr)
+    assert (tmp_path / "a" / "manifest.json").read_bytes() == (tmp_path / "b" / "manifest.json").read_bytes()
+    # Different cases are different patients.
+    first, second = (read_volume(c.files["hr"]).array for c in manifest.cases)
+    assert not np.array_equal(first, second)
+
+
+def test_revgan_phantom_refuses_bad_requests(tmp_path, capsys):
+    assert main(["phantom", str(tmp_path / "x"), "--cases", "1", "--shape", "18", "48", "48"]) == 1
+    assert "divisible" in capsys.readouterr().err
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "keep.txt").write_text("mine")
+    assert main(["phantom", str(used), "--cases", "1", "--shape", "16", "48", "48"]) == 1
+    assert "not empty" in capsys.readouterr().err
+    assert (used / "keep.txt").read_text() == "mine"
+    assert main(["phantom", str(tmp_path / "y"), "--cases", "0"]) == 1
