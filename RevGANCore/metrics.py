@@ -30,7 +30,7 @@ import torch
 from .errors import ConfigError, VolumeError
 
 __all__ = ["BODY_THRESHOLD_HU", "body_mask", "mae", "mse", "psnr", "ssim3d", "gaussian_kernel",
-           "Summary", "summarize"]
+           "Summary", "summarize", "compare_volumes", "METRIC_NAMES", "METRIC_DEFINITIONS"]
 
 BODY_THRESHOLD_HU = -500.0
 _SLAB_ELEMENTS = 1 << 23  # float64 elements per quantity per slab (64 MiB)
@@ -200,3 +200,38 @@ def summarize(values: Iterable[float]) -> Summary:
         return Summary(mean, math.nan if array.size > 1 else 0.0, len(numbers))
     std = float(array.std(ddof=1)) if array.size > 1 else 0.0
     return Summary(float(array.mean()), std, len(numbers))
+
+
+METRIC_NAMES = ("mae_hu", "psnr_unit_db", "psnr_hu_db", "ssim")
+
+METRIC_DEFINITIONS = {
+    "mae_hu": "mean |prediction - target| in HU inside the target's body mask (HU > -500, largest "
+              "component, holes filled per axial slice); raw HU, not clipped",
+    "psnr_unit_db": "PSNR in dB of the window-normalised volumes (HU window clipped and mapped to "
+                    "[-1, 1]), data range 2 (the seed paper's convention)",
+    "psnr_hu_db": "PSNR in dB of the raw HU volumes, data range = the HU window width (1500 HU for "
+                  "[-1150, 350])",
+    "ssim": "3D SSIM (Gaussian sigma 1.5, K1 0.01, K2 0.03) of the window-normalised volumes, data "
+            "range 2",
+}
+
+
+def compare_volumes(prediction, target, window=(-1150.0, 350.0), mask: Optional[np.ndarray] = None) -> dict:
+    """The four metrics of one prediction against its target (both HU, same grid)."""
+    from .volume import Volume, hu_to_unit
+
+    if isinstance(prediction, Volume) and isinstance(target, Volume) and not prediction.same_geometry(target):
+        raise VolumeError(f"prediction and target lie on different grids ({prediction!r} vs {target!r}); "
+                          "resample the prediction onto the target's grid first")
+    a, b = _pair(prediction, target)
+    low, high = float(window[0]), float(window[1])
+    if mask is None:
+        mask = body_mask(b)
+    unit_a = hu_to_unit(np.asarray(a, dtype=np.float32), (low, high))
+    unit_b = hu_to_unit(np.asarray(b, dtype=np.float32), (low, high))
+    return {
+        "mae_hu": mae(a, b, mask),
+        "psnr_unit_db": psnr(unit_a, unit_b, 2.0),
+        "psnr_hu_db": psnr(a, b, high - low),
+        "ssim": ssim3d(unit_a, unit_b, 2.0),
+    }

@@ -60,7 +60,7 @@ from .tensorfile import load_safetensors, save_safetensors
 
 __all__ = [
     "MODEL_FORMAT", "MODEL_FORMAT_VERSION", "METADATA_KEY", "TASKS", "DEFAULT_HU_WINDOW",
-    "ModelMetadata", "TranslationModel", "save_model", "load_model", "check_task",
+    "ModelMetadata", "TranslationModel", "save_model", "load_model", "as_model", "check_task",
     "ModelEntry", "models_dir", "models_dir_candidates", "list_models", "get_model_path",
     "default_model", "MODELS_DIR_ENV",
 ]
@@ -298,6 +298,16 @@ def load_model(path, device: Union[str, torch.device] = "cpu") -> TranslationMod
     except (RuntimeError, TypeError) as error:
         raise ModelFileError(f"{path}: cannot move the model to device {device!r} ({error})") from None
     return TranslationModel(generator, metadata, path)
+
+
+def as_model(model, device: Union[str, torch.device] = "cpu") -> TranslationModel:
+    """``model`` itself if it is a :class:`TranslationModel`, else :func:`load_model` of it
+    (a model file path or a registry name)."""
+    if isinstance(model, TranslationModel):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        return load_model(model, device)
+    raise ModelFileError(f"expected a TranslationModel, a model file or a model name, got {type(model).__name__}")
 
 
 def check_task(model: TranslationModel, expected_task: str) -> None:
