@@ -40,9 +40,9 @@ __all__ = ["save_safetensors", "load_safetensors", "read_safetensors_header", "D
 #: The reference implementation's cap on the header size.
 MAX_HEADER_BYTES = 100_000_000
 
-PICKLE_MESSAGE = ("this looks like a pickled PyTorch checkpoint (torch.save); RevGAN never unpickles "
-                  "model files, because unpickling can run arbitrary code. Convert it to a RevGAN "
-                  "model file (safetensors + metadata) with RevGANCore.modelfile.save_model")
+PICKLE_MESSAGE = ("this looks like a pickled PyTorch checkpoint; RevGAN never unpickles model files "
+                  "(unpickling can run arbitrary code). Convert it to a RevGAN model file (safetensors "
+                  "+ metadata) with RevGANCore.modelfile.save_model")
 
 # safetensors dtype name -> (little-endian numpy dtype used for the bytes, torch dtype)
 DTYPES: Dict[str, Tuple[str, torch.dtype]] = {
