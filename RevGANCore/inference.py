@@ -31,7 +31,8 @@ oneDNN convolution (``batch * channels * depth * height > 20480`` for 3x3x3 kern
 a ~20x slower fallback). For ngf 16 that is about 2.2 M voxels per window (e.g. 130^3).
 Larger CPU windows recompute less halo but were not faster per computed voxel here
 (2.8 us per voxel in 2.7 M-voxel windows, 3.8 us in a 4.7 M-voxel whole pass). An explicit ``tile_size`` (edge, or (z, y, x)) is the window
-size *including* the halo and must be at least ``2 * halo + stride``.
+size *including* the halo; along every axis it does not cover whole, it must be at least
+``2 * halo + stride`` (46 voxels for depth 2), else it is refused.
 
 Memory. Peak = the input volume + the output array (or a memory-mapped file, see
 :func:`translate_file`) + one window's activations (+ one resampled z-slab for
@@ -123,7 +124,6 @@ def make_plan(config: GeneratorConfig, shape: Sequence[int], device: torch.devic
 
     field = receptive_field(config)
     halo = halo_for(field.radius, field.stride)
-    smallest = minimum_window(halo, field.stride)
     if tile_size is None:
         window = auto_window_shape(shape, halo, field.stride,
                                    window_budget_voxels(config, device, memory_mib, half_precision),
@@ -132,11 +132,8 @@ def make_plan(config: GeneratorConfig, shape: Sequence[int], device: torch.devic
         sizes = (tile_size,) * 3 if isinstance(tile_size, (int, np.integer)) else tuple(tile_size)
         if len(sizes) != 3 or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in sizes):
             raise ConfigError(f"tile size must be an integer or three integers (z, y, x), got {tile_size!r}")
-        if min(sizes) < smallest:
-            raise ConfigError(
-                f"tile size {tile_size} is too small for this model: its receptive field needs a halo of "
-                f"{halo} voxels on each side of a tile and tiles start on multiples of {field.stride}, so "
-                f"tiles must be at least {smallest} voxels per axis (leave the tile size unset for the default)")
+        if min(sizes) < 1:
+            raise ConfigError(f"tile size must be positive, got {tile_size!r}")
         window = tuple(int(s) for s in sizes)
     return plan_tiles(shape, window, halo, field.stride)
 

@@ -112,10 +112,9 @@ def mse(a, b) -> float:
 
 
 def _checked_range(data_range) -> float:
-    try:
-        value = float(data_range)
-    except (TypeError, ValueError):
-        raise ConfigError(f"data_range must be a positive number, got {data_range!r}") from None
+    if isinstance(data_range, bool) or not isinstance(data_range, (int, float, np.integer, np.floating)):
+        raise ConfigError(f"data_range must be a positive number, got {data_range!r}")
+    value = float(data_range)
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(f"data_range must be a positive number, got {data_range!r}")
     return value

@@ -46,19 +46,28 @@ class _PlainBar:
 
 
 class _TqdmBar:
-    def __init__(self, description: str, unit: str, stream: TextIO):
-        from tqdm import tqdm
+    """Created on the first update, so that work failing before it starts prints no bar."""
 
-        self.bar = tqdm(total=0, desc=description, unit=unit, file=stream, dynamic_ncols=True)
+    def __init__(self, description: str, unit: str, stream: TextIO):
+        self.description = description
+        self.unit = unit
+        self.stream = stream
+        self.bar = None
 
     def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=self.description, unit=self.unit, file=self.stream,
+                            dynamic_ncols=True)
         if self.bar.total != total:  # the total may change (e.g. smaller tiles after an OOM)
             self.bar.reset(total=total)
         self.bar.n = done
         self.bar.refresh()
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 class ProgressBar:

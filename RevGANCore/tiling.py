@@ -207,9 +207,9 @@ def plan_tiles(shape: Sequence[int], window: Union[int, Sequence[int]], halo: in
     for axis, (n, w) in enumerate(zip(shape3, window3)):
         if w < n and w < needed:
             raise ConfigError(
-                f"tile size {w} is too small for this model along {'zyx'[axis]}: it needs a halo of {halo} "
-                f"voxels on each side (receptive field), so tiles must be at least {needed} voxels "
-                f"(or cover the whole {n}-voxel axis)")
+                f"tile size {w} is too small for this model (axis {'zyx'[axis]} of {n} voxels): its receptive "
+                f"field needs a halo of {halo} voxels on each side of a tile and tiles start on multiples of "
+                f"{stride}, so tiles must be at least {needed} voxels (or cover the whole axis)")
     bounds = tuple(axis_boundaries(n, w, halo, stride) for n, w in zip(shape3, window3))
     return TilePlan(shape3, int(halo), int(stride), bounds)  # type: ignore[arg-type]
 
