@@ -23,15 +23,15 @@ model's generator and returns a new Volume; the input is never modified.
    through ``log``. The model's generator is moved to the device used.
 
 Default tile size (``tile_size=None``): per-axis tile counts that minimise the recomputed
-halo volume while one window's activations fit a budget -- on the CPU 512 MiB
+halo volume while one window's activations fit a budget -- on the CPU 1 GiB
 (``DEFAULT_CPU_TILE_MIB``), on CUDA half the free GPU memory, at an estimated
-``4 * (3.5 * ngf + 6)`` bytes per window voxel (a conservative fit: 160-262 measured for
-ngf 16, 112-139 for ngf 8) -- and, on the CPU, whose z*y face keeps PyTorch on its
-oneDNN convolution (``batch * channels * depth * height > 20480`` for 3x3x3 kernels, else
-a ~20x slower fallback). For ngf 16 that is about 2.2 M voxels per window (e.g. 130^3).
-Larger CPU windows recompute less halo but were not faster per computed voxel here
-(2.8 us per voxel in 2.7 M-voxel windows, 3.8 us in a 4.7 M-voxel whole pass). An explicit ``tile_size`` (edge, or (z, y, x)) is the window
-size *including* the halo; along every axis it does not cover whole, it must be at least
+``4 * (3.5 * ngf + 6)`` bytes per window voxel (conservative: 160-262 measured for ngf 16,
+112-139 for ngf 8) -- and, on the CPU, whose z*y face keeps PyTorch on its oneDNN
+convolution (``batch * channels * depth * height > 20480`` for 3x3x3 kernels, else a ~20x
+slower fallback). For ngf 16 that is about 4.3 M voxels per window (e.g. 163^3); a
+300 x 512 x 512 volume (depth 2) is then computed 1.91 times over (halos), against 2.59
+times with 512 MiB and 1.57 times with 2 GiB. An explicit ``tile_size`` (edge, or
+(z, y, x)) is the window size *including* the halo; along every axis it does not cover whole, it must be at least
 ``2 * halo + stride`` (46 voxels for depth 2), else it is refused.
 
 Memory. Peak = the input volume + the output array (or a memory-mapped file, see
@@ -66,7 +66,7 @@ __all__ = ["translate", "translate_file", "output_grid", "make_plan", "window_bu
 
 OUT_DTYPES = ("float32", "int16")
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
-DEFAULT_CPU_TILE_MIB = 512
+DEFAULT_CPU_TILE_MIB = 1024
 # Largest window on CUDA: keeps every activation tensor (2 * ngf channels) well below the
 # 2**31 elements where some cuDNN 3D kernels fail.
 _CUDA_MAX_ELEMENTS = 2 ** 30

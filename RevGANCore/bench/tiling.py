@@ -42,8 +42,8 @@ from ..errors import RevGANError
 # numpy and torch are imported inside the functions: the CLI imports this module for its
 # defaults while building the parser, and `revgan --help` must stay instant.
 
-DEFAULT_SHAPE = (48, 192, 256)
-DEFAULT_TILES = (128, 192)
+DEFAULT_SHAPE = (64, 160, 448)
+DEFAULT_TILES = (160,)
 
 
 def randomize_weights(generator, seed: int = 0):
