@@ -337,6 +337,7 @@ def _setup_bench_tiling(kinds: argparse._SubParsersAction) -> None:
                         help="window edges to test besides the default plan")
     tiling.add_argument("--ngf", type=int, default=16, help="generator base channels")
     tiling.add_argument("--depth", type=int, default=2, help="reversible core depth")
+    tiling.add_argument("--repeats", type=int, default=2, help="runs per method; the fastest is reported")
     tiling.add_argument("--no-monai", action="store_true", help="skip MONAI even when installed")
     tiling.add_argument("--json", action="store_true", help="print one JSON object")
     tiling.set_defaults(handler=_run_bench_tiling)
@@ -350,7 +351,7 @@ def _run_bench_tiling(args: argparse.Namespace) -> int:
             print(f"bench tiling: {index + 1}/{total} {what}", file=sys.stderr)
 
     result = run_tiling_benchmark(shape=args.shape, tiles=args.tiles, ngf=args.ngf, depth=args.depth,
-                                  use_monai=not args.no_monai, progress=progress)
+                                  use_monai=not args.no_monai, repeats=args.repeats, progress=progress)
     if args.json:
         _print_json(_json_safe(result["json"]))
     else:

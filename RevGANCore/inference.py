@@ -18,7 +18,8 @@ model's generator and returns a new Volume; the input is never modified.
    a whole-volume pass (to float rounding; on the CPU it has been bit-identical).
 4. Device. ``"auto"`` is CUDA when available, else the CPU. On CUDA the generator runs
    under autocast (bfloat16 where supported, else float16; ``precision="float32"`` turns
-   it off). On CUDA out-of-memory the window edge is halved and the translation restarts;
+   it off, and then TF32 is disabled too, so windows are computed in IEEE float32). On
+   CUDA out-of-memory the window edge is halved and the translation restarts;
    when even the smallest window does not fit, it restarts on the CPU. Both are reported
    through ``log``. The model's generator is moved to the device used.
 
@@ -219,6 +220,23 @@ def _autocast_dtype(device: torch.device, precision: str) -> Optional[torch.dtyp
     return torch.bfloat16 if precision == "bfloat16" else torch.float16
 
 
+@contextlib.contextmanager
+def _ieee_float32(device: torch.device, active: bool):
+    """Without autocast on CUDA, run convolutions and matmuls in true float32: PyTorch lets
+    cuDNN use TF32 (10-bit mantissa) by default on Ampere and later, whose rounding would
+    depend on the algorithm cuDNN picks for each window shape."""
+    if device.type != "cuda" or not active:
+        yield
+        return
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 class _WindowRunner:
     """HU window (numpy) -> translated HU window (torch, on the device)."""
 
@@ -293,7 +311,8 @@ def translate(model, volume: Volume, direction: str = "forward",
         _say(log, f"device {describe_device(device_)}{precision_text}; {plan.describe()}")
         runner = _WindowRunner(model, direction, device_, amp_dtype)
         try:
-            run_tiled(runner, source, out, plan, progress=progress, cancel=cancel)
+            with _ieee_float32(device_, amp_dtype is None):
+                run_tiled(runner, source, out, plan, progress=progress, cancel=cancel)
             break
         except RevGANError:
             raise

@@ -175,7 +175,7 @@ def test_bench_tiling_json_has_exactly_the_documented_keys(capsys):
     # MONAI's row is left out here (importing MONAI alone takes ~5 s per worker); run
     # `revgan bench tiling` for it.
     assert main(["bench", "tiling", "--shape", "16", "40", "52", "--tiles", "32", "--ngf", "2", "--depth", "1",
-                 "--no-monai", "--json"]) == 0
+                 "--no-monai", "--repeats", "1", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result) == {"rows", "whole_seconds", "monai"} and result["monai"] is None
     assert [row["tile"] for row in result["rows"]][0] == 32

@@ -18,8 +18,9 @@ allocation (numpy, torch, oneDNN scratch), which Python-level tracers do not. Ea
 imports torch (and MONAI for its row), loads the model and runs a small warm-up before
 its baseline is read; ``peak_rss_mib`` is the peak minus that baseline, so it counts the
 input, the output and the method's working memory, not the libraries. ``seconds`` is the
-wall time of the method alone. The workers run one after another on the same machine;
-these VMs drift in speed, so compare ratios from one run.
+fastest of ``repeats`` (default 2) runs of the method alone: the workers run one after
+another, and on a shared 2-core VM a single run of the same work varied by up to 1.7x
+between workers, while the fastest of two varied far less.
 
 ``max_abs_diff`` is the largest absolute difference from the whole-volume output, in
 network units (1 unit = 750 HU with the default window).
@@ -89,76 +90,84 @@ def _peak_rss_mib() -> Optional[float]:
 # --------------------------------------------------------------------------- worker
 
 
-def _worker(method: str, model_path: str, input_path: str, output_path: str, tile: str,
-            direction: str) -> dict:
+def _method(method: str, generator, config, direction: str, tile: str):
+    """The callable ``volume (numpy) -> output (numpy)`` of one method, and its details."""
     import numpy as np
     import torch
 
     from ..inference import make_plan
-    from ..modelfile import load_model
     from ..tiling import run_tiled
 
-    torch.set_grad_enabled(False)
-    model = load_model(model_path)
-    generator = model.generator
-    config = generator.config
     device = torch.device("cpu")
-    # Warm-up through the same code path (lazy imports, oneDNN set-up) before the baseline.
-    small = np.zeros((2 * 24, 24, 24), dtype=np.float32)
+
+    def network(window):
+        return generator(torch.from_numpy(np.ascontiguousarray(window))[None, None], direction)[0, 0]
+
+    if method == "whole":
+        return lambda volume: network(volume).numpy(), {}
+    if method == "tiled":
+        tile_size = None if tile == "default" else int(tile)
+        details = {}
+
+        def tiled(volume):
+            plan = make_plan(config, volume.shape, device, tile_size)
+            output = np.empty(volume.shape, dtype=np.float32)
+            run_tiled(network, volume, output, plan)
+            details.update(window=list(plan.window_shape), tiles=len(plan), overhead=round(plan.overhead, 4))
+            return output
+
+        return tiled, details
     if method == "monai":
         from monai.inferers import sliding_window_inference
 
-        sliding_window_inference(torch.from_numpy(small)[None, None], roi_size=(24, 24, 24), sw_batch_size=1,
-                                 predictor=lambda batch: generator(batch, direction), overlap=0.25,
-                                 mode="gaussian")
-    elif method == "tiled":
-        run_tiled(lambda window: generator(torch.from_numpy(np.ascontiguousarray(window))[None, None],
-                                           direction)[0, 0],
-                  small, np.empty_like(small), make_plan(config, small.shape, device, None))
-    else:
-        generator(torch.from_numpy(small)[None, None], direction)
+        details = {}
+
+        def monai(volume):
+            roi = make_plan(config, volume.shape, device, None).window_shape
+            details["window"] = list(roi)
+            output = sliding_window_inference(
+                torch.from_numpy(volume)[None, None], roi_size=roi, sw_batch_size=1,
+                predictor=lambda batch: generator(batch, direction), overlap=0.25, mode="gaussian")
+            return np.asarray(output)[0, 0]
+
+        return monai, details
+    raise RevGANError(f"unknown method {method!r}")
+
+
+def _worker(method: str, model_path: str, input_path: str, output_path: str, tile: str,
+            direction: str, repeats: int) -> dict:
+    import numpy as np
+    import torch
+
+    from ..modelfile import load_model
+
+    torch.set_grad_enabled(False)
+    generator = load_model(model_path).generator
+    function, details = _method(method, generator, generator.config, direction, tile)
+    # Warm-up through the same code path (lazy imports, oneDNN set-up) before the baseline.
+    function(np.zeros((48, 24, 24), dtype=np.float32))
     baseline = _peak_rss_mib()
     volume = np.load(input_path)
-    info = {}
-    started = time.perf_counter()
-    if method == "whole":
-        output = generator(torch.from_numpy(volume)[None, None], direction)[0, 0].numpy()
-    elif method == "tiled":
-        tile_size = None if tile == "default" else int(tile)
-        plan = make_plan(config, volume.shape, device, tile_size)
-        output = np.empty(volume.shape, dtype=np.float32)
-
-        def run(window):
-            return generator(torch.from_numpy(np.ascontiguousarray(window))[None, None], direction)[0, 0]
-
-        run_tiled(run, volume, output, plan)
-        info["window"] = list(plan.window_shape)
-        info["tiles"] = len(plan)
-        info["overhead"] = round(plan.overhead, 4)
-    elif method == "monai":
-        roi = make_plan(config, volume.shape, device, None).window_shape
-        output = sliding_window_inference(
-            torch.from_numpy(volume)[None, None], roi_size=roi, sw_batch_size=1,
-            predictor=lambda batch: generator(batch, direction), overlap=0.25, mode="gaussian")
-        output = np.asarray(output)[0, 0]
-        info["window"] = list(roi)
-    else:
-        raise RevGANError(f"unknown method {method!r}")
-    seconds = time.perf_counter() - started
+    times = []
+    output = None
+    for _ in range(max(1, repeats)):
+        output = None  # each run allocates its own output, as a single run would
+        started = time.perf_counter()
+        output = function(volume)
+        times.append(time.perf_counter() - started)
     peak = _peak_rss_mib()
     np.save(output_path, np.asarray(output, dtype=np.float32))
-    info.update({"seconds": seconds,
-                 "peak_rss_mib": None if peak is None or baseline is None else peak - baseline})
-    return info
+    return dict(details, seconds=min(times), all_seconds=times,
+                peak_rss_mib=None if peak is None or baseline is None else peak - baseline)
 
 
 def _run_worker(method: str, model_path: Path, input_path: Path, output_path: Path, tile: str,
-                direction: str) -> dict:
+                direction: str, repeats: int) -> dict:
     package_root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
     env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     command = [sys.executable, "-m", "RevGANCore.bench.tiling", method, str(model_path), str(input_path),
-               str(output_path), tile, direction]
+               str(output_path), tile, direction, str(repeats)]
     completed = subprocess.run(command, capture_output=True, text=True, env=env)
     if completed.returncode != 0:
         raise RevGANError(f"bench tiling: the {method} worker failed: {completed.stderr.strip().splitlines()[-1:]}")
@@ -189,7 +198,7 @@ def monai_available() -> bool:
 
 def run_tiling_benchmark(shape: Sequence[int] = DEFAULT_SHAPE, tiles: Sequence[int] = DEFAULT_TILES,
                          ngf: int = 16, depth: int = 2, seed: int = 0, use_monai: bool = True,
-                         direction: str = "forward", progress=None) -> dict:
+                         direction: str = "forward", repeats: int = 2, progress=None) -> dict:
     """Run every method in its own process; returns ``{"json": the --json dictionary,
     "context": details for the text table}``."""
     import numpy as np
@@ -217,7 +226,7 @@ def run_tiling_benchmark(shape: Sequence[int] = DEFAULT_SHAPE, tiles: Sequence[i
             if progress is not None:
                 progress(index, len(methods), f"{method} {tile}")
             output_path = workdir / f"{method}-{tile}.npy"
-            info = _run_worker(method, model_path, input_path, output_path, tile, direction)
+            info = _run_worker(method, model_path, input_path, output_path, tile, direction, repeats)
             if method != "whole":
                 info["max_abs_diff"] = _max_abs_diff(workdir / "whole--.npy", output_path)
             results[(method, tile)] = info
@@ -281,5 +290,5 @@ def _fmt(value: Optional[float]) -> str:
 
 
 if __name__ == "__main__":
-    _, method_, model_, input_, output_, tile_, direction_ = sys.argv
-    print(json.dumps(_worker(method_, model_, input_, output_, tile_, direction_)))
+    _, method_, model_, input_, output_, tile_, direction_, repeats_ = sys.argv
+    print(json.dumps(_worker(method_, model_, input_, output_, tile_, direction_, int(repeats_))))
