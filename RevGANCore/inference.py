@@ -298,41 +298,56 @@ def translate(model, volume: Volume, direction: str = "forward",
     resampled = grid.shape != volume.shape
     source = _ResampledSource(volume, grid) if resampled else volume.array
 
-    device_ = resolve_device(device) if not isinstance(device, torch.device) else device
+    device_ = resolve_device(str(device))
     amp_dtype = _autocast_dtype(device_, precision)
     config = model.generator.config
     plan = make_plan(config, grid.shape, device_, tile_size, tile_memory_mib, amp_dtype is not None)
     source_name, target_name = model.metadata.domain_names(direction)
     _say(log, f"{model.name}: {source_name} -> {target_name}"
               + (f", resampled onto {grid.shape[::-1]} voxels (x, y, z)" if resampled else ""))
+
+    def attempt(plan_: TilePlan, device__: torch.device, amp: Optional[torch.dtype]) -> None:
+        model.generator.to(device__)
+        precision_text = f", autocast {str(amp).replace('torch.', '')}" if amp is not None else ""
+        _say(log, f"device {describe_device(device__)}{precision_text}; {plan_.describe()}")
+        runner = _WindowRunner(model, direction, device__, amp)
+        with _ieee_float32(device__, amp is None):
+            run_tiled(runner, source, out, plan_, progress=progress, cancel=cancel)
+
+    _run_with_fallback(attempt, plan, device_, amp_dtype, config, grid.shape, log)
+    return Volume(out, grid.spacing, grid.origin, grid.direction)
+
+
+def _run_with_fallback(attempt: Callable[[TilePlan, torch.device, Optional[torch.dtype]], None], plan: TilePlan,
+                       device: torch.device, amp_dtype: Optional[torch.dtype], config: GeneratorConfig,
+                       shape: Sequence[int], log: Logger) -> torch.device:
+    """Run ``attempt(plan, device, amp_dtype)``; on CUDA out-of-memory halve the windows and
+    restart, and when they cannot shrink, restart on the CPU. Returns the device used."""
     while True:
-        model.generator.to(device_)
-        precision_text = f", autocast {str(amp_dtype).replace('torch.', '')}" if amp_dtype is not None else ""
-        _say(log, f"device {describe_device(device_)}{precision_text}; {plan.describe()}")
-        runner = _WindowRunner(model, direction, device_, amp_dtype)
         try:
-            with _ieee_float32(device_, amp_dtype is None):
-                run_tiled(runner, source, out, plan, progress=progress, cancel=cancel)
-            break
+            attempt(plan, device, amp_dtype)
+            return device
         except RevGANError:
             raise
         except (RuntimeError, MemoryError) as error:
-            if device_.type != "cuda" or not _is_cuda_oom(error):
+            if device.type != "cuda" or not _is_cuda_oom(error):
                 raise
-            del runner
+            # Drop the failed window's tensors (the traceback's frames hold them) before
+            # asking the caching allocator to give memory back.
+            traceback.clear_frames(error.__traceback__)
+        if torch.cuda.is_available():
             torch.cuda.empty_cache()
-            smaller = _halved(plan)
-            if smaller is not None:
-                _say(log, f"CUDA out of memory with windows of {_fmt(plan.window_shape)} voxels; "
-                          f"retrying with {_fmt(smaller)}")
-                plan = plan_tiles(grid.shape, smaller, plan.halo, plan.stride)
-                continue
-            _say(log, f"CUDA out of memory even with windows of {_fmt(plan.window_shape)} voxels; "
-                      "continuing on the CPU (slower)")
-            device_ = torch.device("cpu")
-            amp_dtype = None
-            plan = make_plan(config, grid.shape, device_, None, None, False)
-    return Volume(out, grid.spacing, grid.origin, grid.direction)
+        smaller = _halved(plan)
+        if smaller is not None:
+            _say(log, f"CUDA out of memory with windows of {_fmt(plan.window_shape)} voxels; "
+                      f"retrying with {_fmt(smaller)}")
+            plan = plan_tiles(shape, smaller, plan.halo, plan.stride)
+            continue
+        _say(log, f"CUDA out of memory even with windows of {_fmt(plan.window_shape)} voxels; "
+                  "continuing on the CPU (slower)")
+        device = torch.device("cpu")
+        amp_dtype = None
+        plan = make_plan(config, shape, device, None, None, False)
 
 
 def _fmt(shape: Sequence[int]) -> str:

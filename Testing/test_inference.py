@@ -164,3 +164,53 @@ def test_default_plan_respects_cpu_budget_and_fast_path():
     assert np.prod(window) * 4 * (3.5 * 16 + 6) <= 512 * 2 ** 20
     assert window[0] * window[1] > 4 * 20480 // 16
     assert make_plan(config, (40, 50, 60), torch.device("cpu")).counts == (1, 1, 1)
+
+
+def test_cuda_out_of_memory_halves_windows_then_falls_back_to_cpu():
+    """The retry logic of translate() with a window runner that runs out of CUDA memory
+    (the real CUDA path is exercised by tools/gpu_check_inference.py)."""
+    import torch
+
+    from RevGANCore.inference import _run_with_fallback
+    from RevGANCore.networks import GeneratorConfig
+
+    config = GeneratorConfig(ngf=3, depth=1)
+    shape = (60, 80, 90)
+    start = make_plan(config, shape, torch.device("cpu"), 80)
+    tried = []
+
+    def fits_40(plan, device, amp):
+        tried.append((device.type, plan.window_shape, amp))
+        if device.type == "cuda" and max(plan.window_shape) > 40:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    log = []
+    used = _run_with_fallback(fits_40, start, torch.device("cuda"), torch.bfloat16, config, shape, log.append)
+    assert used.type == "cuda" and len(tried) == 2
+    assert tried[0][1] == (60, 80, 80) and max(tried[1][1]) <= 40 and tried[1][2] == torch.bfloat16
+    assert "retrying with" in log[0]
+
+    tried.clear()
+    log.clear()
+
+    def never_fits(plan, device, amp):
+        tried.append((device.type, plan.window_shape, amp))
+        if device.type == "cuda":
+            raise RuntimeError("CUDNN_STATUS_ALLOC_FAILED")
+
+    used = _run_with_fallback(never_fits, start, torch.device("cuda"), torch.float16, config, shape, log.append)
+    assert used.type == "cpu" and tried[-1][0] == "cpu" and tried[-1][2] is None
+    assert min(tried[-2][1]) == 30  # the smallest window (2 * halo + stride) was tried on CUDA
+    assert "continuing on the CPU" in log[-1]
+
+    def broken(plan, device, amp):
+        raise RuntimeError("an unrelated CUDA error")
+
+    with pytest.raises(RuntimeError, match="unrelated"):
+        _run_with_fallback(broken, start, torch.device("cuda"), None, config, shape, log.append)
+
+    def cpu_oom(plan, device, amp):
+        raise RuntimeError("out of memory")
+
+    with pytest.raises(RuntimeError):  # only CUDA memory is retried
+        _run_with_fallback(cpu_oom, start, torch.device("cpu"), None, config, shape, log.append)
