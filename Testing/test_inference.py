@@ -161,7 +161,7 @@ def test_default_plan_respects_cpu_budget_and_fast_path():
     config = GeneratorConfig(ngf=16, depth=2)
     plan = make_plan(config, (300, 512, 512), torch.device("cpu"))
     window = plan.window_shape
-    assert np.prod(window) * 4 * (3.5 * 16 + 6) <= 512 * 2 ** 20
+    assert np.prod(window) * 4 * (3.5 * 16 + 6) <= 1024 * 2 ** 20
     assert window[0] * window[1] > 4 * 20480 // 16
     assert make_plan(config, (40, 50, 60), torch.device("cpu")).counts == (1, 1, 1)
 
@@ -187,7 +187,8 @@ def test_cuda_out_of_memory_halves_windows_then_falls_back_to_cpu():
     log = []
     used = _run_with_fallback(fits_40, start, torch.device("cuda"), torch.bfloat16, config, shape, log.append)
     assert used.type == "cuda" and len(tried) == 2
-    assert tried[0][1] == (60, 80, 80) and max(tried[1][1]) <= 40 and tried[1][2] == torch.bfloat16
+    assert tried[0][1] == start.window_shape == (60, 80, 60)
+    assert tried[1][1] == (30, 40, 30) and tried[1][2] == torch.bfloat16
     assert "retrying with" in log[0]
 
     tried.clear()

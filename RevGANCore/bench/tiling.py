@@ -19,8 +19,8 @@ imports torch (and MONAI for its row), loads the model and runs a small warm-up 
 its baseline is read; ``peak_rss_mib`` is the peak minus that baseline, so it counts the
 input, the output and the method's working memory, not the libraries. ``seconds`` is the
 fastest of ``repeats`` (default 2) runs of the method alone: the workers run one after
-another, and on a shared 2-core VM a single run of the same work varied by up to 1.7x
-between workers, while the fastest of two varied far less.
+another, and on a shared 2-core VM a single run of the same work varied by up to 2x
+between workers.
 
 ``max_abs_diff`` is the largest absolute difference from the whole-volume output, in
 network units (1 unit = 750 HU with the default window).
