@@ -15,8 +15,7 @@ beats its baseline.
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence
 
 from .errors import ConfigError, ModelFileError
 from .inference import translate

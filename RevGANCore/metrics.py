@@ -22,7 +22,7 @@ Every function reads its inputs only; metrics over big volumes are accumulated s
 from __future__ import annotations
 
 import math
-from typing import Iterable, NamedTuple, Optional, Sequence
+from typing import Iterable, NamedTuple, Optional
 
 import numpy as np
 import torch
