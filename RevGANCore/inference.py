@@ -403,16 +403,17 @@ def translate_file(model, input_path, output_path, direction: str = "forward",
     target = check_output_path(output_path, inputs=[input_path, model.path])
     volume = read_volume(input_path)
     grid = output_grid(model, volume, direction)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise VolumeError(f"{target}: cannot create its folder ({error.strerror or error})") from None
+    # The scratch file goes into the output's folder, or its nearest existing ancestor: a
+    # missing output folder is only created (by write_volume) once the result is complete.
+    scratch_dir = target.parent
+    while not scratch_dir.is_dir() and scratch_dir != scratch_dir.parent:
+        scratch_dir = scratch_dir.parent
     scratch = None
     out = None
     result = None
     try:
         if memmap:
-            handle, scratch = tempfile.mkstemp(prefix=".revgan-translate-", suffix=".tmp", dir=str(target.parent))
+            handle, scratch = tempfile.mkstemp(prefix=".revgan-translate-", suffix=".tmp", dir=str(scratch_dir))
             os.close(handle)
             out = np.memmap(scratch, dtype=dtype, mode="w+", shape=grid.shape)
         result = translate(model, volume, direction, tile_size=tile_size, device=device, progress=progress,

@@ -115,7 +115,10 @@ def test_cancel_stops_early_and_leaves_no_file(tmp_path):
     with pytest.raises(CancelledError):
         translate_file(model, source, tmp_path / "out.nii.gz", tile_size=30, device="cpu",
                        cancel=lambda: True)
-    assert sorted(os.listdir(tmp_path)) == before  # no output, no scratch file
+    with pytest.raises(CancelledError):
+        translate_file(model, source, tmp_path / "new" / "folder" / "out.nii.gz", tile_size=30, device="cpu",
+                       cancel=lambda: True)
+    assert sorted(os.listdir(tmp_path)) == before  # no output, no scratch file, no new folder
 
 
 def test_bad_input_is_refused(tmp_path):

@@ -170,7 +170,8 @@ def _run_worker(method: str, model_path: Path, input_path: Path, output_path: Pa
                str(output_path), tile, direction, str(repeats)]
     completed = subprocess.run(command, capture_output=True, text=True, env=env)
     if completed.returncode != 0:
-        raise RevGANError(f"bench tiling: the {method} worker failed: {completed.stderr.strip().splitlines()[-1:]}")
+        last = (completed.stderr.strip().splitlines() or ["no message"])[-1]
+        raise RevGANError(f"bench tiling: the {method} worker failed: {last}")
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
