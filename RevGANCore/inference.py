@@ -56,7 +56,7 @@ import torch
 from .devices import describe_device, resolve_device
 from .errors import ConfigError, RevGANError, VolumeError
 from .modelfile import TranslationModel, as_model
-from .networks import DIRECTIONS, GeneratorConfig
+from .networks import DIRECTIONS, GeneratorConfig, receptive_field
 from .tiling import TilePlan, auto_window_shape, halo_for, minimum_window, plan_tiles, run_tiled
 from .volume import (Grid, Volume, hu_to_unit, read_volume, resample_to_grid, super_resolution_grid,
                      unit_to_hu, volume_suffix, write_volume)
@@ -121,8 +121,6 @@ def make_plan(config: GeneratorConfig, shape: Sequence[int], device: torch.devic
               tile_size: Union[None, int, Sequence[int]] = None, memory_mib: Optional[float] = None,
               half_precision: bool = False) -> TilePlan:
     """The tile plan :func:`translate` uses for a volume of ``shape`` (z, y, x)."""
-    from .networks import receptive_field
-
     field = receptive_field(config)
     halo = halo_for(field.radius, field.stride)
     if tile_size is None:
