@@ -53,6 +53,8 @@ def _setup_bench(commands: argparse._SubParsersAction) -> None:
     speed.add_argument("--json", action="store_true", help="print one JSON object")
     speed.set_defaults(handler=_run_bench_speed)
 
+    _setup_bench_tiling(kinds)
+
 
 def _run_bench_memory(args: argparse.Namespace) -> int:
     from .bench.memory import format_memory_table, run_memory_benchmark
@@ -165,12 +167,207 @@ def _run_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- inference
+
+
+def _add_translation_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tile", type=int, nargs="+", default=None, metavar="N",
+                        help="tile (window) edge in voxels including the halo, or three values Z Y X "
+                             "(default: chosen from the memory budget)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:N")
+    parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                        help="CUDA autocast precision (auto: bfloat16 where supported, else float16)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+
+
+def _setup_translate(commands: argparse._SubParsersAction) -> None:
+    translate = commands.add_parser(
+        "translate", help="translate a CT volume with a model (exact tiled inference)")
+    translate.add_argument("input", metavar="IN", help="input volume file or DICOM folder (HU)")
+    translate.add_argument("output", metavar="OUT", help="output file (.nii.gz, .nii, .nrrd, .mha, ...)")
+    translate.add_argument("--model", required=True, help="model file (.safetensors) or shipped model name")
+    translate.add_argument("--direction", default="forward", choices=["forward", "inverse"],
+                           help="forward: the model's domain x -> y; inverse: y -> x")
+    translate.add_argument("--dtype", default="int16", choices=["int16", "float32"],
+                           help="output voxel type (int16: whole HU)")
+    _add_translation_options(translate)
+    translate.set_defaults(handler=_run_translate)
+
+    resolve = commands.add_parser(
+        "super-resolve", help="super-resolve a CT volume (default: the shipped super-resolution model)")
+    resolve.add_argument("input", metavar="IN", help="input volume file or DICOM folder (HU)")
+    resolve.add_argument("output", metavar="OUT", help="output file (.nii.gz, .nii, .nrrd, .mha, ...)")
+    resolve.add_argument("--model", default=None, help="super-resolution model file or shipped model name")
+    resolve.add_argument("--dtype", default="int16", choices=["int16", "float32"],
+                         help="output voxel type (int16: whole HU)")
+    _add_translation_options(resolve)
+    resolve.set_defaults(handler=_run_super_resolve)
+
+
+def _tile_argument(values: Optional[List[int]]):
+    if values is None:
+        return None
+    if len(values) == 1:
+        return values[0]
+    if len(values) == 3:
+        return tuple(values)
+    raise RevGANError(f"--tile takes one value or three (Z Y X), got {len(values)}")
+
+
+def _run_translation(args: argparse.Namespace, model_name: str, task: Optional[str], direction: str) -> int:
+    from .inference import check_output_path, translate_file
+    from .modelfile import check_task, get_model_path, load_model
+    from .progress import progress_bar
+
+    tile = _tile_argument(args.tile)
+    model_path = get_model_path(model_name)
+    check_output_path(args.output, inputs=[args.input, model_path])
+    model = load_model(model_path)
+    if task is not None:
+        check_task(model, task)
+
+    def log(message: str) -> None:
+        if not args.quiet:
+            print(f"revgan: {message}", file=sys.stderr)
+
+    with progress_bar("translate", unit="tile", enabled=not args.quiet) as bar:
+        written = translate_file(model, args.input, args.output, direction=direction, tile_size=tile,
+                                 device=args.device, dtype=args.dtype, progress=bar, log=log,
+                                 precision=args.precision)
+    if not args.quiet:
+        print(f"wrote {written}")
+    return 0
+
+
+def _run_translate(args: argparse.Namespace) -> int:
+    return _run_translation(args, args.model, None, args.direction)
+
+
+def _run_super_resolve(args: argparse.Namespace) -> int:
+    model = args.model
+    if model is None:
+        from .modelfile import default_model
+
+        model = str(default_model("super_resolution").path)
+    return _run_translation(args, model, "super_resolution", "forward")
+
+
+def _setup_evaluate(commands: argparse._SubParsersAction) -> None:
+    evaluate = commands.add_parser(
+        "evaluate", help="metrics (MAE, PSNR, SSIM) of a model on a dataset manifest")
+    evaluate.add_argument("--model", required=True, help="model file (.safetensors) or shipped model name")
+    evaluate.add_argument("--data", required=True, metavar="DIR_OR_MANIFEST",
+                          help="dataset folder holding manifest.json, or the manifest file")
+    evaluate.add_argument("--direction", default="forward", choices=["forward", "inverse"])
+    evaluate.add_argument("--cases", nargs="+", default=None, metavar="ID", help="only these case ids")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_translation_options(evaluate)
+    evaluate.set_defaults(handler=_run_evaluate)
+
+
+def _json_safe(value):
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_model, format_evaluation
+    from .modelfile import load_model
+
+    model = load_model(args.model)
+    quiet = args.quiet or args.json
+
+    def progress(index: int, total: int, case_id: str) -> None:
+        if not quiet and index < total:
+            print(f"evaluate: case {index + 1}/{total} ({case_id})", file=sys.stderr)
+
+    result = evaluate_model(model, args.data, direction=args.direction, tile_size=_tile_argument(args.tile),
+                            device=args.device, cases=args.cases, progress=progress, precision=args.precision)
+    if args.json:
+        _print_json(_json_safe(result))
+    else:
+        print(format_evaluation(result))
+    return 0
+
+
+def _setup_models(commands: argparse._SubParsersAction) -> None:
+    models = commands.add_parser("models", help="list the shipped models")
+    models.add_argument("--json", action="store_true", help="print one JSON object")
+    models.set_defaults(handler=_run_models)
+
+
+def _run_models(args: argparse.Namespace) -> int:
+    from .modelfile import list_models, models_dir, models_dir_candidates
+
+    folder = models_dir()
+    entries = list_models()
+    if args.json:
+        _print_json({"models_dir": str(folder) if folder else None,
+                     "models": [{"name": e.name, "task": e.task, "description": e.description,
+                                 "file": str(e.path), "card": str(e.card) if e.card else None,
+                                 "default": e.default, "available": e.available} for e in entries]})
+        return 0
+    if not entries:
+        searched = ", ".join(str(path) for path in models_dir_candidates())
+        print(f"no models are shipped (searched {searched}; set REVGAN_MODELS_DIR to use another folder)")
+        return 0
+    print(f"models in {folder}:")
+    for entry in entries:
+        flags = " (default)" if entry.default else ""
+        missing = "" if entry.available else "  [file missing]"
+        print(f"  {entry.name:<28} {entry.task:<17}{flags} {entry.description}{missing}")
+    return 0
+
+
+def _setup_bench_tiling(kinds: argparse._SubParsersAction) -> None:
+    from .bench.tiling import DEFAULT_SHAPE, DEFAULT_TILES
+
+    tiling = kinds.add_parser(
+        "tiling", help="tiled vs whole-volume inference (and MONAI's sliding window): exactness, time, memory")
+    tiling.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"), default=list(DEFAULT_SHAPE),
+                        help=f"volume size (default {' '.join(map(str, DEFAULT_SHAPE))})")
+    tiling.add_argument("--tiles", type=int, nargs="+", default=list(DEFAULT_TILES),
+                        help="window edges to test besides the default plan")
+    tiling.add_argument("--ngf", type=int, default=16, help="generator base channels")
+    tiling.add_argument("--depth", type=int, default=2, help="reversible core depth")
+    tiling.add_argument("--repeats", type=int, default=2, help="runs per method; the fastest is reported")
+    tiling.add_argument("--no-monai", action="store_true", help="skip MONAI even when installed")
+    tiling.add_argument("--json", action="store_true", help="print one JSON object")
+    tiling.set_defaults(handler=_run_bench_tiling)
+
+
+def _run_bench_tiling(args: argparse.Namespace) -> int:
+    from .bench.tiling import format_tiling_table, run_tiling_benchmark
+
+    def progress(index: int, total: int, what: str) -> None:
+        if not args.json:
+            print(f"bench tiling: {index + 1}/{total} {what}", file=sys.stderr)
+
+    result = run_tiling_benchmark(shape=args.shape, tiles=args.tiles, ngf=args.ngf, depth=args.depth,
+                                  use_monai=not args.no_monai, repeats=args.repeats, progress=progress)
+    if args.json:
+        _print_json(_json_safe(result["json"]))
+    else:
+        print(format_tiling_table(result))
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 _SETUPS: List[Callable[[argparse._SubParsersAction], None]] = [
     _setup_bench,
     _setup_phantom,
     _setup_dataset,
+    _setup_translate,
+    _setup_evaluate,
+    _setup_models,
 ]
 
 

@@ -1,0 +1,446 @@
+"""Whole-volume translation: exact, tiled, bounded-memory inference with a RevGAN model.
+
+``translate(model, volume)`` maps a CT :class:`~RevGANCore.volume.Volume` (HU) through the
+model's generator and returns a new Volume; the input is never modified.
+
+1. Grid. A super-resolution model (``scale_factors_xyz`` in its metadata) translating
+   forward first resamples the input (cubic B-spline) onto the high-resolution grid:
+   same physical box and direction, spacing divided by the factors, voxel counts
+   multiplied (``super_resolution_grid``). The resampling is done one z-slab of windows at
+   a time, so the high-resolution input never exists whole in memory. Kernel models, and
+   the inverse direction of a super-resolution model (high-resolution grid in and out),
+   keep the input grid.
+2. Intensities. Each window is mapped from HU to [-1, 1] with the model's HU window
+   (clipped), run through the generator, and mapped back to HU (not clipped).
+3. Tiling (:mod:`RevGANCore.tiling`). Windows overlap by a halo of the generator's
+   receptive-field radius, start on its stride, are clamped to the volume and cropped
+   to their cores, which are written once each into the output array: the result equals
+   a whole-volume pass (to float rounding; on the CPU it has been bit-identical).
+4. Device. ``"auto"`` is CUDA when available, else the CPU. On CUDA the generator runs
+   under autocast (bfloat16 where supported, else float16; ``precision="float32"`` turns
+   it off, and then TF32 is disabled too, so windows are computed in IEEE float32). On
+   CUDA out-of-memory the window edge is halved and the translation restarts;
+   when even the smallest window does not fit, it restarts on the CPU. Both are reported
+   through ``log``. The model's generator is moved to the device used.
+
+Default tile size (``tile_size=None``): per-axis tile counts that minimise the recomputed
+halo volume while one window's activations fit a budget -- on the CPU 1 GiB
+(``DEFAULT_CPU_TILE_MIB``), on CUDA half the free GPU memory, at an estimated
+``4 * (3.5 * ngf + 6)`` bytes per window voxel (conservative: 160-262 measured for ngf 16,
+112-139 for ngf 8) -- and, on the CPU, whose z*y face keeps PyTorch on its oneDNN
+convolution (``batch * channels * depth * height > 20480`` for 3x3x3 kernels, else a ~20x
+slower fallback). For ngf 16 that is about 4.3 M voxels per window (e.g. 163^3); a
+300 x 512 x 512 volume (depth 2) is then computed 1.91 times over (halos), against 2.59
+times with 512 MiB and 1.57 times with 2 GiB. An explicit ``tile_size`` (edge, or
+(z, y, x)) is the window size *including* the halo; along every axis it does not cover whole, it must be at least
+``2 * halo + stride`` (46 voxels for depth 2), else it is refused.
+
+Memory. Peak = the input volume + the output array (or a memory-mapped file, see
+:func:`translate_file`) + one window's activations (+ one resampled z-slab for
+super-resolution). No weight or count buffer, no padded copy of the input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from .devices import describe_device, resolve_device
+from .errors import ConfigError, RevGANError, VolumeError
+from .modelfile import TranslationModel, as_model
+from .networks import DIRECTIONS, GeneratorConfig, receptive_field
+from .tiling import TilePlan, auto_window_shape, halo_for, minimum_window, plan_tiles, run_tiled
+from .volume import (Grid, Volume, hu_to_unit, read_volume, resample_to_grid, super_resolution_grid,
+                     unit_to_hu, volume_suffix, write_volume)
+
+__all__ = ["translate", "translate_file", "output_grid", "make_plan", "window_budget_voxels",
+           "bytes_per_window_voxel", "check_output_path", "OUT_DTYPES", "DEFAULT_CPU_TILE_MIB",
+           "PRECISIONS"]
+
+OUT_DTYPES = ("float32", "int16")
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+DEFAULT_CPU_TILE_MIB = 1024
+# Largest window on CUDA: keeps every activation tensor (2 * ngf channels) well below the
+# 2**31 elements where some cuDNN 3D kernels fail.
+_CUDA_MAX_ELEMENTS = 2 ** 30
+# PyTorch (aten Convolution.cpp) uses oneDNN for a 3x3x3 conv on CPU only when
+# batch * channels * depth * height > 20480; the core convs run at half resolution.
+_ONEDNN_MIN_NCDH = 20480
+
+Logger = Optional[Callable[[str], None]]
+
+
+def _say(log: Logger, message: str) -> None:
+    if log is not None:
+        log(message)
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def bytes_per_window_voxel(config: GeneratorConfig) -> float:
+    """Estimated peak activation bytes per input voxel of one float32 generator pass."""
+    return 4.0 * (3.5 * config.ngf + 6.0)
+
+
+def window_budget_voxels(config: GeneratorConfig, device: torch.device, memory_mib: Optional[float] = None,
+                         half_precision: bool = False) -> int:
+    """Voxels per window that fit ``memory_mib`` (default: 1 GiB on the CPU, half the free
+    memory on CUDA)."""
+    per_voxel = bytes_per_window_voxel(config) * (0.5 if half_precision else 1.0)
+    if memory_mib is None:
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            budget = 0.5 * free
+        else:
+            budget = DEFAULT_CPU_TILE_MIB * 2.0 ** 20
+    else:
+        budget = float(memory_mib) * 2.0 ** 20
+    voxels = int(budget / per_voxel)
+    if device.type == "cuda":
+        voxels = min(voxels, _CUDA_MAX_ELEMENTS // (2 * config.ngf))
+    return max(voxels, 1)
+
+
+def _min_plane(config: GeneratorConfig, device: torch.device) -> int:
+    if device.type != "cpu":
+        return 0
+    channels = min(config.ngf, config.coupling_channels or config.ngf)
+    return (4 * _ONEDNN_MIN_NCDH) // channels
+
+
+def make_plan(config: GeneratorConfig, shape: Sequence[int], device: torch.device,
+              tile_size: Union[None, int, Sequence[int]] = None, memory_mib: Optional[float] = None,
+              half_precision: bool = False) -> TilePlan:
+    """The tile plan :func:`translate` uses for a volume of ``shape`` (z, y, x)."""
+    field = receptive_field(config)
+    halo = halo_for(field.radius, field.stride)
+    if tile_size is None:
+        window = auto_window_shape(shape, halo, field.stride,
+                                   window_budget_voxels(config, device, memory_mib, half_precision),
+                                   min_plane=_min_plane(config, device))
+    else:
+        sizes = (tile_size,) * 3 if isinstance(tile_size, (int, np.integer)) else tuple(tile_size)
+        if len(sizes) != 3 or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in sizes):
+            raise ConfigError(f"tile size must be an integer or three integers (z, y, x), got {tile_size!r}")
+        if min(sizes) < 1:
+            raise ConfigError(f"tile size must be positive, got {tile_size!r}")
+        window = tuple(int(s) for s in sizes)
+    return plan_tiles(shape, window, halo, field.stride)
+
+
+def _halved(plan: TilePlan) -> Optional[Tuple[int, int, int]]:
+    """Window edges halved (and stride-aligned); None when they cannot shrink further."""
+    smallest = minimum_window(plan.halo, plan.stride)
+    current = plan.window_shape
+    smaller = tuple(max(smallest, (w // 2) - (w // 2) % plan.stride) for w in current)
+    if all(s >= c for s, c in zip(smaller, current)):
+        return None
+    return smaller  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------- grids and sources
+
+
+def output_grid(model: TranslationModel, volume: Volume, direction: str = "forward") -> Grid:
+    """The grid of ``translate(model, volume, direction)``'s result."""
+    factors = model.metadata.scale_factors_xyz
+    if factors is not None and direction == "forward":
+        return super_resolution_grid(volume, factors)
+    return volume.grid
+
+
+class _ResampledSource:
+    """The input resampled onto ``grid``, produced one z-range (all of y and x) at a time.
+
+    Tiles come in z-major order, so each row of windows along z is resampled once; every
+    slab is a B-spline resampling of the whole input at the slab's voxel positions, so the
+    values are those of a whole-grid resampling."""
+
+    def __init__(self, volume: Volume, grid: Grid):
+        self.volume = volume
+        self.grid = grid
+        self.shape = grid.shape
+        self._start = 0
+        self._stop = 0
+        self._slab: Optional[np.ndarray] = None
+
+    def __getitem__(self, slices):
+        zs, ys, xs = slices
+        if self._slab is None or zs.start < self._start or zs.stop > self._stop:
+            self._load(zs.start, zs.stop)
+        return self._slab[zs.start - self._start:zs.stop - self._start, ys, xs]  # type: ignore[index]
+
+    def _load(self, start: int, stop: int) -> None:
+        self._slab = None
+        grid = self.grid
+        origin = np.asarray(grid.origin) + grid.direction_matrix @ (np.asarray(grid.spacing) * (0, 0, start))
+        slab = Grid((stop - start, grid.shape[1], grid.shape[2]), grid.spacing, tuple(origin), grid.direction)
+        self._slab = resample_to_grid(self.volume, slab, interpolation="bspline").array
+        self._start, self._stop = start, stop
+
+
+def _check_finite(volume: Volume) -> None:
+    array = volume.array
+    for start in range(0, array.shape[0], 16):
+        if not np.isfinite(array[start:start + 16]).all():
+            raise VolumeError(f"{volume.source or 'input volume'}: contains NaN or infinite voxels")
+
+
+# --------------------------------------------------------------------------- running windows
+
+
+def _is_cuda_oom(error: BaseException) -> bool:
+    oom_type = getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom_type is not None and isinstance(error, oom_type):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and ("out of memory" in text or "ALLOC_FAILED" in text)
+
+
+def _autocast_dtype(device: torch.device, precision: str) -> Optional[torch.dtype]:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if device.type != "cuda" or precision == "float32":
+        if precision in ("bfloat16", "float16") and device.type != "cuda":
+            raise ConfigError(f"precision {precision!r} is only used on CUDA; the device is {device}")
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if precision == "bfloat16" else torch.float16
+
+
+@contextlib.contextmanager
+def _ieee_float32(device: torch.device, active: bool):
+    """Without autocast on CUDA, run convolutions and matmuls in true float32: PyTorch lets
+    cuDNN use TF32 (10-bit mantissa) by default on Ampere and later, whose rounding would
+    depend on the algorithm cuDNN picks for each window shape."""
+    if device.type != "cuda" or not active:
+        yield
+        return
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+class _WindowRunner:
+    """HU window (numpy) -> translated HU window (torch, on the device)."""
+
+    def __init__(self, model: TranslationModel, direction: str, device: torch.device,
+                 amp_dtype: Optional[torch.dtype]):
+        self.generator = model.generator
+        self.direction = direction
+        self.device = device
+        self.amp_dtype = amp_dtype
+        self.window = model.metadata.hu_window
+
+    def __call__(self, window: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(np.ascontiguousarray(window, dtype=np.float32)).to(self.device)
+        tensor = hu_to_unit(tensor, self.window)[None, None]
+        autocast = (torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+                    if self.amp_dtype is not None else contextlib.nullcontext())
+        with torch.no_grad(), autocast:
+            result = self.generator(tensor, self.direction)
+        return unit_to_hu(result[0, 0].float(), self.window)
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def translate(model, volume: Volume, direction: str = "forward",
+              tile_size: Union[None, int, Sequence[int]] = None, device: Union[str, torch.device] = "auto",
+              progress: Optional[Callable[[int, int], None]] = None,
+              cancel: Optional[Callable[[], bool]] = None, out: Optional[np.ndarray] = None,
+              out_dtype: str = "float32", log: Logger = None, precision: str = "auto",
+              tile_memory_mib: Optional[float] = None) -> Volume:
+    """Translate ``volume`` (HU) with ``model`` (a :class:`TranslationModel`, a model file
+    or a registry name) in ``direction`` ("forward" x -> y, "inverse" y -> x).
+
+    ``out``: a preallocated float32 or int16 array (or ``numpy.memmap``) of the output
+    grid's shape (see :func:`output_grid`), which the result then wraps; otherwise one of
+    ``out_dtype`` is allocated. int16 output is rounded to whole HU and clipped.
+    ``progress(done, total)`` is called per tile, ``cancel()`` before each tile
+    (:class:`CancelledError`; a caller-supplied ``out`` is then partly written),
+    ``log(message)`` receives the plan, the device and any out-of-memory fallback."""
+    model = as_model(model)
+    if direction not in DIRECTIONS:
+        raise ConfigError(f"direction must be 'forward' or 'inverse', got {direction!r}")
+    if not isinstance(volume, Volume):
+        raise VolumeError(f"translate needs a Volume, got {type(volume).__name__}")
+    _check_finite(volume)
+    grid = output_grid(model, volume, direction)
+    if out is None:
+        if out_dtype not in OUT_DTYPES:
+            raise ConfigError(f"out_dtype must be one of {', '.join(OUT_DTYPES)}, got {out_dtype!r}")
+        out = np.empty(grid.shape, dtype=out_dtype)
+    else:
+        if not isinstance(out, np.ndarray) or tuple(out.shape) != grid.shape:
+            raise ConfigError(f"out must be a numpy array of shape {grid.shape} (the output grid), got "
+                              f"{getattr(out, 'shape', type(out).__name__)}")
+        if out.dtype not in (np.float32, np.int16):
+            raise ConfigError(f"out must be float32 or int16, got {out.dtype}")
+        if not out.flags.writeable:
+            raise ConfigError("out is read-only")
+    resampled = grid.shape != volume.shape
+    source = _ResampledSource(volume, grid) if resampled else volume.array
+
+    device_ = resolve_device(str(device))
+    amp_dtype = _autocast_dtype(device_, precision)
+    config = model.generator.config
+    plan = make_plan(config, grid.shape, device_, tile_size, tile_memory_mib, amp_dtype is not None)
+    source_name, target_name = model.metadata.domain_names(direction)
+    _say(log, f"{model.name}: {source_name} -> {target_name}"
+              + (f", resampled onto {grid.shape[::-1]} voxels (x, y, z)" if resampled else ""))
+
+    def attempt(plan_: TilePlan, device__: torch.device, amp: Optional[torch.dtype]) -> None:
+        model.generator.to(device__)
+        precision_text = f", autocast {str(amp).replace('torch.', '')}" if amp is not None else ""
+        _say(log, f"device {describe_device(device__)}{precision_text}; {plan_.describe()}")
+        runner = _WindowRunner(model, direction, device__, amp)
+        with _ieee_float32(device__, amp is None):
+            run_tiled(runner, source, out, plan_, progress=progress, cancel=cancel)
+
+    _run_with_fallback(attempt, plan, device_, amp_dtype, config, grid.shape, log)
+    return Volume(out, grid.spacing, grid.origin, grid.direction)
+
+
+def _run_with_fallback(attempt: Callable[[TilePlan, torch.device, Optional[torch.dtype]], None], plan: TilePlan,
+                       device: torch.device, amp_dtype: Optional[torch.dtype], config: GeneratorConfig,
+                       shape: Sequence[int], log: Logger) -> torch.device:
+    """Run ``attempt(plan, device, amp_dtype)``; on CUDA out-of-memory halve the windows and
+    restart, and when they cannot shrink, restart on the CPU. Returns the device used."""
+    while True:
+        try:
+            attempt(plan, device, amp_dtype)
+            return device
+        except RevGANError:
+            raise
+        except (RuntimeError, MemoryError) as error:
+            if device.type != "cuda" or not _is_cuda_oom(error):
+                raise
+            # Drop the failed window's tensors (the traceback's frames hold them) before
+            # asking the caching allocator to give memory back.
+            traceback.clear_frames(error.__traceback__)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        smaller = _halved(plan)
+        if smaller is not None:
+            _say(log, f"CUDA out of memory with windows of {_fmt(plan.window_shape)} voxels; "
+                      f"retrying with {_fmt(smaller)}")
+            plan = plan_tiles(shape, smaller, plan.halo, plan.stride)
+            continue
+        _say(log, f"CUDA out of memory even with windows of {_fmt(plan.window_shape)} voxels; "
+                  "continuing on the CPU (slower)")
+        device = torch.device("cpu")
+        amp_dtype = None
+        plan = make_plan(config, shape, device, None, None, False)
+
+
+def _fmt(shape: Sequence[int]) -> str:
+    return "x".join(str(int(s)) for s in shape)
+
+
+def check_output_path(output, inputs: Sequence = ()) -> Path:
+    """Refuse, before any work, an output that would overwrite an input (also through links),
+    is a folder, has an unknown volume suffix, or lies in a folder we cannot write to."""
+    target = Path(output).expanduser()
+    if not volume_suffix(target):
+        raise VolumeError(f"{target}: unknown output file type; use .nii.gz, .nii, .nrrd, .nhdr, .mha or .mhd")
+    if target.is_dir():
+        raise VolumeError(f"{target}: is a folder, not an output file name")
+    real_target = os.path.realpath(str(target))
+    for item in inputs:
+        if item is None:
+            continue
+        if os.path.realpath(os.fspath(item)) == real_target:
+            raise VolumeError(f"{target}: is an input of this command; refusing to overwrite it "
+                              "(choose another output file)")
+    existing = target.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise VolumeError(f"{target}: cannot write there ({existing} is not a folder)")
+    try:  # the only reliable permission test (root, ACLs, read-only mounts): create a file
+        handle, probe = tempfile.mkstemp(prefix=".revgan-probe-", dir=str(existing))
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise VolumeError(f"{target}: cannot write into {existing} ({error.strerror or error})") from None
+    if target.exists() and not os.access(str(target), os.W_OK):
+        raise VolumeError(f"{target}: exists and is not writable (no permission)")
+    return target
+
+
+def translate_file(model, input_path, output_path, direction: str = "forward",
+                   tile_size: Union[None, int, Sequence[int]] = None, device: Union[str, torch.device] = "auto",
+                   dtype: str = "int16", progress: Optional[Callable[[int, int], None]] = None,
+                   cancel: Optional[Callable[[], bool]] = None, log: Logger = None, precision: str = "auto",
+                   tile_memory_mib: Optional[float] = None, memmap: bool = True) -> Path:
+    """Read ``input_path`` (file or DICOM folder), translate it and write ``output_path``
+    atomically as ``dtype`` ("int16" HU or "float32").
+
+    With ``memmap`` (the default) the result is computed into a temporary memory-mapped
+    file beside the output, so during the translation only the input, one window and the
+    OS's page cache are in memory; the temporary file is always removed, and a cancelled
+    or failed run leaves no output file."""
+    model = as_model(model)
+    if dtype not in OUT_DTYPES:
+        raise ConfigError(f"dtype must be one of {', '.join(OUT_DTYPES)}, got {dtype!r}")
+    target = check_output_path(output_path, inputs=[input_path, model.path])
+    volume = read_volume(input_path)
+    grid = output_grid(model, volume, direction)
+    # The scratch file goes into the output's folder, or its nearest existing ancestor: a
+    # missing output folder is only created (by write_volume) once the result is complete.
+    scratch_dir = target.parent
+    while not scratch_dir.is_dir() and scratch_dir != scratch_dir.parent:
+        scratch_dir = scratch_dir.parent
+    scratch = None
+    out = None
+    result = None
+    try:
+        if memmap:
+            handle, scratch = tempfile.mkstemp(prefix=".revgan-translate-", suffix=".tmp", dir=str(scratch_dir))
+            os.close(handle)
+            out = np.memmap(scratch, dtype=dtype, mode="w+", shape=grid.shape)
+        result = translate(model, volume, direction, tile_size=tile_size, device=device, progress=progress,
+                           cancel=cancel, out=out, out_dtype=dtype, log=log, precision=precision,
+                           tile_memory_mib=tile_memory_mib)
+        volume = None
+        write_volume(result, target, dtype=dtype)
+    except BaseException as error:
+        # The traceback's frames still reference the memory map; clear them so that the
+        # scratch file can be deleted on every platform (Windows refuses to delete a
+        # mapped file).
+        traceback.clear_frames(error.__traceback__)
+        raise
+    finally:
+        result = None
+        out = None
+        if scratch is not None:
+            _remove(scratch)
+    return target
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        gc.collect()  # a last reference to the memory map may be in a reference cycle
+        try:
+            os.unlink(path)
+        except OSError:
+            pass

@@ -1,0 +1,115 @@
+"""Progress reporting for long loops: a tqdm bar when tqdm is importable, else plain lines.
+
+``progress_bar(description, unit)`` returns an object that is both a context manager and a
+``progress(done, total)`` callback, the shape every long-running RevGANCore function takes::
+
+    with progress_bar("translate", unit="tile") as bar:
+        translate(model, volume, progress=bar)
+
+tqdm is optional (RevGANCore must run in 3D Slicer's Python without a pip step); the
+fallback prints at most one line per ``interval`` seconds, and always the last one.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Optional, TextIO
+
+
+class _PlainBar:
+    """Fallback without tqdm: ``description: 3/27 tile (11%) 4.2 s`` lines on ``stream``."""
+
+    def __init__(self, description: str, unit: str, stream: TextIO, interval: float):
+        self.description = description
+        self.unit = unit
+        self.stream = stream
+        self.interval = interval
+        self.started = time.perf_counter()
+        self.last_print = float("-inf")
+        self.last_done = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        finished = total > 0 and done >= total
+        if done == self.last_done or (not finished and now - self.last_print < self.interval):
+            return
+        self.last_print = now
+        self.last_done = done
+        percent = f" ({100.0 * done / total:.0f}%)" if total else ""
+        self.stream.write(f"{self.description}: {done}/{total} {self.unit}{percent} "
+                          f"{now - self.started:.1f} s\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        pass
+
+
+class _TqdmBar:
+    """Created on the first update, so that work failing before it starts prints no bar."""
+
+    def __init__(self, description: str, unit: str, stream: TextIO):
+        self.description = description
+        self.unit = unit
+        self.stream = stream
+        self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=self.description, unit=self.unit, file=self.stream,
+                            dynamic_ncols=True)
+        if self.bar.total != total:  # the total may change (e.g. smaller tiles after an OOM)
+            self.bar.reset(total=total)
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class ProgressBar:
+    """A ``progress(done, total)`` callback drawing a bar; close it (or use ``with``)."""
+
+    def __init__(self, description: str, unit: str = "step", stream: Optional[TextIO] = None,
+                 enabled: bool = True, interval: float = 2.0, use_tqdm: Optional[bool] = None):
+        stream = stream if stream is not None else sys.stderr
+        self.enabled = enabled
+        self._impl = None
+        if not enabled:
+            return
+        if use_tqdm is None:
+            use_tqdm = tqdm_available()
+        self._impl = _TqdmBar(description, unit, stream) if use_tqdm else _PlainBar(
+            description, unit, stream, interval)
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._impl is not None:
+            self._impl(done, total)
+
+    def close(self) -> None:
+        if self._impl is not None:
+            self._impl.close()
+            self._impl = None
+
+    def __enter__(self) -> "ProgressBar":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def tqdm_available() -> bool:
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def progress_bar(description: str, unit: str = "step", stream: Optional[TextIO] = None,
+                 enabled: bool = True) -> ProgressBar:
+    """A progress callback for ``description``; disabled bars do nothing."""
+    return ProgressBar(description, unit=unit, stream=stream, enabled=enabled)

@@ -1,0 +1,301 @@
+"""Exact overlap-tile evaluation of a convolutional network over a 3D array.
+
+Why tiling can be exact (DESIGN.md, decision 4). For a network without per-sample
+statistics, output voxel ``p`` depends only on input voxels within ``radius`` voxels of
+``p`` along each axis (its receptive field), and the network's strided layers sample the
+input on a lattice of period ``stride`` starting at index 0. A *window* of the input that
+
+1. starts at a multiple of ``stride`` (or at 0), so its strided layers sample the same
+   lattice as a pass over the whole volume, and
+2. reaches at least ``halo >= radius`` voxels beyond the *core* we keep from it, except
+   where it is clamped to the volume border (where the whole-volume pass sees the same
+   zero padding as the window),
+
+gives, on its core, the values of the whole-volume pass: every voxel of the core sees the
+same input values through the same arithmetic. Padding effects inside the window (its
+own zero padding at cut faces, the odd-size crop of the decoder) reach at most
+``radius`` voxels inwards and are cropped away with the halo.
+
+A :class:`TilePlan` splits each axis into cores whose boundaries are multiples of
+``stride``; the cores partition the volume, so each output voxel is written exactly once,
+straight into the preallocated output. No input padding, no weight or count buffers:
+peak memory is the output plus one window's activations, whatever the volume size.
+Windows along an axis are balanced (equal up to the stride), so a border tile is never a
+sliver; a border window extends only inwards (it is clamped to the volume).
+
+Cost: each window computes ``halo`` extra voxels on every cut face, so the computed
+volume is ``prod_axis(N + 2 * halo * (n_axis - 1)) / prod(N)`` times the volume. Larger
+windows mean less overhead and more memory; :func:`auto_window_shape` picks per-axis
+tile counts that minimise the computed volume under a voxel budget.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .errors import CancelledError, ConfigError
+
+Shape3 = Tuple[int, int, int]
+Slices3 = Tuple[slice, slice, slice]
+
+__all__ = [
+    "Tile",
+    "TilePlan",
+    "halo_for",
+    "minimum_window",
+    "axis_boundaries",
+    "plan_tiles",
+    "auto_window_shape",
+    "run_tiled",
+    "write_core",
+]
+
+
+def halo_for(radius: int, stride: int) -> int:
+    """The halo: the receptive-field radius rounded up to a multiple of the stride, so a
+    window starting ``halo`` before a stride-aligned core boundary is itself aligned."""
+    if radius < 0 or stride < 1:
+        raise ConfigError(f"need radius >= 0 and stride >= 1, got radius={radius}, stride={stride}")
+    return int(math.ceil(radius / stride) * stride)
+
+
+def minimum_window(halo: int, stride: int) -> int:
+    """Smallest window edge that still keeps a core (one stride) between two halos."""
+    return 2 * halo + stride
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One unit of work: read ``window`` (volume coordinates), run the network on it, keep
+    ``crop`` of its output (window coordinates), which lands on ``core`` (volume coordinates)."""
+
+    index: int
+    window: Slices3
+    core: Slices3
+    crop: Slices3
+
+    @property
+    def window_shape(self) -> Shape3:
+        return tuple(s.stop - s.start for s in self.window)  # type: ignore[return-value]
+
+
+def axis_boundaries(length: int, window: int, halo: int, stride: int) -> Tuple[int, ...]:
+    """Core boundaries ``(0, b1, ..., length)`` along one axis for windows of at most
+    ``window`` voxels. Interior boundaries are multiples of ``stride``; the windows
+    (core plus ``halo`` on each side, clamped to ``[0, length)``) are balanced."""
+    if length < 1:
+        raise ConfigError(f"axis length must be positive, got {length}")
+    if window >= length:
+        return (0, length)
+    if window < minimum_window(halo, stride):
+        raise ConfigError(
+            f"a window of {window} voxels is too small: the halo is {halo} voxels per side and the "
+            f"stride {stride}, so windows need at least {minimum_window(halo, stride)} voxels")
+    # n balanced windows of length (length + 2*halo*(n-1)) / n must fit in `window`.
+    count = max(2, int(math.ceil((length - 2 * halo) / (window - 2 * halo))))
+    while count <= length:
+        step = (length - 2 * halo) / count
+        bounds = [0]
+        for i in range(1, count):
+            bounds.append(int(stride * round((i * step + halo) / stride)))
+        bounds.append(length)
+        if _valid_bounds(bounds, length, window, halo):
+            return tuple(bounds)
+        count += 1
+    raise ConfigError(f"cannot split an axis of {length} voxels into windows of {window}")  # pragma: no cover
+
+
+def _valid_bounds(bounds: Sequence[int], length: int, window: int, halo: int) -> bool:
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        if stop <= start:
+            return False
+        if min(length, stop + halo) - max(0, start - halo) > window:
+            return False
+    return True
+
+
+def _axis_windows(bounds: Sequence[int], length: int, halo: int) -> List[Tuple[int, int]]:
+    return [(max(0, a - halo), min(length, b + halo)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """How a volume of ``shape`` (z, y, x) is cut: per-axis core boundaries, the halo and
+    the stride. Iterating gives the tiles in z-major order (z slowest)."""
+
+    shape: Shape3
+    halo: int
+    stride: int
+    boundaries: Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]
+
+    @property
+    def counts(self) -> Shape3:
+        return tuple(len(b) - 1 for b in self.boundaries)  # type: ignore[return-value]
+
+    def __len__(self) -> int:
+        return int(np.prod(self.counts))
+
+    def _windows(self) -> List[List[Tuple[int, int]]]:
+        return [_axis_windows(b, n, self.halo) for b, n in zip(self.boundaries, self.shape)]
+
+    @property
+    def window_shape(self) -> Shape3:
+        """The largest window along each axis."""
+        return tuple(max(b - a for a, b in axis) for axis in self._windows())  # type: ignore[return-value]
+
+    @property
+    def computed_voxels(self) -> int:
+        """Voxels the network computes over all windows (cores plus halos)."""
+        return int(np.prod([sum(b - a for a, b in axis) for axis in self._windows()], dtype=np.int64))
+
+    @property
+    def overhead(self) -> float:
+        """Computed voxels over volume voxels (1.0 for a single tile)."""
+        return self.computed_voxels / float(np.prod(self.shape, dtype=np.int64))
+
+    def __iter__(self) -> Iterator[Tile]:
+        windows = self._windows()
+        index = 0
+        for kz, (wz, cz) in enumerate(zip(windows[0], _pairs(self.boundaries[0]))):
+            for ky, (wy, cy) in enumerate(zip(windows[1], _pairs(self.boundaries[1]))):
+                for kx, (wx, cx) in enumerate(zip(windows[2], _pairs(self.boundaries[2]))):
+                    window = (slice(*wz), slice(*wy), slice(*wx))
+                    core = (slice(*cz), slice(*cy), slice(*cx))
+                    crop = tuple(slice(c[0] - w[0], c[1] - w[0]) for c, w in ((cz, wz), (cy, wy), (cx, wx)))
+                    yield Tile(index, window, core, crop)  # type: ignore[arg-type]
+                    index += 1
+
+    def describe(self) -> str:
+        counts = "x".join(str(c) for c in self.counts)
+        window = "x".join(str(w) for w in self.window_shape)
+        return (f"{len(self)} tile(s) ({counts} in z, y, x), windows up to {window} voxels, "
+                f"halo {self.halo}, {100.0 * (self.overhead - 1.0):.0f}% recomputed")
+
+
+def _pairs(bounds: Sequence[int]) -> List[Tuple[int, int]]:
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _as_shape3(value: Union[int, Sequence[int]], what: str) -> Shape3:
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        values = (int(value),) * 3
+    else:
+        try:
+            values = tuple(int(v) for v in value)  # type: ignore[union-attr]
+        except (TypeError, ValueError):
+            raise ConfigError(f"{what} must be an integer or three integers (z, y, x), got {value!r}") from None
+        if len(values) != 3 or any(float(v) != float(w) for v, w in zip(values, value)):  # type: ignore[arg-type]
+            raise ConfigError(f"{what} must be an integer or three integers (z, y, x), got {value!r}")
+    if min(values) < 1:
+        raise ConfigError(f"{what} must be positive, got {value!r}")
+    return values  # type: ignore[return-value]
+
+
+def plan_tiles(shape: Sequence[int], window: Union[int, Sequence[int]], halo: int, stride: int) -> TilePlan:
+    """Cut a volume of ``shape`` (z, y, x) into windows of at most ``window`` voxels per axis
+    (an int for cubes, or (z, y, x)). Raises :class:`ConfigError` when a window is smaller
+    than :func:`minimum_window` along an axis that has to be cut."""
+    shape3 = _as_shape3(shape, "volume shape")
+    window3 = _as_shape3(window, "tile size")
+    if halo < 0 or stride < 1 or halo % stride:
+        raise ConfigError(f"the halo ({halo}) must be a non-negative multiple of the stride ({stride})")
+    needed = minimum_window(halo, stride)
+    for axis, (n, w) in enumerate(zip(shape3, window3)):
+        if w < n and w < needed:
+            raise ConfigError(
+                f"tile size {w} is too small for this model (axis {'zyx'[axis]} of {n} voxels): its receptive "
+                f"field needs a halo of {halo} voxels on each side of a tile and tiles start on multiples of "
+                f"{stride}, so tiles must be at least {needed} voxels (or cover the whole axis)")
+    bounds = tuple(axis_boundaries(n, w, halo, stride) for n, w in zip(shape3, window3))
+    return TilePlan(shape3, int(halo), int(stride), bounds)  # type: ignore[arg-type]
+
+
+def _axis_options(length: int, halo: int, stride: int, max_count: int) -> List[Tuple[int, int, int]]:
+    """(count, largest window, computed length) for each feasible tile count of one axis."""
+    options = {}
+    options[1] = (1, length, length)
+    needed = minimum_window(halo, stride)
+    for count in range(2, max_count + 1):
+        window = int(math.ceil((length + 2 * halo * (count - 1)) / count))
+        window = max(needed, window + (-window) % stride)
+        if window >= length:
+            continue
+        bounds = axis_boundaries(length, window, halo, stride)
+        windows = _axis_windows(bounds, length, halo)
+        real_count = len(windows)
+        largest = max(b - a for a, b in windows)
+        computed = sum(b - a for a, b in windows)
+        if real_count not in options or largest < options[real_count][1]:
+            options[real_count] = (real_count, largest, computed)
+        if largest <= needed:
+            break
+    return sorted(options.values())
+
+
+def auto_window_shape(shape: Sequence[int], halo: int, stride: int, max_voxels: int,
+                      min_plane: int = 0, max_count: int = 64) -> Shape3:
+    """Window shape (z, y, x) whose tiling computes the fewest voxels while each window has
+    at most ``max_voxels`` voxels (the memory budget). Windows whose z*y plane is at most
+    ``min_plane`` voxels are avoided where possible (CPU: PyTorch then leaves oneDNN for a
+    ~20x slower 3x3x3 convolution); when nothing fits the budget, the smallest windows."""
+    shape3 = _as_shape3(shape, "volume shape")
+    per_axis = [_axis_options(n, halo, stride, max_count) for n in shape3]
+    best = None
+    for nz, wz, cz in per_axis[0]:
+        for ny, wy, cy in per_axis[1]:
+            for nx, wx, cx in per_axis[2]:
+                voxels = wz * wy * wx
+                computed = cz * cy * cx
+                slow = wz * wy <= min_plane and (wz < shape3[0] or wy < shape3[1])
+                key = (voxels > max_voxels, slow, computed if voxels <= max_voxels else voxels)
+                if best is None or key < best[0]:
+                    best = (key, (wz, wy, wx))
+                if voxels <= max_voxels:
+                    break  # more tiles along x only add work
+    assert best is not None
+    return best[1]
+
+
+def write_core(out: np.ndarray, core: Slices3, values) -> None:
+    """Store ``values`` (numpy or torch, float) into ``out[core]``, rounding to the nearest
+    integer and clipping to the dtype's range when ``out`` is an integer array."""
+    if hasattr(values, "detach"):
+        values = values.detach().float().cpu().numpy()
+    values = np.asarray(values)
+    if np.issubdtype(out.dtype, np.integer):
+        info = np.iinfo(out.dtype)
+        values = np.clip(np.rint(values), info.min, info.max)
+    out[core] = values
+
+
+def run_tiled(function: Callable[[np.ndarray], object], source, out: np.ndarray, plan: TilePlan,
+              progress: Optional[Callable[[int, int], None]] = None,
+              cancel: Optional[Callable[[], bool]] = None) -> None:
+    """Evaluate ``function`` on every window of ``plan`` and write each tile's core into
+    ``out`` (shape ``plan.shape``, float or integer dtype).
+
+    ``source[window]`` (a numpy array or any object sliceable with three slices) gives the
+    input of a window; ``function`` returns an array or tensor of the window's shape.
+    ``progress(done, total)`` is called before the first and after each tile; ``cancel()``
+    is checked before each tile and raises :class:`CancelledError` when true."""
+    if tuple(out.shape) != plan.shape:
+        raise ConfigError(f"output array shape {tuple(out.shape)} does not match the plan's {plan.shape}")
+    if tuple(source.shape) != plan.shape:
+        raise ConfigError(f"input shape {tuple(source.shape)} does not match the plan's {plan.shape}")
+    total = len(plan)
+    if progress is not None:
+        progress(0, total)
+    for done, tile in enumerate(plan, 1):
+        if cancel is not None and cancel():
+            raise CancelledError(f"cancelled after {done - 1} of {total} tiles")
+        result = function(source[tile.window])
+        if tuple(result.shape) != tile.window_shape:
+            raise ConfigError(f"the network returned shape {tuple(result.shape)} for a window of "
+                              f"{tile.window_shape}; tiling needs same-size outputs")
+        write_core(out, tile.core, result[tile.crop])
+        if progress is not None:
+            progress(done, total)
