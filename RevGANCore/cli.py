@@ -359,6 +359,44 @@ def _run_bench_tiling(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- train
+
+
+def _setup_train(commands: argparse._SubParsersAction) -> None:
+    train = commands.add_parser(
+        "train", help="train a paired or unpaired 3D RevGAN from a configuration file",
+        description="Train a 3D RevGAN. CONFIG is a TOML, YAML or JSON file mapping onto "
+                    "RevGANCore.config.TrainConfig; --set overrides single settings. SIGINT/SIGTERM "
+                    "save a checkpoint and stop; --resume continues from the newest checkpoint. "
+                    "Multi-process: torchrun --nproc_per_node=N -m RevGANCore train CONFIG.")
+    train.add_argument("config", help="configuration file (.toml, .yaml, .json)")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a setting, e.g. --set optim.iterations=500 --set data.batch_size=2")
+    train.add_argument("--resume", action="store_true", help="continue the run in output_dir")
+    train.add_argument("--print-config", action="store_true",
+                       help="print the resolved configuration as JSON and exit")
+    train.set_defaults(handler=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .training import Trainer
+
+    config = load_config(args.config, args.overrides)
+    if args.print_config:
+        _print_json(config.to_dict())
+        return 0
+    summary = Trainer(config).fit(resume=args.resume)
+    if summary["status"] != "finished":
+        return EXIT_INTERRUPTED
+    first, last = summary["first_validation"], summary["last_validation"]
+    if first and last and summary["rank"] == 0:
+        print(f"finished {summary['step']} iterations in {summary['seconds']:.0f} s; validation L1 "
+              f"{first['val_l1']:.4f} -> {last['val_l1']:.4f}, PSNR {first['val_psnr']:.2f} -> "
+              f"{last['val_psnr']:.2f} dB; model: {summary['latest_model']}")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 _SETUPS: List[Callable[[argparse._SubParsersAction], None]] = [
@@ -368,6 +406,7 @@ _SETUPS: List[Callable[[argparse._SubParsersAction], None]] = [
     _setup_translate,
     _setup_evaluate,
     _setup_models,
+    _setup_train,
 ]
 
 

@@ -90,6 +90,7 @@ class CheckpointConfig:
 @dataclass(frozen=True)
 class LoggingConfig:
     progress: bool = True
+    log_every: int = 10  # metrics.csv row every N steps (and at every validation)
     preview_every: int = 100  # 0: never
     tensorboard: bool = True  # used when the tensorboard package is installed
 
@@ -268,22 +269,12 @@ def apply_overrides(values: Dict[str, Any], overrides: Iterable[str]) -> Dict[st
     return result
 
 
-def load_config(path: Optional[str] = None, overrides: Iterable[str] = (),
-                base_dir_relative: bool = True) -> TrainConfig:
-    """Read a configuration file (or start from defaults), apply overrides and validate.
-
-    Relative ``data.manifest`` and ``output_dir`` paths in a file are taken relative to the
-    file's folder, so configurations can live beside their data."""
+def load_config(path: Optional[str] = None, overrides: Iterable[str] = ()) -> TrainConfig:
+    """Read a configuration file (or start from the defaults), apply ``key=value`` overrides
+    and validate. Relative paths in it are relative to the current directory."""
     values: Dict[str, Any] = _read_file(path) if path else {}
     values = apply_overrides(values, overrides)
-    config = config_from_dict(values)
-    if path and base_dir_relative:
-        base = os.path.dirname(os.path.abspath(path))
-        data = config.data
-        if data.manifest and not os.path.isabs(data.manifest):
-            data = dataclasses.replace(data, manifest=os.path.normpath(os.path.join(base, data.manifest)))
-        config = dataclasses.replace(config, data=data)
-    return config.validate()
+    return config_from_dict(values).validate()
 
 
 # ----------------------------------------------------------------------------- validation

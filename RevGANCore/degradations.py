@@ -28,7 +28,7 @@ Physics, in brief (docs/data.md has the numbers):
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -272,6 +272,23 @@ def _raw_data(clean: Volume, seed: int, noise_std_hu: float, reference: KernelMT
     return raw
 
 
+def filter_inplane(volume: Volume, gain: Callable[[np.ndarray], np.ndarray], pad_mm: float = 16.0,
+                   source: str = "") -> Volume:
+    """Multiply every axial slice's spectrum by ``gain(radial frequency in 1/mm)``.
+
+    Slices are mirror-padded by ``pad_mm`` first so the filter does not wrap across the field
+    of view (``pad_mm=0``: periodic boundaries, as the simulation itself uses)."""
+    _checked_volume(volume, "filter_inplane")
+    pads = [int(np.ceil(pad_mm / s)) if pad_mm > 0 else 0 for s in volume.spacing[:2]]
+    array = volume.array.astype(np.float32, copy=False)
+    pads = [min(p, n - 1) for p, n in zip(pads, (array.shape[2], array.shape[1]))]
+    padded = np.pad(array, ((0, 0), (pads[1], pads[1]), (pads[0], pads[0])), mode="reflect")
+    radial = _inplane_frequency(padded.shape[1:], volume.spacing[:2])
+    filtered = _filter_inplane(padded, gain(radial))
+    filtered = filtered[:, pads[1]:pads[1] + array.shape[1], pads[0]:pads[0] + array.shape[2]]
+    return volume.with_array(np.ascontiguousarray(filtered), source=source or volume.source)
+
+
 def kernel_oracle(sharp_volume: Volume, sharp: KernelMTF = SHARP_KERNEL, smooth: KernelMTF = SMOOTH_KERNEL,
                   pad_mm: float = 16.0) -> Volume:
     """The linear sharp -> smooth baseline: each slice filtered by MTF_smooth / MTF_sharp.
@@ -279,17 +296,17 @@ def kernel_oracle(sharp_volume: Volume, sharp: KernelMTF = SHARP_KERNEL, smooth:
     For a pair made by :func:`kernel_pair` it returns the smooth image exactly (pass
     ``pad_mm=0`` to use the same periodic boundaries). On real scans the slices are
     mirror-padded by ``pad_mm`` so the filter does not wrap across the field of view."""
-    _checked_volume(sharp_volume, "kernel_oracle")
-    pads = [int(np.ceil(pad_mm / s)) if pad_mm > 0 else 0 for s in sharp_volume.spacing[:2]]
-    array = sharp_volume.array.astype(np.float32, copy=False)
-    pads = [min(p, n - 1) for p, n in zip(pads, (array.shape[2], array.shape[1]))]
-    padded = np.pad(array, ((0, 0), (pads[1], pads[1]), (pads[0], pads[0])), mode="reflect")
-    radial = _inplane_frequency(padded.shape[1:], sharp_volume.spacing[:2])
-    ratio = smooth(radial) / sharp(radial)
-    filtered = _filter_inplane(padded, ratio)
-    filtered = filtered[:, pads[1]:pads[1] + array.shape[1], pads[0]:pads[0] + array.shape[2]]
-    return sharp_volume.with_array(np.ascontiguousarray(filtered),
-                                   source=f"kernel oracle of {sharp_volume.source or 'a volume'}")
+    return filter_inplane(sharp_volume, lambda f: smooth(f) / sharp(f), pad_mm,
+                          source=f"kernel oracle of {sharp_volume.source or 'a volume'}")
+
+
+def gaussian_inplane(volume: Volume, sigma_mm: float, pad_mm: float = 16.0) -> Volume:
+    """In-plane Gaussian smoothing with standard deviation ``sigma_mm`` (the classical
+    sharp -> smooth baseline; MTF exp(-2 pi^2 sigma^2 f^2))."""
+    if sigma_mm < 0:
+        raise ValueError(f"sigma must be >= 0, got {sigma_mm}")
+    return filter_inplane(volume, lambda f: np.exp(-2.0 * np.pi ** 2 * sigma_mm ** 2 * f * f), pad_mm,
+                          source=f"Gaussian sigma {sigma_mm:g} mm of {volume.source or 'a volume'}")
 
 
 # =========================================================================== low resolution: pure
