@@ -28,17 +28,23 @@ class _PlainBar:
         self.started = time.perf_counter()
         self.last_print = float("-inf")
         self.last_done = -1
+        self.first_done = None
+        self.first_time = self.started
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, done: int, total: int, postfix: str = "") -> None:
         now = time.perf_counter()
         finished = total > 0 and done >= total
         if done == self.last_done or (not finished and now - self.last_print < self.interval):
             return
+        if self.first_done is None:
+            self.first_done, self.first_time = done, now
         self.last_print = now
         self.last_done = done
         percent = f" ({100.0 * done / total:.0f}%)" if total else ""
+        elapsed = now - self.first_time
+        rate = f" {(done - self.first_done) / elapsed:.2f} {self.unit}/s" if elapsed > 0 else ""
         self.stream.write(f"{self.description}: {done}/{total} {self.unit}{percent} "
-                          f"{now - self.started:.1f} s\n")
+                          f"{now - self.started:.1f} s{rate}{' ' + postfix if postfix else ''}\n")
         self.stream.flush()
 
     def close(self) -> None:
@@ -81,13 +87,15 @@ class ProgressBar:
         if not enabled:
             return
         if use_tqdm is None:
-            use_tqdm = tqdm_available()
+            # Redraw-in-place bars only on a terminal; logs and parent processes (the Slicer
+            # module parses progress lines) get plain lines.
+            use_tqdm = tqdm_available() and _is_terminal(stream)
         self._impl = _TqdmBar(description, unit, stream) if use_tqdm else _PlainBar(
             description, unit, stream, interval)
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, done: int, total: int, postfix: str = "") -> None:
         if self._impl is not None:
-            self._impl(done, total)
+            self._impl(done, total, postfix)
 
     def close(self) -> None:
         if self._impl is not None:
@@ -99,6 +107,13 @@ class ProgressBar:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 def tqdm_available() -> bool:

@@ -550,7 +550,6 @@ class Trainer:
         status = "finished"
         bar = self._progress_bar()
         started = time.perf_counter()
-        first_step = self.step
         metrics: Dict[str, float] = {}
         self.generator.train()
         with _StopRequest() as stop:
@@ -569,7 +568,9 @@ class Trainer:
                         self._preview(self.step)
                     if self.step % config.logging.log_every == 0 or "val_l1" in row:
                         self._write_log(row)
-                    bar(self.step, config.optim.iterations, losses, (self.step - first_step) / max(elapsed, 1e-9))
+                    bar(self.step, config.optim.iterations,
+                        " ".join(f"{k}={losses[k]:.3f}" for k in ("g_total", "d_total", "g_l1", "g_cycle")
+                                 if k in losses))
                     stopping = self.dist.broadcast_flag(stop.signal_name is not None)
                     if self.step % config.checkpoint.every == 0 or self.step == config.optim.iterations or stopping:
                         self.save_checkpoint(metrics)
@@ -579,7 +580,7 @@ class Trainer:
                                  "continue with --resume")
                         break
             finally:
-                bar(None, None, None, None)
+                bar.close()
                 if self.tensorboard is not None:
                     self.tensorboard.close()
         return self._finish(status, time.perf_counter() - started)
@@ -608,39 +609,6 @@ class Trainer:
         return summary
 
     def _progress_bar(self):
-        enabled = self.config.logging.progress and self.dist.is_main
-        return _TrainingBar(enabled)
+        from .progress import progress_bar
 
-
-class _TrainingBar:
-    """tqdm when installed, else a line every few seconds; shows losses and iterations/s."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self.bar = None
-        self.last_print = 0.0
-        if enabled:
-            try:
-                from tqdm import tqdm
-
-                self.bar = tqdm(unit="it", dynamic_ncols=True, desc="train")
-            except ImportError:
-                self.bar = None
-
-    def __call__(self, step, total, losses, rate) -> None:
-        if not self.enabled:
-            return
-        if step is None:
-            if self.bar is not None:
-                self.bar.close()
-            return
-        text = " ".join(f"{k}={v:.3f}" for k, v in (losses or {}).items() if k in ("g_total", "d_total", "g_l1",
-                                                                                   "g_cycle"))
-        if self.bar is not None:
-            self.bar.total = total
-            self.bar.n = step
-            self.bar.set_postfix_str(text, refresh=False)
-            self.bar.refresh()
-        elif time.monotonic() - self.last_print > 5 or step == total:
-            self.last_print = time.monotonic()
-            print(f"train {step}/{total} {rate:.2f} it/s {text}", flush=True)
+        return progress_bar("train", unit="it", enabled=self.config.logging.progress and self.dist.is_main)

@@ -19,9 +19,12 @@ from RevGANCore.checkpoints import CheckpointStore
 from RevGANCore.cli import main
 from RevGANCore.config import config_from_dict, load_config
 from RevGANCore.errors import ConfigError
+from RevGANCore.inference import translate
+from RevGANCore.manifest import load_manifest
 from RevGANCore.modelfile import load_model
 from RevGANCore.phantom_dataset import PhantomRecipe, write_phantom_dataset
 from RevGANCore.training import Trainer, TrainingDivergedError, learning_rate_factor, parameter_fingerprint
+from RevGANCore.volume import read_volume
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -71,11 +74,10 @@ def test_end_to_end_training_writes_loadable_models(phantoms, tmp_path, mode):
     model = load_model(summary["latest_model"])
     assert model.task == "kernel" and model.metadata.domains == {"x": "sharp", "y": "smooth"}
     assert model.metadata.training["iterations_done"] == 4
-    volume = torch.randn(1, 1, 12, 18, 14)
-    with torch.no_grad():
-        for direction in ("forward", "inverse"):
-            out = model.generator(volume, direction)
-            assert out.shape == volume.shape and torch.isfinite(out).all()
+    sharp = read_volume(load_manifest(phantoms).case("case002").files["sharp"])
+    for direction in ("forward", "inverse"):
+        out = translate(model, sharp, direction, tile_size=30, device="cpu")
+        assert out.same_geometry(sharp) and np.isfinite(out.array).all()
     assert load_model(tmp_path / "run" / "best.safetensors").task == "kernel"
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["objective"]["mode"] == mode
