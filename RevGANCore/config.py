@@ -241,6 +241,32 @@ def _read_file(path: str) -> Dict[str, Any]:
     return values
 
 
+def _deep_merge(base: Dict[str, Any], override: Dict[str, Any]) -> Dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_config_file(path: str, _seen: Tuple[str, ...] = ()) -> Dict[str, Any]:
+    """A configuration file as a nested dict. ``extends = "base.toml"`` (relative to the file)
+    starts from another file's settings, so variants of one experiment share a base."""
+    real = os.path.realpath(path)
+    if real in _seen:
+        raise ConfigError(f"{path}: 'extends' loops back to itself")
+    values = _read_file(path)
+    base = values.pop("extends", None)
+    if base is None:
+        return values
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: 'extends' must be a file name")
+    base_path = os.path.join(os.path.dirname(os.path.abspath(path)), base)
+    return _deep_merge(read_config_file(base_path, _seen + (real,)), values)
+
+
 def _parse_override_value(text: str) -> Any:
     """``--set`` values are JSON where they parse as JSON (numbers, lists, true/false),
     otherwise plain strings."""
@@ -272,7 +298,7 @@ def apply_overrides(values: Dict[str, Any], overrides: Iterable[str]) -> Dict[st
 def load_config(path: Optional[str] = None, overrides: Iterable[str] = ()) -> TrainConfig:
     """Read a configuration file (or start from the defaults), apply ``key=value`` overrides
     and validate. Relative paths in it are relative to the current directory."""
-    values: Dict[str, Any] = _read_file(path) if path else {}
+    values: Dict[str, Any] = read_config_file(path) if path else {}
     values = apply_overrides(values, overrides)
     return config_from_dict(values).validate()
 

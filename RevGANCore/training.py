@@ -171,8 +171,15 @@ class Trainer:
         manifest = Path(data.manifest)
         if manifest.is_dir():
             manifest = manifest / "manifest.json"
+        generate = data.generate
+        if manifest.exists() and generate.cases > 0:
+            generator = json.loads(manifest.read_text(encoding="utf-8")).get("generator", {})
+            cases = len(json.loads(manifest.read_text(encoding="utf-8")).get("cases", []))
+            if generator.get("seed") != generate.seed or cases != generate.cases:
+                raise ConfigError(f"{manifest} holds {cases} phantom cases of seed {generator.get('seed')}, but the "
+                                  f"configuration asks for {generate.cases} of seed {generate.seed}; point "
+                                  "data.manifest at another folder")
         if not manifest.exists():
-            generate = data.generate
             if generate.cases < 1:
                 raise ConfigError(f"data.manifest not found: {manifest} (create it with `revgan phantom` or "
                                   "`revgan dataset`, or set data.generate.cases to generate phantoms)")
