@@ -9,7 +9,7 @@ STAMP := $(VENV)/.revgan-installed
 .PHONY: demo test bench setup clean
 
 demo: $(STAMP)
-	$(PY) -m RevGANCore bench memory
+	$(PY) -m RevGANCore demo --out out/demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

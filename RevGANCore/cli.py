@@ -53,6 +53,16 @@ def _setup_bench(commands: argparse._SubParsersAction) -> None:
     speed.add_argument("--json", action="store_true", help="print one JSON object")
     speed.set_defaults(handler=_run_bench_speed)
 
+    quality = kinds.add_parser(
+        "quality", help="the seed's Table 2 on held-out phantoms: RevGAN variants vs classical baselines")
+    quality.add_argument("--models", default=None,
+                         help="folder with table2.json and the variant models (default: Resources/Models/table2)")
+    quality.add_argument("--data", default="data", help="where the test phantoms are generated (default: data)")
+    quality.add_argument("--cases", type=int, default=5, help="held-out test cases (default 5)")
+    quality.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    quality.add_argument("--json", action="store_true", help="print one JSON object")
+    quality.set_defaults(handler=_run_bench_quality)
+
     _setup_bench_tiling(kinds)
 
 
@@ -65,6 +75,21 @@ def _run_bench_memory(args: argparse.Namespace) -> int:
         _print_json(result)
     else:
         print(format_memory_table(result))
+    return 0
+
+
+def _run_bench_quality(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .bench.quality import format_quality_table, run_quality_benchmark
+
+    log = (lambda message: print(message, file=sys.stderr)) if args.json else print
+    result = run_quality_benchmark(models_dir=Path(args.models) if args.models else None,
+                                   data_dir=Path(args.data), test_cases=args.cases, device=args.device, log=log)
+    if args.json:
+        _print_json(result)
+    else:
+        print(format_quality_table(result))
     return 0
 
 
@@ -397,6 +422,25 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- demo
+
+
+def _setup_demo(commands: argparse._SubParsersAction) -> None:
+    demo = commands.add_parser(
+        "demo", help="super-resolve and kernel-convert a held-out phantom with the shipped models")
+    demo.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
+    demo.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    demo.add_argument("--case", type=int, default=0, help="which held-out test phantom (default 0)")
+    demo.set_defaults(handler=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, device=args.device, case_index=args.case)
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 _SETUPS: List[Callable[[argparse._SubParsersAction], None]] = [
@@ -407,6 +451,7 @@ _SETUPS: List[Callable[[argparse._SubParsersAction], None]] = [
     _setup_evaluate,
     _setup_models,
     _setup_train,
+    _setup_demo,
 ]
 
 

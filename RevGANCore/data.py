@@ -3,7 +3,8 @@
 Every item is a dict ``{"source": tensor, "target": tensor, "source_case": int,
 "target_case": int, "source_start": tensor, "target_start": tensor}``: the patches are
 float32, shaped (1, D, H, W), in [-1, 1] (:func:`~RevGANCore.volume.hu_to_unit`, window
-[-1150, 350] HU by default); the starts are the patches' first voxel (z, y, x) in their
+[-1150, 350] HU by default; with ``clip_to_window=False``, for residual generators, HU beyond
+the window map linearly beyond [-1, 1]); the starts are the patches' first voxel (z, y, x) in their
 (resampled) case volume, as int64 tensors.
 
 - :class:`PairedPatchDataset`: the same region of two domains of one case (kernel pairs;
@@ -75,7 +76,9 @@ class _CaseLoader:
     """Loads one volume (file or Volume), optionally resamples it onto a grid, converts to
     network units; keeps up to ``capacity`` loaded cases (None: all)."""
 
-    def __init__(self, patch_size: Tuple[int, int, int], window, capacity: Optional[int]) -> None:
+    def __init__(self, patch_size: Tuple[int, int, int], window, capacity: Optional[int],
+                 clip_to_window: bool = True) -> None:
+        self.clip_to_window = clip_to_window
         self.patch_size = patch_size
         self.window = window
         self.capacity = capacity
@@ -106,7 +109,7 @@ class _CaseLoader:
         pads = [(0, max(0, p - n)) for p, n in zip(self.patch_size, hu.shape)]
         if any(after for _, after in pads):
             hu = np.pad(hu, pads, mode="constant", constant_values=PAD_HU)
-        unit = hu_to_unit(np.ascontiguousarray(hu, dtype=np.float32), self.window)
+        unit = hu_to_unit(np.ascontiguousarray(hu, dtype=np.float32), self.window, clip=self.clip_to_window)
         body = body_mask(hu)
         # A lattice subsample of the body keeps memory small on large volumes.
         stride = max(1, int(round((body.size / 200_000) ** (1 / 3))))
@@ -139,7 +142,8 @@ class _PatchDataset(torch.utils.data.Dataset):
     """Shared sampling machinery of the patch datasets (torch map-style Datasets)."""
 
     def __init__(self, patch_size, samples_per_epoch: int, seed: int, flip_axes: Sequence[int],
-                 foreground_fraction: float, window, max_cached_cases: Optional[int]) -> None:
+                 foreground_fraction: float, window, max_cached_cases: Optional[int],
+                 clip_to_window: bool = True) -> None:
         self.patch_size = _checked_patch_size(patch_size)
         if int(samples_per_epoch) < 1:
             raise ConfigError(f"samples_per_epoch must be at least 1, got {samples_per_epoch}")
@@ -154,7 +158,7 @@ class _PatchDataset(torch.utils.data.Dataset):
         self.foreground_fraction = float(foreground_fraction)
         self.window = window
         self.epoch = 0
-        self._loader = _CaseLoader(self.patch_size, window, max_cached_cases)
+        self._loader = _CaseLoader(self.patch_size, window, max_cached_cases, clip_to_window)
 
     def __len__(self) -> int:
         return self.samples_per_epoch
@@ -202,9 +206,10 @@ class PairedPatchDataset(_PatchDataset):
     def __init__(self, sources: Sequence[VolumeLike], targets: Sequence[VolumeLike], patch_size=(32, 64, 64),
                  samples_per_epoch: int = 256, seed: int = 0, flip_axes: Sequence[int] = (0, 1, 2),
                  foreground_fraction: float = 0.9, window=DEFAULT_HU_WINDOW, interpolation: str = "bspline",
-                 case_ids: Optional[Sequence[str]] = None, max_cached_cases: Optional[int] = None) -> None:
+                 case_ids: Optional[Sequence[str]] = None, max_cached_cases: Optional[int] = None,
+                 clip_to_window: bool = True) -> None:
         super().__init__(patch_size, samples_per_epoch, seed, flip_axes, foreground_fraction, window,
-                         max_cached_cases)
+                         max_cached_cases, clip_to_window)
         if len(sources) != len(targets) or not sources:
             raise ConfigError(f"paired datasets need as many sources as targets (at least one); got "
                               f"{len(sources)} and {len(targets)}")
@@ -246,9 +251,9 @@ class UnpairedPatchDataset(_PatchDataset):
                  foreground_fraction: float = 0.9, window=DEFAULT_HU_WINDOW,
                  source_factors_xyz: Optional[Sequence[int]] = None, interpolation: str = "bspline",
                  source_ids: Optional[Sequence[str]] = None, target_ids: Optional[Sequence[str]] = None,
-                 max_cached_cases: Optional[int] = None) -> None:
+                 max_cached_cases: Optional[int] = None, clip_to_window: bool = True) -> None:
         super().__init__(patch_size, samples_per_epoch, seed, flip_axes, foreground_fraction, window,
-                         max_cached_cases)
+                         max_cached_cases, clip_to_window)
         if not sources or not targets:
             raise ConfigError(f"unpaired datasets need at least one source and one target volume; got "
                               f"{len(sources)} and {len(targets)}")
@@ -302,7 +307,7 @@ def datasets_from_manifest(manifest_path, task: str = "super_resolution", paired
     Returns ``{"train": dataset}`` plus ``"validation"`` when ``validation_fraction`` > 0
     (a seeded split by case). ``case_ids`` restricts the cases; ``patch_options`` go to
     the dataset classes (patch_size, samples_per_epoch, flip_axes, foreground_fraction,
-    window, max_cached_cases)."""
+    window, max_cached_cases, clip_to_window)."""
     manifest = load_manifest(manifest_path)
     spec = manifest.task(task)
     source_domain, target_domain = spec["source"], spec["target"]

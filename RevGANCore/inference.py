@@ -245,10 +245,13 @@ class _WindowRunner:
         self.device = device
         self.amp_dtype = amp_dtype
         self.window = model.metadata.hu_window
+        # Residual models see HU beyond the window unclipped (trained that way), so dense
+        # bone keeps its values; tanh models are bounded to the window anyway.
+        self.clip = not model.generator.config.residual
 
     def __call__(self, window: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(np.ascontiguousarray(window, dtype=np.float32)).to(self.device)
-        tensor = hu_to_unit(tensor, self.window)[None, None]
+        tensor = hu_to_unit(tensor, self.window, clip=self.clip)[None, None]
         autocast = (torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
                     if self.amp_dtype is not None else contextlib.nullcontext())
         with torch.no_grad(), autocast:

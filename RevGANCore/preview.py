@@ -58,6 +58,11 @@ def side_by_side(images: Sequence[np.ndarray], gap: int = 4, gap_value: int = 25
     return canvas
 
 
+def stacked(images: Sequence[np.ndarray], gap: int = 4, gap_value: int = 255) -> np.ndarray:
+    """Images one above the other (centred horizontally) with ``gap`` pixels between them."""
+    return side_by_side([np.asarray(image).T for image in images], gap=gap, gap_value=gap_value).T
+
+
 def slices_side_by_side(volumes: Sequence, index: int, level: float, width: float, axis: int = 0,
                         gap: int = 4, zoom: int = 1) -> np.ndarray:
     """One slice (``index`` along array ``axis``: 0 axial, 1 coronal, 2 sagittal) of each

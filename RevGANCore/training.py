@@ -212,7 +212,10 @@ class Trainer:
         if overlap:
             raise ConfigError(f"cases used for both training and validation: {', '.join(overlap)}")
         patch = dict(patch_size=data.patch_size, foreground_fraction=data.foreground_fraction,
-                     samples_per_epoch=max(256, data.batch_size * self.dist.world_size * 16))
+                     samples_per_epoch=max(256, data.batch_size * self.dist.world_size * 16),
+                     # Residual generators learn unclipped HU (bone beyond the window survives);
+                     # tanh generators are bounded to the window, as in the seed paper.
+                     clip_to_window=not self.config.model.generator.residual)
         self.train_set = datasets_from_manifest(manifest_path, task=data.task, paired=paired,
                                                 case_ids=train_ids, seed=self.config.seed, **patch)["train"]
         self.val_batches: List[Tuple[torch.Tensor, torch.Tensor]] = []

@@ -236,20 +236,24 @@ def _checked_window(window) -> Tuple[float, float]:
     return low, high
 
 
-def hu_to_unit(hu, window=DEFAULT_HU_WINDOW):
-    """Map Hounsfield units to network units: the window is clipped, then mapped linearly
-    onto [-1, 1] (low -> -1, high -> +1). Values outside the window are lost (e.g. bone
-    above 350 HU becomes 1), exactly as in the seed paper. Works on numpy arrays (returns
-    float32), torch tensors (keeps their dtype and device) and Python floats."""
+def hu_to_unit(hu, window=DEFAULT_HU_WINDOW, clip: bool = True):
+    """Map Hounsfield units to network units: the window maps linearly onto [-1, 1]
+    (low -> -1, high -> +1). With ``clip`` (default, the seed paper's normalisation) values
+    outside the window are clipped first and lost (bone above 350 HU becomes 1); residual
+    models use ``clip=False`` so dense bone and metal pass through beyond +1. Works on numpy
+    arrays (returns float32), torch tensors (keeps their dtype and device) and floats."""
     low, high = _checked_window(window)
     half = (high - low) / 2.0
     centre = (high + low) / 2.0
     if hasattr(hu, "clamp"):  # a torch tensor
-        return (hu.clamp(low, high) - centre) / half
+        return ((hu.clamp(low, high) if clip else hu) - centre) / half
     if isinstance(hu, np.ndarray):
-        return ((np.clip(hu.astype(np.float32, copy=False), low, high) - np.float32(centre))
-                / np.float32(half)).astype(np.float32, copy=False)
-    return (min(max(float(hu), low), high) - centre) / half
+        values = hu.astype(np.float32, copy=False)
+        if clip:
+            values = np.clip(values, low, high)
+        return ((values - np.float32(centre)) / np.float32(half)).astype(np.float32, copy=False)
+    value = min(max(float(hu), low), high) if clip else float(hu)
+    return (value - centre) / half
 
 
 def unit_to_hu(x, window=DEFAULT_HU_WINDOW):

@@ -10,7 +10,7 @@ import pytest
 
 from RevGANCore.errors import CancelledError, ConfigError, VolumeError
 from RevGANCore.inference import check_output_path, make_plan, output_grid, translate, translate_file
-from RevGANCore.volume import read_volume, resample_to_grid, super_resolution_grid, write_volume
+from RevGANCore.volume import Volume, read_volume, resample_to_grid, super_resolution_grid, write_volume
 
 from model_helpers import oblique_direction, random_volume, tiny_model, whole_volume_hu
 
@@ -218,3 +218,20 @@ def test_cuda_out_of_memory_halves_windows_then_falls_back_to_cpu():
 
     with pytest.raises(RuntimeError):  # only CUDA memory is retried
         _run_with_fallback(cpu_oom, start, torch.device("cpu"), None, config, shape, log.append)
+
+
+def test_residual_models_keep_hu_beyond_the_window_and_tanh_models_clip():
+    """A new residual generator is the identity: bone at 1000 HU must come back as 1000 HU,
+    not clipped to the window's 350 HU; a tanh generator is bounded by the window."""
+    from RevGANCore.modelfile import ModelMetadata, TranslationModel
+    from RevGANCore.networks import RevGANGenerator3d
+
+    array = np.full((8, 16, 16), -1000.0, dtype=np.float32)
+    array[2:6, 4:12, 4:12] = 1000.0
+    volume = Volume(array, (0.8, 0.8, 1.25))
+    metadata = ModelMetadata(task="kernel", domains={"x": "sharp", "y": "smooth"})
+    residual = TranslationModel(RevGANGenerator3d(ngf=2, depth=1, residual=True).eval(), metadata)
+    out = translate(residual, volume, device="cpu")
+    assert np.allclose(out.array, array, atol=1e-3)
+    bounded = TranslationModel(RevGANGenerator3d(ngf=2, depth=1, residual=False).eval(), metadata)
+    assert translate(bounded, volume, device="cpu").array.max() <= 350.0 + 1e-3

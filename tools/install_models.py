@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""Install trained Table-2 models into Resources/Models (run from the repository root).
+
+    python tools/install_models.py RUNS.tar.gz            # models + indexes (tools/gpu_session.py output)
+    python tools/install_models.py --cards QUALITY.json   # model cards with the measured table
+
+Step 1 copies each row's final model file to ``Resources/Models/table2/<row>.safetensors``
+with its name, description and caveats filled in, writes ``table2/table2.json`` (read by
+``revgan bench quality``) and registers the two Paired+2R models in ``models.json`` (read by
+``revgan models``, ``super-resolve``, ``demo`` and the Slicer module). Step 2 writes the model
+cards from ``revgan bench quality --json`` output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from RevGANCore.modelfile import load_model, save_model  # noqa: E402
+
+MODELS = REPO / "Resources" / "Models"
+TABLE = MODELS / "table2"
+SHIPPED = {
+    "super_resolution": ("revgan-sr-phantom-paired2r", "super_resolution_paired_2r",
+                         "Chest CT super-resolution (4x in z, 2x in x and y), Paired+2R, trained on synthetic phantoms"),
+    "kernel": ("revgan-kernel-phantom-paired2r", "kernel_paired_2r",
+               "Reconstruction kernel conversion sharp B50f-like <-> smooth B30f-like, Paired+2R, trained on "
+               "synthetic phantoms"),
+}
+CAVEATS = ("Trained only on synthetic chest phantoms (RevGANCore.phantom) with simulated reconstruction "
+           "kernels and slice profiles; never trained or validated on patient scans. Real scanners, "
+           "kernels, doses and anatomy differ: expect a domain gap and do not use for diagnosis. "
+           "Intensities are clipped to the [-1150, 350] HU window on input (the seed paper's "
+           "normalisation), so denser bone and metal saturate at about 350 HU in the output.")
+VARIANT_TEXT = {"paired_2r": "Paired+2R", "paired": "Paired", "unpaired_2r": "Unpaired+2R", "unpaired": "Unpaired"}
+
+
+def install_runs(archive_path: Path) -> None:
+    TABLE.mkdir(parents=True, exist_ok=True)
+    entries = []
+    with tempfile.TemporaryDirectory() as scratch, tarfile.open(archive_path) as archive:
+        members = [m for m in archive.getmembers() if m.name.endswith("/final.safetensors")
+                   or m.name.endswith("/summary.json") or m.name.endswith("/metrics.csv")]
+        for member in members:  # plain files only, no links or absolute paths
+            if not member.isfile() or member.name.startswith("/") or ".." in member.name:
+                raise SystemExit(f"refusing archive member {member.name}")
+        archive.extractall(scratch, members=members)
+        for row_dir in sorted(Path(scratch).iterdir()):
+            row = row_dir.name
+            task = "super_resolution" if row.startswith("super_resolution") else "kernel"
+            variant = row[len(task) + 1:]
+            model = load_model(row_dir / "final.safetensors")
+            summary = json.loads((row_dir / "summary.json").read_text())
+            training = dict(model.metadata.training)
+            training["summary"] = {k: summary.get(k) for k in ("status", "step", "iterations", "seconds", "device",
+                                                               "first_validation", "last_validation")}
+            training["command"] = f"revgan train configs/table2/{row}.toml --set optim.iterations={summary['step']}"
+            metadata = dataclasses.replace(
+                model.metadata, name=row,
+                description=f"{VARIANT_TEXT[variant]} 3D RevGAN for {task.replace('_', '-')} "
+                            f"({model.metadata.domains['x']} <-> {model.metadata.domains['y']}), "
+                            "trained on synthetic chest phantoms",
+                caveats=CAVEATS, training=training)
+            save_model(TABLE / f"{row}.safetensors", model.generator, metadata)
+            (TABLE / f"{row}.metrics.csv").write_bytes((row_dir / "metrics.csv").read_bytes())
+            entries.append({"task": task, "variant": variant, "file": f"{row}.safetensors",
+                            "config": f"configs/table2/{row}.toml", "iterations": summary["step"],
+                            "train_seconds": summary.get("seconds"), "device": summary.get("device")})
+    (TABLE / "table2.json").write_text(json.dumps({"format": "revgan-table2", "models": entries}, indent=2) + "\n")
+    registry = {"format": "revgan-model-registry", "format_version": 1, "models": {}}
+    for task, (name, row, description) in SHIPPED.items():
+        registry["models"][name] = {"file": f"table2/{row}.safetensors", "card": f"{name}.md", "task": task,
+                                    "description": description, "default": True}
+    (MODELS / "models.json").write_text(json.dumps(registry, indent=2) + "\n")
+    print(f"installed {len(entries)} models into {TABLE} and registered {len(SHIPPED)} in {MODELS / 'models.json'}")
+
+
+def _table(block: dict) -> str:
+    lines = ["| method | MAE (HU) | PSNR (dB) | SSIM |", "|---|---|---|---|"]
+    for row in block["rows"]:
+        lines.append(f"| {row['method']} | {row['mae_hu']:.1f} ± {row['mae_hu_std']:.1f} | "
+                     f"{row['psnr']:.2f} ± {row['psnr_std']:.2f} | {row['ssim']:.3f} ± {row['ssim_std']:.3f} |")
+    return "\n".join(lines)
+
+
+def write_cards(quality_path: Path) -> None:
+    quality = json.loads(quality_path.read_text())
+    (TABLE / "quality.json").write_text(json.dumps(quality, indent=2) + "\n")
+    for task, (name, row, description) in SHIPPED.items():
+        model = load_model(TABLE / f"{row}.safetensors")
+        meta, config = model.metadata, model.generator.config
+        summary = meta.training.get("summary", {})
+        train_config = meta.training.get("config", {})
+        generate = train_config.get("data", {}).get("generate", {})
+        factors = (f"scale factors (x, y, z) {list(meta.scale_factors_xyz)}: the input is resampled onto a grid "
+                   "with the same physical extent and spacing divided by these factors, then translated"
+                   if meta.scale_factors_xyz else "keeps the input's voxel grid")
+        directions = (f"`forward`: {meta.domains['x']} -> {meta.domains['y']}; `inverse`: "
+                      f"{meta.domains['y']} -> {meta.domains['x']} (the same shared reversible core run backwards)")
+        card = f"""# {name}
+
+{description}.
+
+| | |
+|---|---|
+| file | `table2/{row}.safetensors` (safetensors weights + JSON metadata; {sum(p.numel() for p in model.generator.parameters()):,} parameters) |
+| task | {meta.task}; {factors} |
+| directions | {directions} |
+| architecture | 3D RevGAN generator, ngf {config.ngf}, {config.depth} reversible blocks (additive coupling, SiLU), residual output, no normalisation (tile-exact inference) |
+| objective | paired (pix2pix-style): LSGAN both ways + 100 x L1, conditional 3D PatchGANs |
+| intensities | HU window {list(meta.hu_window)} mapped to [-1, 1] (clipped) |
+| training data | {generate.get('cases', '?')} synthetic chest phantoms (seed {generate.get('seed', '?')}, 64 x 128 x 128 voxels at 0.8 x 0.8 x 1.25 mm), one held out for validation |
+| training | {summary.get('step')} iterations, batch 8 of 32 x 64 x 64 patches, Adam 2e-4 (constant, then linear decay), {summary.get('device')}, {summary.get('seconds')} s |
+| reproduce | `{meta.training.get('command')}` |
+
+## What the training data means for real scans
+
+{CAVEATS}
+
+## Held-out test phantoms ({quality['cases']} cases, seed {quality['test_seed']}; mean ± std)
+
+{_table(quality['tasks'][task])}
+
+PSNR: window-normalised, data range 2 (the seed paper's convention). MAE inside the body mask.
+Recompute with `revgan bench quality`.
+"""
+        (MODELS / f"{name}.md").write_text(card)
+    print(f"wrote model cards into {MODELS}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="?", help="table2_runs.tar.gz from tools/gpu_session.py")
+    parser.add_argument("--cards", help="revgan bench quality --json output")
+    args = parser.parse_args()
+    if args.runs:
+        install_runs(Path(args.runs))
+    if args.cards:
+        write_cards(Path(args.cards))
+    if not args.runs and not args.cards:
+        parser.error("give RUNS.tar.gz and/or --cards QUALITY.json")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
