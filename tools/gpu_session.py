@@ -135,6 +135,7 @@ def launch(row: str, iterations: int, output: Path, extra, log_path: Path, env) 
 
 
 def train_rows(args, device: str, budget_end: float) -> dict:
+    rows = args.rows or ROWS
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 2) // 8)))
     extra = ["--set", f"device={device}"]
     if args.dry_run:
@@ -148,22 +149,24 @@ def train_rows(args, device: str, budget_end: float) -> dict:
     from RevGANCore.config import load_config
     from RevGANCore.training import Trainer
 
-    first = load_config(str(REPO / "configs" / "table2" / f"{ROWS[0]}.toml"),
+    first = load_config(str(REPO / "configs" / "table2" / f"{rows[0]}.toml"),
                         [e for e in extra if e != "--set"] + ["optim.iterations=1"])
     Trainer(first, log=say)._ensure_data()
 
+    if args.iterations:
+        return _train(args, rows, args.iterations, extra, env, budget_end, calibration={})
     calibration_iterations = 6 if args.dry_run else 40
-    say(f"calibrating: {len(ROWS)} concurrent runs of {calibration_iterations} iterations")
+    say(f"calibrating: {len(rows)} concurrent runs of {calibration_iterations} iterations")
     calib_dir = args.work / "calibration"
     started = time.time()
     processes = {row: launch(row, calibration_iterations, calib_dir / row, extra + ["--set",
                              "checkpoint.validate_every=100000", "--set", "logging.preview_every=0"],
-                             args.work / f"calib_{row}.log", env) for row in ROWS}
+                             args.work / f"calib_{row}.log", env) for row in rows}
     for row, process in processes.items():
         process.wait()
     calibration_seconds = time.time() - started
     per_row = {}
-    for row in ROWS:
+    for row in rows:
         summary_path = calib_dir / row / "summary.json"
         per_row[row] = json.loads(summary_path.read_text())["seconds"] if summary_path.exists() else None
     failed = [row for row, value in per_row.items() if value is None]
@@ -176,10 +179,13 @@ def train_rows(args, device: str, budget_end: float) -> dict:
     iterations = max(50, min(iterations, args.max_iterations))
     say(f"calibration: seconds per row {per_row}; slowest {slowest * 1000:.0f} ms/it; "
         f"start overhead {start_overhead:.0f} s; training {iterations} iterations per row")
+    return _train(args, rows, iterations, extra, env, budget_end, calibration=per_row)
 
+
+def _train(args, rows, iterations: int, extra, env, budget_end: float, calibration: dict) -> dict:
     runs_dir = args.work / "table2"
     processes = {row: launch(row, iterations, runs_dir / row, extra, args.work / f"train_{row}.log", env)
-                 for row in ROWS}
+                 for row in rows}
     stopped = []
     while any(p.poll() is None for p in processes.values()):
         if time.time() > budget_end - 15:
@@ -195,11 +201,11 @@ def train_rows(args, device: str, budget_end: float) -> dict:
             break
         time.sleep(2)
     results = {}
-    for row in ROWS:
+    for row in rows:
         summary = runs_dir / row / "summary.json"
         results[row] = json.loads(summary.read_text()) if summary.exists() else {"error": "no summary"}
         results[row]["returncode"] = processes[row].returncode
-    return {"iterations": iterations, "calibration": per_row, "stopped_by_budget": stopped, "rows": results}
+    return {"iterations": iterations, "calibration": calibration, "stopped_by_budget": stopped, "rows": results}
 
 
 def pack(args, report: dict) -> None:
@@ -216,8 +222,10 @@ def pack(args, report: dict) -> None:
                     archive.add(folder / name, arcname=f"{row}/{name}")
             latest = folder / "checkpoints" / "latest.json"
             if latest.exists():
-                model = folder / "checkpoints" / json.loads(latest.read_text())["model"]
-                archive.add(model, arcname=f"{row}/final.safetensors")
+                # Model files only: a training state (discriminators, Adam moments) is ~17 MB per
+                # row, over what one session can bring back.
+                pointer = json.loads(latest.read_text())
+                archive.add(folder / "checkpoints" / pointer["model"], arcname=f"{row}/final.safetensors")
             previews = sorted((folder / "previews").glob("*.png")) if (folder / "previews").is_dir() else []
             if previews:
                 archive.add(previews[-1], arcname=f"{row}/{previews[-1].name}")
@@ -234,6 +242,8 @@ def main() -> int:
     parser.add_argument("--max-iterations", type=int, default=6000)
     parser.add_argument("--dry-run", action="store_true", help="tiny settings on the CPU")
     parser.add_argument("--skip-checks", action="store_true")
+    parser.add_argument("--rows", nargs="*", choices=ROWS, help="train only these Table-2 rows")
+    parser.add_argument("--iterations", type=int, default=0, help="fixed iterations per row (no calibration)")
     args = parser.parse_args()
     args.work = Path(args.work)
     shutil.rmtree(args.work, ignore_errors=True)

@@ -37,9 +37,9 @@ SHIPPED = {
 }
 CAVEATS = ("Trained only on synthetic chest phantoms (RevGANCore.phantom) with simulated reconstruction "
            "kernels and slice profiles; never trained or validated on patient scans. Real scanners, "
-           "kernels, doses and anatomy differ: expect a domain gap and do not use for diagnosis. "
-           "Intensities are clipped to the [-1150, 350] HU window on input (the seed paper's "
-           "normalisation), so denser bone and metal saturate at about 350 HU in the output.")
+           "kernels, doses, noise and anatomy differ: expect a domain gap and do not use for diagnosis. "
+           "The phantoms have a 102 mm field of view (a small chest); the model is tile-exact, so larger "
+           "volumes are processed in tiles with identical results.")
 VARIANT_TEXT = {"paired_2r": "Paired+2R", "paired": "Paired", "unpaired_2r": "Unpaired+2R", "unpaired": "Unpaired"}
 
 
@@ -74,7 +74,14 @@ def install_runs(archive_path: Path) -> None:
             entries.append({"task": task, "variant": variant, "file": f"{row}.safetensors",
                             "config": f"configs/table2/{row}.toml", "iterations": summary["step"],
                             "train_seconds": summary.get("seconds"), "device": summary.get("device")})
-    (TABLE / "table2.json").write_text(json.dumps({"format": "revgan-table2", "models": entries}, indent=2) + "\n")
+    # Rows not in this archive keep their earlier entry (rows can be retrained separately).
+    index_path = TABLE / "table2.json"
+    previous = json.loads(index_path.read_text())["models"] if index_path.exists() else []
+    installed = {(e["task"], e["variant"]) for e in entries}
+    kept = [e for e in previous if (e["task"], e["variant"]) not in installed]
+    order = {row: i for i, row in enumerate(f"{t}_{v}" for t in ("super_resolution", "kernel") for v in VARIANT_TEXT)}
+    entries = sorted(kept + entries, key=lambda e: order[f"{e['task']}_{e['variant']}"])
+    index_path.write_text(json.dumps({"format": "revgan-table2", "models": entries}, indent=2) + "\n")
     registry = {"format": "revgan-model-registry", "format_version": 1, "models": {}}
     for task, (name, row, description) in SHIPPED.items():
         registry["models"][name] = {"file": f"table2/{row}.safetensors", "card": f"{name}.md", "task": task,
@@ -116,7 +123,7 @@ def write_cards(quality_path: Path) -> None:
 | directions | {directions} |
 | architecture | 3D RevGAN generator, ngf {config.ngf}, {config.depth} reversible blocks (additive coupling, SiLU), residual output, no normalisation (tile-exact inference) |
 | objective | paired (pix2pix-style): LSGAN both ways + 100 x L1, conditional 3D PatchGANs |
-| intensities | HU window {list(meta.hu_window)} mapped to [-1, 1] (clipped) |
+| intensities | HU window {list(meta.hu_window)} mapped linearly to [-1, 1]; {'not clipped (residual model: dense bone and metal pass through)' if config.residual else 'clipped to the window'} |
 | training data | {generate.get('cases', '?')} synthetic chest phantoms (seed {generate.get('seed', '?')}, 64 x 128 x 128 voxels at 0.8 x 0.8 x 1.25 mm), one held out for validation |
 | training | {summary.get('step')} iterations, batch 8 of 32 x 64 x 64 patches, Adam 2e-4 (constant, then linear decay), {summary.get('device')}, {summary.get('seconds')} s |
 | reproduce | `{meta.training.get('command')}` |
@@ -130,7 +137,7 @@ def write_cards(quality_path: Path) -> None:
 {_table(quality['tasks'][task])}
 
 PSNR: window-normalised, data range 2 (the seed paper's convention). MAE inside the body mask.
-Recompute with `revgan bench quality`.
+Table 2 evaluates the forward direction only. Recompute with `revgan bench quality`.
 """
         (MODELS / f"{name}.md").write_text(card)
     print(f"wrote model cards into {MODELS}")
