@@ -60,6 +60,8 @@ def _setup_bench(commands: argparse._SubParsersAction) -> None:
     quality.add_argument("--data", default="data", help="where the test phantoms are generated (default: data)")
     quality.add_argument("--cases", type=int, default=5, help="held-out test cases (default 5)")
     quality.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    quality.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"), default=None,
+                         help="phantom voxel counts (quick checks only; the README table uses the default)")
     quality.add_argument("--json", action="store_true", help="print one JSON object")
     quality.set_defaults(handler=_run_bench_quality)
 
@@ -85,7 +87,8 @@ def _run_bench_quality(args: argparse.Namespace) -> int:
 
     log = (lambda message: print(message, file=sys.stderr)) if args.json else print
     result = run_quality_benchmark(models_dir=Path(args.models) if args.models else None,
-                                   data_dir=Path(args.data), test_cases=args.cases, device=args.device, log=log)
+                                   data_dir=Path(args.data), test_cases=args.cases, device=args.device, log=log,
+                                   shape=tuple(args.shape) if args.shape else None)
     if args.json:
         _print_json(result)
     else:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from ..errors import ConfigError, ModelFileError
 
@@ -70,17 +70,22 @@ def load_table_index(folder: Path) -> List[TableModel]:
     return models
 
 
-def ensure_phantoms(folder: Path, cases: int, seed: int, log: Callable[[str], None]) -> Path:
-    """The manifest of a phantom dataset, generated (deterministically) when missing."""
-    from ..phantom_dataset import write_phantom_dataset
+def ensure_phantoms(folder: Path, cases: int, seed: int, log: Callable[[str], None],
+                    shape: Optional[Tuple[int, int, int]] = None) -> Path:
+    """The manifest of a phantom dataset, generated (deterministically) when missing or when
+    the folder holds another one."""
+    from ..phantom_dataset import PhantomRecipe, write_phantom_dataset
 
+    recipe = PhantomRecipe(shape=tuple(shape)) if shape else PhantomRecipe()
     manifest = Path(folder) / "manifest.json"
     if manifest.is_file():
         existing = json.loads(manifest.read_text(encoding="utf-8"))
-        if len(existing.get("cases", [])) >= cases and existing.get("generator", {}).get("seed") == seed:
+        generator = existing.get("generator", {})
+        if (len(existing.get("cases", [])) >= cases and generator.get("seed") == seed
+                and tuple(generator.get("shape_zyx", ())) == tuple(recipe.shape)):
             return manifest
-    log(f"generating {cases} phantom cases (seed {seed}) into {folder}")
-    return write_phantom_dataset(folder, cases=cases, seed=seed, overwrite=True)
+    log(f"generating {cases} phantom cases (seed {seed}, shape {tuple(recipe.shape)}) into {folder}")
+    return write_phantom_dataset(folder, cases=cases, seed=seed, recipe=recipe, overwrite=True)
 
 
 def _rows_for(results: Dict[str, List[dict]], extra: Dict[str, dict]) -> List[dict]:
@@ -100,7 +105,10 @@ def _rows_for(results: Dict[str, List[dict]], extra: Dict[str, dict]) -> List[di
 
 def run_quality_benchmark(models_dir: Optional[Path] = None, data_dir: Path = Path("data"),
                           test_cases: int = TEST_CASES, device: str = "auto",
-                          tile_size: Optional[int] = None, log: Callable[[str], None] = print) -> dict:
+                          tile_size: Optional[int] = None, log: Callable[[str], None] = print,
+                          shape: Optional[Tuple[int, int, int]] = None) -> dict:
+    """The Table-2 result (see the module docstring); ``shape`` changes the phantoms' voxel
+    counts (quick checks only: the reported table uses the default phantom)."""
     from ..baselines import fit_gaussian_sigma, interpolate_super_resolution
     from ..degradations import gaussian_inplane, kernel_oracle
     from ..inference import translate
@@ -112,9 +120,10 @@ def run_quality_benchmark(models_dir: Optional[Path] = None, data_dir: Path = Pa
     if test_cases < 2:
         raise ConfigError("the quality benchmark needs at least 2 test cases (for a standard deviation)")
     table = load_table_index(models_dir or default_table_dir())
-    test_manifest = load_manifest(ensure_phantoms(Path(data_dir) / "phantoms_test", test_cases, TEST_SEED, log))
+    test_manifest = load_manifest(ensure_phantoms(Path(data_dir) / "phantoms_test", test_cases, TEST_SEED, log,
+                                                  shape))
     fit_manifest = load_manifest(ensure_phantoms(Path(data_dir) / "phantoms_fit", len(FIT_CASES) + 1,
-                                                 TRAIN_SEED, log))
+                                                 TRAIN_SEED, log, shape))
     cases = test_manifest.cases[:test_cases]
 
     pairs = [(read_volume(fit_manifest.case(c).files["sharp"]), read_volume(fit_manifest.case(c).files["smooth"]))

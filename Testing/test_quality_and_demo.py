@@ -1,0 +1,146 @@
+"""Classical baselines, the Table-2 benchmark, the demo and the shipped models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from RevGANCore.baselines import fit_gaussian_sigma, interpolate_super_resolution
+from RevGANCore.bench.quality import (TEST_SEED, VARIANT_LABELS, format_quality_table, load_table_index,
+                                      run_quality_benchmark)
+from RevGANCore.cli import main
+from RevGANCore.degradations import gaussian_inplane, kernel_oracle, low_resolution
+from RevGANCore.errors import ModelFileError
+from RevGANCore.inference import translate
+from RevGANCore.metrics import compare_volumes
+from RevGANCore.modelfile import ModelMetadata, list_models, load_model, save_model
+from RevGANCore.networks import RevGANGenerator3d
+from RevGANCore.phantom import generate_chest_phantom
+from RevGANCore.phantom_dataset import PhantomRecipe, case_seeds, make_phantom_case
+
+REPO = Path(__file__).resolve().parent.parent
+SMALL = (16, 32, 32)
+
+
+def _untrained_model(path: Path, task: str) -> Path:
+    """A new residual generator is the identity map: its output is its (resampled) input."""
+    metadata = ModelMetadata(task=task, domains={"x": "lr", "y": "hr"} if task == "super_resolution"
+                             else {"x": "sharp", "y": "smooth"},
+                             scale_factors_xyz=(2, 2, 4) if task == "super_resolution" else None, name=path.stem)
+    save_model(path, RevGANGenerator3d(ngf=2, depth=1, residual=True), metadata)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_table(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("table2")
+    entries = []
+    for task in ("super_resolution", "kernel"):
+        for variant in VARIANT_LABELS:
+            _untrained_model(folder / f"{task}_{variant}.safetensors", task)
+            entries.append({"task": task, "variant": variant, "file": f"{task}_{variant}.safetensors"})
+    (folder / "table2.json").write_text(json.dumps({"models": entries}))
+    return folder
+
+
+def test_gaussian_fit_recovers_a_known_blur():
+    sharp = generate_chest_phantom(SMALL, (0.8, 0.8, 1.25), seed=1)
+    smooth = gaussian_inplane(sharp, 0.6)
+    sigma, error = fit_gaussian_sigma([(sharp, smooth)])
+    assert sigma == pytest.approx(0.6) and error < 1.0
+
+
+def test_interpolation_baseline_lands_on_the_high_resolution_grid():
+    hr = generate_chest_phantom(SMALL, (0.8, 0.8, 1.25), seed=2)
+    upsampled = interpolate_super_resolution(low_resolution(hr, (2, 2, 4)), (2, 2, 4))
+    assert upsampled.same_geometry(hr)
+
+
+def test_quality_benchmark_json_and_identity_models(tiny_table, tmp_path):
+    result = run_quality_benchmark(models_dir=tiny_table, data_dir=tmp_path, test_cases=2, device="cpu",
+                                   log=lambda m: None, shape=SMALL)
+    assert result["cases"] == 2 and result["test_seed"] == TEST_SEED
+    for task in ("super_resolution", "kernel"):
+        rows = {row["method"]: row for row in result["tasks"][task]["rows"]}
+        for row in rows.values():
+            assert set(row) >= {"method", "mae_hu", "mae_hu_std", "psnr", "psnr_std", "ssim", "ssim_std"}
+        assert set(VARIANT_LABELS.values()) <= set(rows)
+        # Untrained residual models are the identity on their input: they must reproduce the
+        # baseline that feeds them exactly (B-spline resampling / the sharp input).
+        reference = rows["B-spline interpolation"] if task == "super_resolution" else rows["Identity (sharp input)"]
+        for label in VARIANT_LABELS.values():
+            assert rows[label]["mae_hu"] == pytest.approx(reference["mae_hu"], abs=0.02)
+    kernel = {row["method"].split(" (")[0]: row for row in result["tasks"]["kernel"]["rows"]}
+    assert kernel["Linear oracle"]["mae_hu"] < kernel["Best Gaussian"]["mae_hu"] < kernel["Identity"]["mae_hu"]
+    assert kernel["Paired+2R"]["gap_closed_psnr"] < 0  # identity is worse than the Gaussian
+    assert "Paired+2R" in format_quality_table(result)
+    assert main(["bench", "quality", "--models", str(tiny_table), "--data", str(tmp_path), "--cases", "2",
+                 "--shape", *map(str, SMALL), "--device", "cpu", "--json"]) == 0
+
+
+def test_quality_benchmark_refuses_a_missing_index(tmp_path):
+    with pytest.raises(ModelFileError, match="no Table-2 model index"):
+        load_table_index(tmp_path)
+    (tmp_path / "table2.json").write_text(json.dumps({"models": [
+        {"task": "kernel", "variant": "paired_2r", "file": "gone.safetensors"}]}))
+    with pytest.raises(ModelFileError, match="gone.safetensors, which is missing"):
+        load_table_index(tmp_path)
+
+
+def test_demo_writes_volumes_figures_and_metrics(tmp_path, monkeypatch, capsys):
+    models = tmp_path / "models"
+    models.mkdir()
+    _untrained_model(models / "sr.safetensors", "super_resolution")
+    _untrained_model(models / "kernel.safetensors", "kernel")
+    (models / "models.json").write_text(json.dumps({
+        "format": "revgan-model-registry", "format_version": 1, "models": {
+            "sr": {"file": "sr.safetensors", "task": "super_resolution", "description": "test"},
+            "kernel": {"file": "kernel.safetensors", "task": "kernel", "description": "test"}}}))
+    monkeypatch.setenv("REVGAN_MODELS_DIR", str(models))
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--device", "cpu"]) == 0
+    for name in ("super_resolved.nii.gz", "kernel_converted.nii.gz", "phantom_hr.nii.gz",
+                 "super_resolution.png", "kernel_conversion.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "super_resolution.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    printed = capsys.readouterr().out
+    assert "B-spline interpolation" in printed and "Linear oracle" in printed
+
+
+# ------------------------------------------------------------------------- shipped models
+
+
+def test_shipped_models_are_registered_and_loadable():
+    entries = {entry.task: entry for entry in list_models()}
+    assert set(entries) == {"super_resolution", "kernel"}
+    sr = load_model(entries["super_resolution"].path)
+    assert sr.metadata.scale_factors_xyz == (2, 2, 4) and sr.generator.config.depth == 2
+    kernel = load_model(entries["kernel"].path)
+    assert kernel.metadata.domains == {"x": "sharp", "y": "smooth"}
+    for entry in entries.values():
+        assert entry.card is not None and "synthetic" in entry.card.read_text()
+        assert entry.path.stat().st_size < 5 * 2 ** 20  # a few MB at most
+
+
+@pytest.mark.slow
+def test_shipped_models_beat_the_classical_baselines_on_a_held_out_phantom():
+    """A regression check of the shipped weights on one held-out test phantom (the README
+    table averages five); the Gaussian's sigma is the one fitted on training cases."""
+    sigma = json.loads((REPO / "Resources" / "Models" / "table2" / "quality.json").read_text())["gaussian_sigma_mm"]
+    case = make_phantom_case(case_seeds(TEST_SEED, 1), PhantomRecipe())
+    entries = {entry.task: entry for entry in list_models()}
+    sr = translate(load_model(entries["super_resolution"].path), case["lr"], device="cpu")
+    bspline = interpolate_super_resolution(case["lr"], (2, 2, 4))
+    ours, baseline = compare_volumes(sr, case["hr"]), compare_volumes(bspline, case["hr"])
+    assert ours["mae_hu"] < baseline["mae_hu"] and ours["psnr_unit_db"] > baseline["psnr_unit_db"]
+    assert ours["ssim"] > baseline["ssim"]
+    smooth = translate(load_model(entries["kernel"].path), case["sharp"], device="cpu")
+    ours = compare_volumes(smooth, case["smooth"])
+    gaussian = compare_volumes(gaussian_inplane(case["sharp"], sigma), case["smooth"])
+    oracle = compare_volumes(kernel_oracle(case["sharp"]), case["smooth"])
+    assert oracle["mae_hu"] < ours["mae_hu"] < gaussian["mae_hu"]
+    assert ours["psnr_unit_db"] > gaussian["psnr_unit_db"] and ours["ssim"] > gaussian["ssim"]
+    assert np.isfinite(sr.array).all() and np.isfinite(smooth.array).all()
