@@ -204,7 +204,7 @@ def _add_translation_options(parser: argparse.ArgumentParser) -> None:
                              "(default: chosen from the memory budget)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:N")
     parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                        help="CUDA autocast precision (auto: bfloat16 where supported, else float16)")
+                        help="CUDA autocast precision (auto: float16; float32 for IEEE float32 throughout)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or messages")
 
 
