@@ -16,15 +16,14 @@ safetensors, everything else through JSON.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
+from .atomic import write_text_atomic
 from .errors import ConfigError, ModelFileError
 from .tensorfile import load_safetensors, save_safetensors
 
@@ -33,20 +32,7 @@ _STEP_PATTERN = re.compile(r"^step_(\d{8})\.model\.safetensors$")
 
 
 def write_json_atomic(path: Path, payload: Any) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(payload, stream, indent=2, sort_keys=False)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    return path
+    return write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=False))
 
 
 # ----------------------------------------------------------------- optimizer <-> tensors

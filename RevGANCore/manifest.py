@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from .atomic import write_text_atomic
 from .errors import ConfigError
 
 MANIFEST_FORMAT = "revgan-dataset"
@@ -148,20 +148,8 @@ def new_manifest(domains: Dict[str, dict], tasks: Dict[str, dict], created_by: s
 def write_manifest(manifest: dict, folder) -> Path:
     """Write ``manifest`` as ``folder/manifest.json`` atomically (stable key order and
     formatting, so equal datasets give byte-identical manifests)."""
-    target = Path(folder) / MANIFEST_NAME
-    target.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(manifest, indent=2, sort_keys=False) + "\n"
-    handle, temporary = tempfile.mkstemp(prefix=".revgan-", suffix=".json", dir=str(target.parent))
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.chmod(temporary, 0o644)  # mkstemp makes owner-only files
-        os.replace(temporary, str(target))
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    return target
+    return write_text_atomic(Path(folder) / MANIFEST_NAME, text)
 
 
 def relative_path(file_path: Path, folder: Path) -> str:

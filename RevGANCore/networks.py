@@ -24,7 +24,7 @@ Design choices (see DESIGN.md, decisions 1-3):
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 from torch import nn

@@ -6,15 +6,14 @@ training and demo code can save "input | output | target" strips anywhere.
 
 from __future__ import annotations
 
-import os
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Sequence, Tuple
 
 import numpy as np
 
+from .atomic import write_bytes_atomic
 from .errors import ConfigError
 
 #: Common CT display windows as (level, width) in HU.
@@ -113,17 +112,4 @@ def png_bytes(image: np.ndarray) -> bytes:
 
 def write_png(path, image: np.ndarray) -> Path:
     """Write ``image`` as a PNG file atomically (temporary file beside it, then rename)."""
-    target = Path(path)
-    data = png_bytes(image)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".revgan-", suffix=".png", dir=str(target.parent))
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.chmod(temporary, 0o644)  # mkstemp makes owner-only files
-        os.replace(temporary, str(target))
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    return target
+    return write_bytes_atomic(path, png_bytes(image))

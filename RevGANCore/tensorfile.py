@@ -25,13 +25,13 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Dict, Tuple
 
 import numpy as np
 import torch
 
+from .atomic import replaced_atomically
 from .errors import ModelFileError
 
 __all__ = ["save_safetensors", "load_safetensors", "read_safetensors_header", "DTYPES",
@@ -227,24 +227,13 @@ def save_safetensors(path, tensors: Dict[str, torch.Tensor], metadata: Dict[str,
     if path.is_dir():
         raise ModelFileError(f"{path}: is a folder, not a file name")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=".revgan-", suffix=".tmp", dir=str(path.parent))
-    except OSError as error:
-        raise ModelFileError(f"{path}: cannot be written ({error.strerror or error})") from None
-    try:
-        with os.fdopen(handle, "wb") as stream:
+        with replaced_atomically(path) as temporary, open(temporary, "wb") as stream:
             stream.write(struct.pack("<Q", len(encoded)))
             stream.write(encoded)
             for chunk in chunks:
                 stream.write(chunk)
             stream.flush()
             os.fsync(stream.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, str(path))
-    except BaseException as error:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        if isinstance(error, OSError):
-            raise ModelFileError(f"{path}: cannot be written ({error.strerror or error})") from None
-        raise
+    except OSError as error:
+        raise ModelFileError(f"{path}: cannot be written ({error.strerror or error})") from None
     return path

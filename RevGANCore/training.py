@@ -22,7 +22,6 @@ import csv
 import dataclasses
 import json
 import math
-import os
 import signal
 import subprocess
 import threading
@@ -39,7 +38,7 @@ from .checkpoints import (CheckpointStore, optimizer_from_tensors, optimizer_to_
                           write_json_atomic)
 from .config import TrainConfig
 from .devices import describe_device, resolve_device
-from .distributed import DistributedContext, distributed_context, shutdown
+from .distributed import distributed_context, shutdown
 from .errors import ConfigError, RevGANError
 from .losses import GANLoss, ImagePool
 from .modelfile import ModelMetadata, load_model, save_model

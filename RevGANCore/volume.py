@@ -37,8 +37,40 @@ Matrix3 = Tuple[float, float, float, float, float, float, float, float, float]
 IDENTITY_DIRECTION: Matrix3 = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
 
+class _GridGeometry:
+    """Geometry shared by :class:`Volume` and :class:`Grid` (both have ``shape`` (z, y, x),
+    ``spacing``, ``origin`` and ``direction``)."""
+
+    @property
+    def size_xyz(self) -> Tuple[int, int, int]:
+        """Voxel counts in (x, y, z) order, matching ``spacing``."""
+        return self.shape[::-1]
+
+    @property
+    def direction_matrix(self) -> np.ndarray:
+        return np.asarray(self.direction, dtype=float).reshape(3, 3)
+
+    def index_to_physical_matrix(self) -> np.ndarray:
+        """4x4 matrix mapping homogeneous (i, j, k, 1) to LPS millimetres."""
+        matrix = np.eye(4)
+        matrix[:3, :3] = self.direction_matrix @ np.diag(self.spacing)
+        matrix[:3, 3] = self.origin
+        return matrix
+
+    @property
+    def physical_extent(self) -> Vector3:
+        """Edge lengths in mm of the box covered by the voxels (voxel count x spacing), (x, y, z)."""
+        return tuple(n * s for n, s in zip(self.size_xyz, self.spacing))  # type: ignore[return-value]
+
+    def _same_grid(self, other, tolerance: float) -> bool:
+        return (self.shape == other.shape
+                and np.allclose(self.spacing, other.spacing, rtol=0, atol=tolerance)
+                and np.allclose(self.origin, other.origin, rtol=0, atol=tolerance * 1e3)
+                and np.allclose(self.direction, other.direction, rtol=0, atol=tolerance))
+
+
 @dataclass(frozen=True)
-class Volume:
+class Volume(_GridGeometry):
     """Voxels in (z, y, x) order with their LPS geometry. Never modified in place by this
     package: every operation returns a new Volume."""
 
@@ -79,32 +111,8 @@ class Volume:
         """Array shape, (z, y, x)."""
         return tuple(int(n) for n in self.array.shape)  # type: ignore[return-value]
 
-    @property
-    def size_xyz(self) -> Tuple[int, int, int]:
-        """Voxel counts in (x, y, z) order, matching ``spacing``."""
-        return self.shape[::-1]
-
-    @property
-    def direction_matrix(self) -> np.ndarray:
-        return np.asarray(self.direction, dtype=float).reshape(3, 3)
-
-    def index_to_physical_matrix(self) -> np.ndarray:
-        """4x4 matrix mapping homogeneous (i, j, k, 1) to LPS millimetres."""
-        matrix = np.eye(4)
-        matrix[:3, :3] = self.direction_matrix @ np.diag(self.spacing)
-        matrix[:3, 3] = self.origin
-        return matrix
-
-    @property
-    def physical_extent(self) -> Vector3:
-        """Edge lengths in mm of the box covered by the voxels (voxel count x spacing), (x, y, z)."""
-        return tuple(n * s for n, s in zip(self.size_xyz, self.spacing))  # type: ignore[return-value]
-
     def same_geometry(self, other: "Volume", tolerance: float = 1e-6) -> bool:
-        return (self.shape == other.shape
-                and np.allclose(self.spacing, other.spacing, rtol=0, atol=tolerance)
-                and np.allclose(self.origin, other.origin, rtol=0, atol=tolerance * 1e3)
-                and np.allclose(self.direction, other.direction, rtol=0, atol=tolerance))
+        return self._same_grid(other, tolerance)
 
     # -- derived volumes ----------------------------------------------------------------
     def with_array(self, array: np.ndarray, source: str = "") -> "Volume":
@@ -128,7 +136,7 @@ class Volume:
 
 
 @dataclass(frozen=True)
-class Grid:
+class Grid(_GridGeometry):
     """A voxel grid in the patient: shape (z, y, x) plus the same geometry fields as
     :class:`Volume`. Used as a resampling target (e.g. the high-resolution grid)."""
 
@@ -148,35 +156,13 @@ class Grid:
         object.__setattr__(self, "origin", probe.origin)
         object.__setattr__(self, "direction", probe.direction)
 
-    @property
-    def size_xyz(self) -> Tuple[int, int, int]:
-        return self.shape[::-1]
-
-    @property
-    def direction_matrix(self) -> np.ndarray:
-        return np.asarray(self.direction, dtype=float).reshape(3, 3)
-
-    @property
-    def physical_extent(self) -> Vector3:
-        """Edge lengths in mm (x, y, z) of the box covered by the voxels."""
-        return tuple(n * s for n, s in zip(self.size_xyz, self.spacing))  # type: ignore[return-value]
-
-    def index_to_physical_matrix(self) -> np.ndarray:
-        matrix = np.eye(4)
-        matrix[:3, :3] = self.direction_matrix @ np.diag(self.spacing)
-        matrix[:3, 3] = self.origin
-        return matrix
-
     def corner(self) -> np.ndarray:
         """LPS position of the outer corner of voxel (0, 0, 0): origin minus half a voxel
         along each axis. Grids with equal extent and equal corner cover the same box."""
         return np.asarray(self.origin) - self.direction_matrix @ (np.asarray(self.spacing) / 2)
 
     def same_as(self, other: "Grid", tolerance: float = 1e-6) -> bool:
-        return (self.shape == other.shape
-                and np.allclose(self.spacing, other.spacing, rtol=0, atol=tolerance)
-                and np.allclose(self.origin, other.origin, rtol=0, atol=tolerance * 1e3)
-                and np.allclose(self.direction, other.direction, rtol=0, atol=tolerance))
+        return self._same_grid(other, tolerance)
 
 
 def _as_grid(reference) -> Grid:
