@@ -445,11 +445,14 @@ def write_volume(volume: Volume, path, dtype: str = "int16") -> Path:
     if volume.source and _same_path(volume.source, target):
         raise VolumeError(f"{target}: refusing to write over the file this volume was read from")
     array = volume.array
-    if not np.all(np.isfinite(array)):
+    # Integer arrays are finite by construction; skipping the check (and the conversion of an
+    # int16 result below) keeps a large memory-mapped output from being copied twice.
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
         raise VolumeError(f"{target}: the volume to write contains non-finite voxels")
     if dtype == "int16":
-        info = np.iinfo(np.int16)
-        array = np.clip(np.rint(array), info.min, info.max).astype(np.int16)
+        if array.dtype != np.int16:
+            info = np.iinfo(np.int16)
+            array = np.clip(np.rint(array), info.min, info.max).astype(np.int16)
     else:
         array = array.astype(np.float32, copy=False)
     image = volume_to_image(volume.with_array(array))
