@@ -16,6 +16,7 @@ The same seed always produces byte-identical files.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
@@ -85,6 +86,20 @@ def phantom_generator_description(seed: int, recipe: PhantomRecipe) -> dict:
                        "acquisition, shared by sharp and smooth",
         "file_dtype": "int16",
     }
+
+
+def describe_phantom_manifest(manifest_path) -> Optional[Dict[str, object]]:
+    """What phantom dataset a manifest holds: ``{"cases", "seed", "shape"}``, or None when the
+    file does not exist or was not written by :func:`write_phantom_dataset`."""
+    path = Path(manifest_path)
+    if not path.is_file():
+        return None
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    generator = manifest.get("generator", {})
+    if generator.get("name") != "chest_phantom":
+        return None
+    return {"cases": len(manifest.get("cases", [])), "seed": generator.get("seed"),
+            "shape": tuple(generator.get("shape_zyx", ()))}
 
 
 def _check_output_folder(out_dir: Path, overwrite: bool) -> None:

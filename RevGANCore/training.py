@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import math
 import signal
 import subprocess
@@ -172,12 +171,13 @@ class Trainer:
             manifest = manifest / "manifest.json"
         generate = data.generate
         if manifest.exists() and generate.cases > 0:
-            generator = json.loads(manifest.read_text(encoding="utf-8")).get("generator", {})
-            cases = len(json.loads(manifest.read_text(encoding="utf-8")).get("cases", []))
-            if generator.get("seed") != generate.seed or cases != generate.cases:
-                raise ConfigError(f"{manifest} holds {cases} phantom cases of seed {generator.get('seed')}, but the "
-                                  f"configuration asks for {generate.cases} of seed {generate.seed}; point "
-                                  "data.manifest at another folder")
+            from .phantom_dataset import describe_phantom_manifest
+
+            held = describe_phantom_manifest(manifest)
+            wanted = {"cases": generate.cases, "seed": generate.seed, "shape": tuple(generate.shape)}
+            if held != wanted:
+                raise ConfigError(f"{manifest} holds {held or 'no generated phantom set'}, but the configuration "
+                                  f"asks for {wanted}; point data.manifest at another folder")
         if not manifest.exists():
             if generate.cases < 1:
                 raise ConfigError(f"data.manifest not found: {manifest} (create it with `revgan phantom` or "
@@ -603,6 +603,7 @@ class Trainer:
         if not in_sync:
             raise RevGANError(f"distributed training ended with different weights on different ranks: {fingerprints}")
         validations = [row for row in self.history if "val_l1" in row]
+        latest, best = self.store.latest(), self.output_dir / "best.safetensors"
         summary = {
             "status": status, "step": self.step, "iterations": self.config.optim.iterations,
             "seconds": round(seconds, 2), "device": describe_device(self.device),
@@ -610,9 +611,8 @@ class Trainer:
             "first_validation": validations[0] if validations else None,
             "last_validation": validations[-1] if validations else None,
             "output_dir": str(self.output_dir),
-            "latest_model": str(self.store.latest().model) if self.store.latest() else None,
-            "best_model": str(self.output_dir / "best.safetensors")
-            if (self.output_dir / "best.safetensors").exists() else None,
+            "latest_model": str(latest.model) if latest else None,
+            "best_model": str(best) if best.exists() else None,
         }
         if self.dist.is_main:
             write_json_atomic(self.output_dir / "summary.json", summary)

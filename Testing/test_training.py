@@ -241,3 +241,16 @@ def test_learning_rate_schedule_is_constant_then_linear():
     factors = [learning_rate_factor(step, 10, 0.5) for step in range(10)]
     assert factors[:5] == [1.0] * 5
     assert factors[5:] == pytest.approx([1.0, 0.8, 0.6, 0.4, 0.2])
+
+
+def test_generated_dataset_must_match_the_configuration(phantoms, tmp_path):
+    """A manifest generated for other phantoms (seed, count or shape) is refused, not reused."""
+    matching = {"cases": 3, "seed": 5, "shape": [16, 32, 32]}
+    Trainer(config_from_dict(_settings(phantoms, tmp_path / "ok", data__generate=matching)),
+            log=lambda m: None)._ensure_data()
+    for key, value in (("seed", 6), ("cases", 4), ("shape", [16, 32, 64])):
+        other = dict(matching, **{key: value})
+        trainer = Trainer(config_from_dict(_settings(phantoms, tmp_path / key, data__generate=other)),
+                          log=lambda m: None)
+        with pytest.raises(ConfigError, match="point data.manifest at another folder"):
+            trainer._ensure_data()

@@ -74,16 +74,13 @@ def ensure_phantoms(folder: Path, cases: int, seed: int, log: Callable[[str], No
                     shape: Optional[Tuple[int, int, int]] = None) -> Path:
     """The manifest of a phantom dataset, generated (deterministically) when missing or when
     the folder holds another one."""
-    from ..phantom_dataset import PhantomRecipe, write_phantom_dataset
+    from ..phantom_dataset import PhantomRecipe, describe_phantom_manifest, write_phantom_dataset
 
     recipe = PhantomRecipe(shape=tuple(shape)) if shape else PhantomRecipe()
     manifest = Path(folder) / "manifest.json"
-    if manifest.is_file():
-        existing = json.loads(manifest.read_text(encoding="utf-8"))
-        generator = existing.get("generator", {})
-        if (len(existing.get("cases", [])) >= cases and generator.get("seed") == seed
-                and tuple(generator.get("shape_zyx", ())) == tuple(recipe.shape)):
-            return manifest
+    held = describe_phantom_manifest(manifest)
+    if held and held["cases"] >= cases and held["seed"] == seed and held["shape"] == tuple(recipe.shape):
+        return manifest
     log(f"generating {cases} phantom cases (seed {seed}, shape {tuple(recipe.shape)}) into {folder}")
     return write_phantom_dataset(folder, cases=cases, seed=seed, recipe=recipe, overwrite=True)
 
