@@ -37,8 +37,8 @@ import torch
 
 from .errors import ConfigError
 from .manifest import Manifest, load_manifest, pick_cases  # noqa: F401  (load_manifest re-exported)
-from .volume import (DEFAULT_HU_WINDOW, VOLUME_SUFFIXES, Volume, hu_to_unit, read_volume, resample_to_grid,
-                     super_resolution_grid, volume_suffix)
+from .volume import DEFAULT_HU_WINDOW, Volume, hu_to_unit, resample_to_grid, super_resolution_grid
+from .volume_io import VOLUME_SUFFIXES, read_volume, volume_suffix
 
 #: PyTorch's threshold for the fast CPU Conv3d path (batch * channels * depth * height).
 FAST_CONV3D_THRESHOLD = 20480

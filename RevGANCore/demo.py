@@ -39,7 +39,7 @@ def run_demo(out_dir: Path, device: str = "auto", case_index: int = 0, log: Log 
     from .phantom_dataset import PhantomRecipe, case_seeds, make_phantom_case
     from .preview import LUNG_WINDOW, write_png
     from .progress import progress_bar
-    from .volume import write_volume
+    from .volume_io import write_volume
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

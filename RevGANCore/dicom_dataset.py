@@ -18,7 +18,7 @@ from . import __version__
 from .dicom import DicomSeriesInfo, find_series, kernel_sharpness, read_series
 from .errors import ConfigError, VolumeError
 from .manifest import new_manifest, relative_path, write_manifest
-from .volume import write_volume
+from .volume_io import write_volume
 
 
 def _file_label(kernel: str) -> str:

@@ -22,7 +22,8 @@ from .inference import translate
 from .modelfile import as_model
 from .manifest import load_manifest, pick_cases
 from .metrics import METRIC_DEFINITIONS, METRIC_NAMES, compare_volumes, summarize
-from .volume import read_volume, resample_to_grid
+from .volume import resample_to_grid
+from .volume_io import read_volume
 
 __all__ = ["evaluate_model", "format_evaluation"]
 

@@ -58,8 +58,8 @@ from .errors import ConfigError, RevGANError, VolumeError
 from .modelfile import TranslationModel, as_model
 from .networks import DIRECTIONS, GeneratorConfig, receptive_field
 from .tiling import TilePlan, auto_window_shape, halo_for, minimum_window, plan_tiles, run_tiled
-from .volume import (Grid, Volume, hu_to_unit, read_volume, resample_to_grid, super_resolution_grid,
-                     unit_to_hu, volume_suffix, write_volume)
+from .volume import Grid, Volume, hu_to_unit, resample_to_grid, super_resolution_grid, unit_to_hu
+from .volume_io import read_volume, volume_suffix, write_volume
 
 __all__ = ["translate", "translate_file", "output_grid", "make_plan", "window_budget_voxels",
            "bytes_per_window_voxel", "check_output_path", "OUT_DTYPES", "DEFAULT_CPU_TILE_MIB",

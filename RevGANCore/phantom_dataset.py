@@ -28,7 +28,8 @@ from .degradations import SMOOTH_KERNEL, KernelPair, LowResolution, Reconstructi
 from .errors import ConfigError
 from .manifest import new_manifest, relative_path, write_manifest
 from .phantom import DEFAULT_SHAPE, DEFAULT_SPACING, generate_chest_phantom, phantom_scale
-from .volume import Volume, write_volume
+from .volume import Volume
+from .volume_io import write_volume
 
 PHANTOM_DOMAINS = ("hr", "lr", "sharp", "smooth")
 SUPER_RESOLUTION_FACTORS: Tuple[int, int, int] = (2, 2, 4)

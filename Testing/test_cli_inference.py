@@ -16,7 +16,7 @@ import torch
 from RevGANCore.cli import main
 from RevGANCore.modelfile import MODELS_DIR_ENV
 from RevGANCore.tensorfile import load_safetensors, save_safetensors
-from RevGANCore.volume import read_volume, write_volume
+from RevGANCore.volume_io import read_volume, write_volume
 
 from model_helpers import random_generator, random_volume, save_tiny_model
 

@@ -13,7 +13,8 @@ from RevGANCore.data import (PairedPatchDataset, UnpairedPatchDataset, conv3d_fa
                              datasets_from_manifest, load_manifest)
 from RevGANCore.errors import ConfigError
 from RevGANCore.phantom_dataset import PhantomRecipe, write_phantom_dataset
-from RevGANCore.volume import Volume, hu_to_unit, read_volume, resample_to_grid, write_volume
+from RevGANCore.volume import Volume, hu_to_unit, resample_to_grid
+from RevGANCore.volume_io import read_volume, write_volume
 
 PATCH = (8, 16, 16)
 

@@ -14,7 +14,8 @@ from RevGANCore.cli import main
 from RevGANCore.dicom import find_series, kernel_sharpness, normalise_kernel, read_dicom_series
 from RevGANCore.errors import VolumeError
 from RevGANCore.manifest import load_manifest
-from RevGANCore.volume import Volume, read_volume, resample_to_grid
+from RevGANCore.volume import Volume, resample_to_grid
+from RevGANCore.volume_io import read_volume
 
 
 def integer_ct(shape=(6, 10, 12), seed=0) -> np.ndarray:

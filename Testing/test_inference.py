@@ -10,7 +10,8 @@ import pytest
 
 from RevGANCore.errors import CancelledError, ConfigError, VolumeError
 from RevGANCore.inference import check_output_path, make_plan, output_grid, translate, translate_file
-from RevGANCore.volume import Volume, read_volume, resample_to_grid, super_resolution_grid, write_volume
+from RevGANCore.volume import Volume, resample_to_grid, super_resolution_grid
+from RevGANCore.volume_io import read_volume, write_volume
 
 from model_helpers import oblique_direction, random_volume, tiny_model, whole_volume_hu
 

@@ -10,7 +10,8 @@ from RevGANCore.errors import ConfigError
 from RevGANCore.manifest import load_manifest
 from RevGANCore.phantom import TISSUE_LABELS, generate_chest_phantom
 from RevGANCore.phantom_dataset import PhantomRecipe, make_phantom_case, case_seeds
-from RevGANCore.volume import read_volume, super_resolution_grid
+from RevGANCore.volume import super_resolution_grid
+from RevGANCore.volume_io import read_volume
 
 SMALL = (32, 96, 96)
 SPACING = (1.0, 1.0, 1.5)

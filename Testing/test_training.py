@@ -24,7 +24,7 @@ from RevGANCore.manifest import load_manifest
 from RevGANCore.modelfile import load_model
 from RevGANCore.phantom_dataset import PhantomRecipe, write_phantom_dataset
 from RevGANCore.training import Trainer, TrainingDivergedError, learning_rate_factor, parameter_fingerprint
-from RevGANCore.volume import read_volume
+from RevGANCore.volume_io import read_volume
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -11,8 +11,8 @@ import SimpleITK as sitk
 import torch
 
 from RevGANCore.errors import ConfigError, VolumeError
-from RevGANCore.volume import (Grid, Volume, hu_to_unit, low_resolution_grid, read_volume, resample_to_grid,
-                               super_resolution_grid, unit_to_hu, write_volume)
+from RevGANCore.volume import Grid, Volume, hu_to_unit, low_resolution_grid, resample_to_grid, super_resolution_grid, unit_to_hu
+from RevGANCore.volume_io import read_volume, write_volume
 
 
 def oblique_direction(handed: int = 1) -> tuple:

@@ -112,7 +112,7 @@ def run_quality_benchmark(models_dir: Optional[Path] = None, data_dir: Path = Pa
     from ..manifest import load_manifest
     from ..metrics import compare_volumes
     from ..modelfile import load_model
-    from ..volume import read_volume
+    from ..volume_io import read_volume
 
     if test_cases < 2:
         raise ConfigError("the quality benchmark needs at least 2 test cases (for a standard deviation)")

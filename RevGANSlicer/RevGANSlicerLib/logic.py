@@ -248,7 +248,7 @@ class TranslationLogic:
         """Start ``revgan translate`` on ``inputNode`` in a separate process and return the
         job at once. The input is written to a temporary file first (a copy: the node is
         not touched), the output is read back by :meth:`finishTranslation`."""
-        from RevGANCore.volume import write_volume
+        from RevGANCore.volume_io import write_volume
 
         task, path, name = self._prepare(inputNode, task, modelPath, outputNode, name)
         metadata = self.modelMetadata(path)
@@ -276,7 +276,7 @@ class TranslationLogic:
         """After the job ended: load its result into a new (or the chosen) output node and
         return it. Raises CancelledError if it was cancelled, RevGANError with the
         process's last output lines if it failed. Temporary files are deleted."""
-        from RevGANCore.volume import read_volume
+        from RevGANCore.volume_io import read_volume
 
         try:
             if job.poll() is None:
