@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from .atomic import write_text_atomic
+from .output import write_text_atomic
 from .errors import ConfigError, ModelFileError
 from .tensorfile import load_safetensors, save_safetensors
 

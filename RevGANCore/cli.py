@@ -9,14 +9,19 @@ traceback, and the command exits non-zero.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+import threading
 from typing import Callable, List, Optional, Sequence
 
 from . import __version__
 from .errors import RevGANError
 
 EXIT_USER_ERROR = 1
+#: A command stopped by signal N exits with 128 + N (130 for Ctrl-C, 143 for SIGTERM).
+EXIT_SIGNAL_BASE = 128
 EXIT_INTERRUPTED = 130
 
 
@@ -243,13 +248,14 @@ def _tile_argument(values: Optional[List[int]]):
 
 
 def _run_translation(args: argparse.Namespace, model_name: str, task: Optional[str], direction: str) -> int:
-    from .inference import check_output_path, translate_file
+    from .inference import translate_file
     from .modelfile import check_task, get_model_path, load_model
     from .progress import progress_bar
+    from .volume_io import check_volume_output
 
     tile = _tile_argument(args.tile)
     model_path = get_model_path(model_name)
-    check_output_path(args.output, inputs=[args.input, model_path])
+    check_volume_output(args.output, inputs=[args.input, model_path])
     model = load_model(model_path)
     if task is not None:
         check_task(model, task)
@@ -470,6 +476,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (or SIGHUP, a closed terminal) unwinds like Ctrl-C, so that every ``finally``
+    runs: scratch and staging files are removed and nothing half-written is published."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum, frame) -> None:
+    signal.signal(signum, signal.SIG_IGN)  # a second signal must not interrupt the clean-up
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    if threading.current_thread() is not threading.main_thread():  # signals only work there
+        yield
+        return
+    numbers = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    previous = {number: signal.signal(number, _raise_terminated) for number in numbers}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -478,13 +512,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(handler(args) or 0)
+        with _terminate_as_interrupt():
+            return int(handler(args) or 0)
     except RevGANError as error:
         print(f"revgan: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("revgan: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as error:
+        signum = getattr(error, "signum", signal.SIGINT)
+        print(f"revgan: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return EXIT_SIGNAL_BASE + int(signum)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,10 @@ class ModelFileError(RevGANError):
     """A model file is missing, corrupt, of an unknown format, or for another task."""
 
 
+class OutputError(RevGANError):
+    """An output cannot be written safely (its name, its location, space, a failed write)."""
+
+
 class ConfigError(RevGANError):
     """A configuration cannot run (unknown keys, wrong types, impossible sizes)."""
 

@@ -43,9 +43,6 @@ super-resolution). No weight or count buffer, no padded copy of the input.
 from __future__ import annotations
 
 import contextlib
-import gc
-import os
-import tempfile
 import traceback
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Tuple, Union
@@ -59,10 +56,11 @@ from .modelfile import TranslationModel, as_model
 from .networks import DIRECTIONS, GeneratorConfig, receptive_field
 from .tiling import TilePlan, auto_window_shape, halo_for, minimum_window, plan_tiles, run_tiled
 from .volume import Grid, Volume, hu_to_unit, resample_to_grid, super_resolution_grid, unit_to_hu
-from .volume_io import read_volume, volume_suffix, write_volume
+from .output import allocate_scratch, check_room, nearest_existing_folder
+from .volume_io import CT_VALUE_RANGE, check_volume_output, estimated_file_bytes, read_volume, write_volume
 
 __all__ = ["translate", "translate_file", "output_grid", "make_plan", "window_budget_voxels",
-           "bytes_per_window_voxel", "check_output_path", "OUT_DTYPES", "DEFAULT_CPU_TILE_MIB",
+           "bytes_per_window_voxel", "OUT_DTYPES", "DEFAULT_CPU_TILE_MIB",
            "PRECISIONS"]
 
 OUT_DTYPES = ("float32", "int16")
@@ -259,7 +257,13 @@ class _WindowRunner:
                     if self.amp_dtype is not None else contextlib.nullcontext())
         with torch.no_grad(), autocast:
             result = self.generator(tensor, self.direction)
-        return unit_to_hu(result[0, 0].float(), self.window)
+        hu = unit_to_hu(result[0, 0].float(), self.window)
+        low, high = float(hu.min()), float(hu.max())
+        if not (CT_VALUE_RANGE[0] <= low and high <= CT_VALUE_RANGE[1]):  # also false for NaN
+            raise VolumeError(f"the model produced values from {low:g} to {high:g} HU, outside any CT scale "
+                              f"({CT_VALUE_RANGE[0]:g} to {CT_VALUE_RANGE[1]:g}); the model file or the input "
+                              "is broken; nothing was written")
+        return hu
 
 
 # --------------------------------------------------------------------------- public API
@@ -358,37 +362,6 @@ def _fmt(shape: Sequence[int]) -> str:
     return "x".join(str(int(s)) for s in shape)
 
 
-def check_output_path(output, inputs: Sequence = ()) -> Path:
-    """Refuse, before any work, an output that would overwrite an input (also through links),
-    is a folder, has an unknown volume suffix, or lies in a folder we cannot write to."""
-    target = Path(output).expanduser()
-    if not volume_suffix(target):
-        raise VolumeError(f"{target}: unknown output file type; use .nii.gz, .nii, .nrrd, .nhdr, .mha or .mhd")
-    if target.is_dir():
-        raise VolumeError(f"{target}: is a folder, not an output file name")
-    real_target = os.path.realpath(str(target))
-    for item in inputs:
-        if item is None:
-            continue
-        if os.path.realpath(os.fspath(item)) == real_target:
-            raise VolumeError(f"{target}: is an input of this command; refusing to overwrite it "
-                              "(choose another output file)")
-    existing = target.parent
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise VolumeError(f"{target}: cannot write there ({existing} is not a folder)")
-    try:  # the only reliable permission test (root, ACLs, read-only mounts): create a file
-        handle, probe = tempfile.mkstemp(prefix=".revgan-probe-", dir=str(existing))
-        os.close(handle)
-        os.unlink(probe)
-    except OSError as error:
-        raise VolumeError(f"{target}: cannot write into {existing} ({error.strerror or error})") from None
-    if target.exists() and not os.access(str(target), os.W_OK):
-        raise VolumeError(f"{target}: exists and is not writable (no permission)")
-    return target
-
-
 def translate_file(model, input_path, output_path, direction: str = "forward",
                    tile_size: Union[None, int, Sequence[int]] = None, device: Union[str, torch.device] = "auto",
                    dtype: str = "int16", progress: Optional[Callable[[int, int], None]] = None,
@@ -404,49 +377,29 @@ def translate_file(model, input_path, output_path, direction: str = "forward",
     model = as_model(model)
     if dtype not in OUT_DTYPES:
         raise ConfigError(f"dtype must be one of {', '.join(OUT_DTYPES)}, got {dtype!r}")
-    target = check_output_path(output_path, inputs=[input_path, model.path])
+    inputs = [input_path, model.path]
+    target = check_volume_output(output_path, inputs=inputs)
     volume = read_volume(input_path)
     grid = output_grid(model, volume, direction)
-    # The scratch file goes into the output's folder, or its nearest existing ancestor: a
-    # missing output folder is only created (by write_volume) once the result is complete.
-    scratch_dir = target.parent
-    while not scratch_dir.is_dir() and scratch_dir != scratch_dir.parent:
-        scratch_dir = scratch_dir.parent
-    scratch = None
-    out = None
-    result = None
-    try:
-        if memmap:
-            handle, scratch = tempfile.mkstemp(prefix=".revgan-translate-", suffix=".tmp", dir=str(scratch_dir))
-            os.close(handle)
-            out = np.memmap(scratch, dtype=dtype, mode="w+", shape=grid.shape)
-        result = translate(model, volume, direction, tile_size=tile_size, device=device, progress=progress,
-                           cancel=cancel, out=out, out_dtype=dtype, log=log, precision=precision,
-                           tile_memory_mib=tile_memory_mib)
-        volume = None
-        write_volume(result, target, dtype=dtype)
-    except BaseException as error:
-        # The traceback's frames still reference the memory map; clear them so that the
-        # scratch file can be deleted on every platform (Windows refuses to delete a
-        # mapped file).
-        traceback.clear_frames(error.__traceback__)
-        raise
-    finally:
-        result = None
-        out = None
-        if scratch is not None:
-            _remove(scratch)
-    return target
-
-
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError:
-        gc.collect()  # a last reference to the memory map may be in a reference cycle
+    file_bytes = estimated_file_bytes(grid.shape, dtype)
+    # The scratch goes beside the output (or into its nearest existing ancestor: a missing
+    # output folder is only created once the result is complete and verified).
+    scratch_dir = nearest_existing_folder(target)
+    check_room(scratch_dir, [file_bytes, file_bytes] if memmap else [file_bytes], target)
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(allocate_scratch(scratch_dir, grid.shape, dtype, target)) if memmap else None
         try:
-            os.unlink(path)
-        except OSError:
-            pass
+            result = translate(model, volume, direction, tile_size=tile_size, device=device, progress=progress,
+                               cancel=cancel, out=out, out_dtype=dtype, log=log, precision=precision,
+                               tile_memory_mib=tile_memory_mib)
+            volume = None
+            write_volume(result, target, dtype=dtype, inputs=inputs)
+        except BaseException as error:
+            # The traceback's frames still reference the memory map; clear them so that the
+            # scratch file can be deleted on every platform (Windows refuses to delete a
+            # mapped file).
+            traceback.clear_frames(error.__traceback__)
+            raise
+        finally:
+            result = out = None
+    return target

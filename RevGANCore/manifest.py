@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from .atomic import write_text_atomic
+from .output import write_text_atomic
 from .errors import ConfigError
 
 MANIFEST_FORMAT = "revgan-dataset"

@@ -13,7 +13,7 @@ from typing import Sequence, Tuple
 
 import numpy as np
 
-from .atomic import write_bytes_atomic
+from .output import write_bytes_atomic
 from .errors import ConfigError
 
 #: Common CT display windows as (level, width) in HU.

@@ -60,7 +60,7 @@ class _TqdmBar:
         self.stream = stream
         self.bar = None
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, done: int, total: int, postfix: str = "") -> None:
         if self.bar is None:
             from tqdm import tqdm
 
@@ -69,6 +69,8 @@ class _TqdmBar:
         if self.bar.total != total:  # the total may change (e.g. smaller tiles after an OOM)
             self.bar.reset(total=total)
         self.bar.n = done
+        if postfix:
+            self.bar.set_postfix_str(postfix, refresh=False)
         self.bar.refresh()
 
     def close(self) -> None:

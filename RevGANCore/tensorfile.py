@@ -31,7 +31,7 @@ from typing import Dict, Tuple
 import numpy as np
 import torch
 
-from .atomic import replaced_atomically
+from .output import replaced_atomically
 from .errors import ModelFileError
 
 __all__ = ["save_safetensors", "load_safetensors", "read_safetensors_header", "DTYPES",

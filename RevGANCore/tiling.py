@@ -37,7 +37,7 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .errors import CancelledError, ConfigError
+from .errors import CancelledError, ConfigError, VolumeError
 
 Shape3 = Tuple[int, int, int]
 Slices3 = Tuple[slice, slice, slice]
@@ -261,14 +261,19 @@ def auto_window_shape(shape: Sequence[int], halo: int, stride: int, max_voxels: 
 
 
 def write_core(out: np.ndarray, core: Slices3, values) -> None:
-    """Store ``values`` (numpy or torch, float) into ``out[core]``, rounding to the nearest
-    integer and clipping to the dtype's range when ``out`` is an integer array."""
+    """Store ``values`` (numpy or torch, float) into ``out[core]``, rounded to the nearest
+    integer when ``out`` is an integer array. Values the dtype cannot hold are an error,
+    never clipped: a saturated result must not pass for a real one."""
     if hasattr(values, "detach"):
         values = values.detach().float().cpu().numpy()
     values = np.asarray(values)
     if np.issubdtype(out.dtype, np.integer):
         info = np.iinfo(out.dtype)
-        values = np.clip(np.rint(values), info.min, info.max)
+        low, high = float(values.min()), float(values.max())
+        if not (info.min - 0.5 <= low and high <= info.max + 0.5):  # also false for NaN
+            raise VolumeError(f"the result has values from {low:g} to {high:g}, beyond what {out.dtype} can "
+                              f"hold ({info.min} to {info.max}); the input or the model is broken")
+        values = np.rint(values)
     out[core] = values
 
 

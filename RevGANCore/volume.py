@@ -298,13 +298,19 @@ def image_to_volume(image, source: str = "") -> Volume:
 
 INTERPOLATIONS = ("bspline", "linear", "nearest")
 
+#: Fewest samples along an axis for cubic B-spline interpolation (its support is 4 wide).
+BSPLINE_MIN_SAMPLES = 4
+
 
 def resample_to_grid(volume: Volume, reference, interpolation: str = "bspline",
                      default_value: float = -1024.0) -> Volume:
     """Resample ``volume`` onto the grid of ``reference`` (a Volume or :class:`Grid`) in
     physical (LPS) space. ``interpolation`` is "bspline" (cubic B-spline, for images),
     "linear" or "nearest" (for labels); points outside the input get ``default_value``
-    (air). Returns float32; the input is not modified."""
+    (air). A cubic B-spline needs 4 samples along every axis: on a shorter axis (a
+    2-slice volume) SimpleITK returns garbage (values up to 1e20, different on every run),
+    so such volumes are resampled linearly instead. Returns float32; the input is not
+    modified."""
     import SimpleITK as sitk
 
     grid = _as_grid(reference)
@@ -312,6 +318,8 @@ def resample_to_grid(volume: Volume, reference, interpolation: str = "bspline",
                "nearest": sitk.sitkNearestNeighbor}
     if interpolation not in methods:
         raise ConfigError(f"unknown interpolation {interpolation!r}; use one of {INTERPOLATIONS}")
+    if interpolation == "bspline" and min(volume.shape) < BSPLINE_MIN_SAMPLES:
+        interpolation = "linear"
     image = volume_to_image(volume.with_array(volume.array.astype(np.float32, copy=False)))
     resampled = sitk.Resample(image, list(grid.size_xyz), sitk.Transform(), methods[interpolation],
                               grid.origin, grid.spacing, grid.direction, float(default_value),

@@ -8,10 +8,10 @@ import os
 import numpy as np
 import pytest
 
-from RevGANCore.errors import CancelledError, ConfigError, VolumeError
-from RevGANCore.inference import check_output_path, make_plan, output_grid, translate, translate_file
+from RevGANCore.errors import CancelledError, ConfigError, OutputError, VolumeError
+from RevGANCore.inference import make_plan, output_grid, translate, translate_file
 from RevGANCore.volume import Volume, resample_to_grid, super_resolution_grid
-from RevGANCore.volume_io import read_volume, write_volume
+from RevGANCore.volume_io import check_volume_output, read_volume, write_volume
 
 from model_helpers import oblique_direction, random_volume, tiny_model, whole_volume_hu
 
@@ -145,17 +145,17 @@ def test_bad_input_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="only used on CUDA"):
         translate(model, volume, device="cpu", precision="bfloat16")
     source = write_volume(volume, tmp_path / "in.nrrd")
-    with pytest.raises(VolumeError, match="input of this command"):
-        check_output_path(source, inputs=[source])
+    with pytest.raises(OutputError, match="input of this command"):
+        check_volume_output(source, inputs=[source])
     link = tmp_path / "link.nrrd"
     link.symlink_to(source)
-    with pytest.raises(VolumeError, match="input of this command"):
-        check_output_path(link, inputs=[source])
-    with pytest.raises(VolumeError, match="unknown output file type"):
-        check_output_path(tmp_path / "out.png")
+    with pytest.raises(OutputError, match="input of this command"):
+        check_volume_output(link, inputs=[source])
+    with pytest.raises(OutputError, match="unknown output file type"):
+        check_volume_output(tmp_path / "out.png")
     (tmp_path / "dir.nrrd").mkdir()
-    with pytest.raises(VolumeError, match="folder"):
-        check_output_path(tmp_path / "dir.nrrd")
+    with pytest.raises(OutputError, match="folder"):
+        check_volume_output(tmp_path / "dir.nrrd")
 
 
 def test_default_plan_respects_cpu_budget_and_fast_path():

@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from RevGANCore.errors import ConfigError, VolumeError
+from RevGANCore.errors import ConfigError, OutputError, VolumeError
 from RevGANCore.volume import Grid, Volume, hu_to_unit, low_resolution_grid, resample_to_grid, super_resolution_grid, unit_to_hu
 from RevGANCore.volume_io import read_volume, write_volume
 
@@ -66,33 +66,37 @@ def test_round_trip_keeps_geometry_and_values(tmp_path, suffix, dtype):
     assert names == sorted([f"v{suffix}"] + data_file)
 
 
-def test_int16_writing_rounds_and_clips(tmp_path):
+def test_int16_writing_rounds_and_refuses_values_it_cannot_hold(tmp_path):
     array = ct_like()
-    array[1, 1, 1:5] = [1.6, -2.5, 40000.0, -40000.0]
+    array[1, 1, 1:5] = [1.6, -2.5, 32767.0, -32768.0]
     back = read_volume(write_volume(oblique_volume(array), tmp_path / "v.nrrd"))
     np.testing.assert_array_equal(back.array[1, 1, 1:5], [2.0, -2.0, 32767.0, -32768.0])
     stored = sitk.ReadImage(str(tmp_path / "v.nrrd"))
     assert stored.GetPixelID() == sitk.sitkInt16
+    array[1, 1, 1] = 40000.0  # saturating to 32767 would pass a broken result for a real one
+    with pytest.raises(OutputError, match="to 40000, beyond what int16"):
+        write_volume(oblique_volume(array), tmp_path / "w.nrrd")
+    assert not (tmp_path / "w.nrrd").exists()
 
 
 def test_writing_never_touches_the_input(tmp_path):
     source = write_volume(oblique_volume(), tmp_path / "in.nrrd")
     before = file_digest(source)
     volume = read_volume(source)
-    with pytest.raises(VolumeError, match="refusing to write over"):
+    with pytest.raises(OutputError, match="input of this command"):
         write_volume(volume, source)
     write_volume(volume.with_array(volume.array + 1), tmp_path / "out.nrrd")
     assert file_digest(source) == before
 
 
 def test_write_rejects_unknown_type_and_bad_values(tmp_path):
-    with pytest.raises(VolumeError, match="unknown volume file type"):
+    with pytest.raises(OutputError, match="unknown output file type"):
         write_volume(oblique_volume(), tmp_path / "v.png")
-    with pytest.raises(VolumeError, match="dtype"):
+    with pytest.raises(OutputError, match="dtype"):
         write_volume(oblique_volume(), tmp_path / "v.nrrd", dtype="uint8")
     array = ct_like()
     array[2, 2, 2] = np.nan
-    with pytest.raises(VolumeError, match="non-finite"):
+    with pytest.raises(OutputError, match="non-finite"):
         write_volume(Volume(array), tmp_path / "v.nrrd")
     assert not any(tmp_path.iterdir())
 

@@ -1,0 +1,287 @@
+"""The one door every file the project writes goes through.
+
+Rules it enforces (DESIGN.md, decision 10):
+
+- **Names first.** An output is checked before any work: a known kind, not a folder, a
+  location we can write to, and no file it would create or replace may be one of the
+  command's inputs (compared after resolving links, and by inode for hard links; a
+  header-plus-data input such as ``.mhd`` counts with its data file).
+- **Room before work.** :func:`check_room` compares what will be written with the free
+  space of the file system and with the process's file-size limit (``ulimit -f``);
+  :func:`allocate_scratch` reserves a memory-mapped scratch file's blocks up front, so a
+  full disk is an error message instead of a SIGBUS in the middle of the work.
+- **Staged, verified, published.** Files are written into a hidden staging folder beside
+  the target (:class:`Staging`), verified by the caller, and only then moved into place
+  with ``os.replace``; on any failure nothing is published and every staged file, and any
+  output folder this door created, is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import OutputError
+
+#: Free space kept in reserve beyond what a write needs (the file system's own metadata,
+#: other programs writing at the same time).
+SPACE_MARGIN_BYTES = 16 * 2 ** 20
+
+STAGING_PREFIX = ".revgan-staging-"
+SCRATCH_PREFIX = ".revgan-scratch-"
+
+
+# --------------------------------------------------------------------------- locations
+
+
+def nearest_existing_folder(path) -> Path:
+    """``path``'s folder, or its nearest ancestor that exists (where a staging folder can
+    go before the output folder is created)."""
+    folder = Path(os.path.abspath(os.fspath(path))).parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def check_writable_location(target: Path) -> Path:
+    """Refuse a target that is a folder, sits below a file, or lies where we cannot create
+    files; returns the nearest existing folder. Creates nothing that stays."""
+    if target.is_dir():
+        raise OutputError(f"{target}: is a folder, not an output file name")
+    existing = nearest_existing_folder(target)
+    if not existing.is_dir():
+        raise OutputError(f"{target}: cannot write there ({existing} is not a folder)")
+    try:  # the only reliable permission test (root, ACLs, read-only mounts): create a file
+        handle, probe = tempfile.mkstemp(prefix=".revgan-probe-", dir=str(existing))
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise OutputError(f"{target}: cannot write into {existing} ({error.strerror or error})") from None
+    if target.exists() and not os.access(str(target), os.W_OK):
+        raise OutputError(f"{target}: exists and is not writable (no permission)")
+    return existing
+
+
+def _identity(path: Path) -> Tuple[str, Optional[Tuple[int, int]]]:
+    real = os.path.realpath(str(path))
+    try:
+        stat = os.stat(real)
+        return real, (stat.st_dev, stat.st_ino)
+    except OSError:
+        return real, None
+
+
+def refuse_overlap(outputs: Iterable[Path], inputs: Iterable[Path]) -> None:
+    """Raise :class:`OutputError` if any output path names an input file (through links too)."""
+    known: Dict[object, Path] = {}
+    for item in inputs:
+        real, inode = _identity(Path(item))
+        known[real] = Path(item)
+        if inode is not None:
+            known[inode] = Path(item)
+    for output in outputs:
+        real, inode = _identity(Path(output))
+        clash = known.get(real) or (known.get(inode) if inode is not None else None)
+        if clash is not None:
+            also = "" if Path(output).name == Path(clash).name else f" (it would replace {clash})"
+            raise OutputError(f"{output}: is an input of this command{also}; refusing to overwrite it "
+                              "(choose another output name)")
+
+
+# --------------------------------------------------------------------------- room
+
+
+def file_size_limit() -> Optional[int]:
+    """The process's file-size limit in bytes (``ulimit -f``), or None when unlimited."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    return None if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2 ** 20:,.1f} MiB"
+
+
+def check_room(folder, files_bytes: Sequence[int], what) -> None:
+    """Refuse, before any work, writing files of ``files_bytes`` sizes into ``folder``
+    when the file system lacks the space or one file exceeds the file-size limit."""
+    folder = nearest_existing_folder(Path(folder) / "x")
+    limit = file_size_limit()
+    largest = max(files_bytes, default=0)
+    if limit is not None and largest > limit:
+        raise OutputError(f"{what}: needs a {_mib(largest)} file but this process may write files of at "
+                          f"most {_mib(limit)} (ulimit -f); nothing was written")
+    needed = int(sum(files_bytes)) + SPACE_MARGIN_BYTES
+    try:
+        free = shutil.disk_usage(str(folder)).free
+    except OSError:
+        return
+    if free < needed:
+        raise OutputError(f"{what}: no space left on the device: {_mib(needed)} needed in {folder}, "
+                          f"{_mib(free)} free; nothing was written")
+
+
+def describe_os_error(error: OSError) -> str:
+    """One line for a write failure, naming full disks and file-size limits plainly."""
+    if error.errno == errno.ENOSPC:
+        return "no space left on the device"
+    if error.errno == errno.EFBIG:
+        return "file too large (a file-size limit, ulimit -f, or the file system's)"
+    if error.errno == errno.EDQUOT:
+        return "disk quota exceeded"
+    return error.strerror or str(error)
+
+
+# --------------------------------------------------------------------------- scratch
+
+
+@contextlib.contextmanager
+def allocate_scratch(folder, shape: Sequence[int], dtype, what) -> Iterator[np.memmap]:
+    """A memory-mapped array in a hidden file in ``folder`` whose disk blocks are reserved
+    first (``posix_fallocate``): writing into a memory map on a full disk otherwise kills
+    the process with SIGBUS. The file is removed when the block ends, however it ends."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod([int(n) for n in shape], dtype=np.int64)) * dtype.itemsize
+    handle, scratch = tempfile.mkstemp(prefix=SCRATCH_PREFIX, suffix=".tmp", dir=str(folder))
+    array = None
+    try:
+        try:
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(handle, 0, max(nbytes, 1))
+            else:
+                os.ftruncate(handle, max(nbytes, 1))
+        except OSError as error:
+            raise OutputError(f"{what}: cannot reserve {_mib(nbytes)} of scratch space in {folder} "
+                              f"({describe_os_error(error)}); nothing was written") from None
+        finally:
+            os.close(handle)
+        array = np.memmap(scratch, dtype=dtype, mode="r+", shape=tuple(int(n) for n in shape))
+        yield array
+    finally:
+        array = None
+        _remove_file(scratch)
+
+
+def _remove_file(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        import gc
+
+        gc.collect()  # a last reference to a memory map may sit in a reference cycle
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+# --------------------------------------------------------------------------- staging
+
+
+class Staging:
+    """A hidden staging folder for the files of one output; use as a context manager.
+
+    Write each file to :meth:`path`, verify it, then :meth:`publish` moves them into place
+    (data files before the header that names them, so a reader never finds a new header
+    pointing at old data). Leaving the block, the staging folder is removed; if the block
+    failed before publishing, output folders created by :meth:`publish` are removed too."""
+
+    def __init__(self, target, what=None):
+        self.target = Path(os.path.abspath(os.fspath(target)))
+        self.what = what or target
+        self.folder: Optional[Path] = None
+        self._created: List[Path] = []
+        self._published = False
+
+    def __enter__(self) -> "Staging":
+        base = nearest_existing_folder(self.target)
+        try:
+            self.folder = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=str(base)))
+        except OSError as error:
+            raise OutputError(f"{self.what}: cannot write into {base} ({describe_os_error(error)})") from None
+        return self
+
+    def path(self, name: str) -> Path:
+        assert self.folder is not None, "use Staging as a context manager"
+        return self.folder / name
+
+    def produced(self) -> List[str]:
+        assert self.folder is not None
+        return sorted(p.name for p in self.folder.iterdir())
+
+    def publish(self, moves: Sequence[Tuple[str, Path]]) -> None:
+        """Move staged files (``(staged name, final path)``, in that order) into place."""
+        for _, final in moves:
+            self._make_folder(Path(final).parent)
+        try:
+            for name, final in moves:
+                os.replace(str(self.path(name)), str(final))
+        except OSError as error:
+            raise OutputError(f"{self.what}: cannot be moved into place ({describe_os_error(error)})") from None
+        self._published = True
+
+    def _make_folder(self, folder: Path) -> None:
+        missing = []
+        while not folder.exists():
+            missing.append(folder)
+            folder = folder.parent
+        for item in reversed(missing):
+            try:
+                item.mkdir()
+            except OSError as error:
+                raise OutputError(f"{self.what}: cannot create the folder {item} "
+                                  f"({describe_os_error(error)})") from None
+            self._created.append(item)
+
+    def __exit__(self, *exc) -> None:
+        if self.folder is not None:
+            shutil.rmtree(str(self.folder), ignore_errors=True)
+        if not self._published:
+            for item in reversed(self._created):
+                with contextlib.suppress(OSError):
+                    item.rmdir()
+
+
+# --------------------------------------------------------------------------- single files
+
+
+@contextlib.contextmanager
+def replaced_atomically(target) -> Iterator[Path]:
+    """Yield a staged path to write ``target``'s content to; when the block succeeds it
+    replaces ``target`` (readable by all, like a normally created file); on any error
+    nothing is published and ``target`` is left as it was."""
+    target = Path(target)
+    with Staging(target) as staging:
+        staged = staging.path(target.name)
+        try:
+            yield staged
+        except OSError as error:
+            raise OutputError(f"{target}: cannot be written ({describe_os_error(error)})") from None
+        os.chmod(str(staged), 0o644)
+        staging.publish([(target.name, target)])
+
+
+def write_bytes_atomic(target, data: bytes) -> Path:
+    """Write ``data`` to ``target`` through the door (a short write is an error)."""
+    with replaced_atomically(target) as staged:
+        with open(staged, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        if os.path.getsize(staged) != len(data):
+            raise OutputError(f"{target}: only {os.path.getsize(staged)} of {len(data)} bytes could be written")
+    return Path(target)
+
+
+def write_text_atomic(target, text: str) -> Path:
+    return write_bytes_atomic(target, text.encode("utf-8"))
