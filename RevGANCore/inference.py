@@ -66,6 +66,12 @@ __all__ = ["translate", "translate_file", "output_grid", "make_plan", "window_bu
 OUT_DTYPES = ("float32", "int16")
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 DEFAULT_CPU_TILE_MIB = 1024
+#: An explicit tile size that computes the volume more than this many times over (halos
+#: recomputed by neighbouring tiles) AND wastes more than MAX_WASTED_VOXELS voxel
+#: computations (~40 s on 2 CPU cores) is refused: it only costs time. (The documented
+#: minimum tile, 46, on a 64x128x128 volume: 17,640 tiles, 1,637 times over, 728 s for 5 s.)
+MAX_TILE_OVERHEAD = 4.0
+MAX_WASTED_VOXELS = 2 ** 24
 # Largest window on CUDA: keeps every activation tensor (2 * ngf channels) well below the
 # 2**31 elements where some cuDNN 3D kernels fail.
 _CUDA_MAX_ELEMENTS = 2 ** 30
@@ -121,10 +127,15 @@ def make_plan(config: GeneratorConfig, shape: Sequence[int], device: torch.devic
     """The tile plan :func:`translate` uses for a volume of ``shape`` (z, y, x)."""
     field = receptive_field(config)
     halo = halo_for(field.radius, field.stride)
+
+    def automatic() -> TilePlan:
+        window_ = auto_window_shape(shape, halo, field.stride,
+                                    window_budget_voxels(config, device, memory_mib, half_precision),
+                                    min_plane=_min_plane(config, device))
+        return plan_tiles(shape, window_, halo, field.stride)
+
     if tile_size is None:
-        window = auto_window_shape(shape, halo, field.stride,
-                                   window_budget_voxels(config, device, memory_mib, half_precision),
-                                   min_plane=_min_plane(config, device))
+        return automatic()
     else:
         sizes = (tile_size,) * 3 if isinstance(tile_size, (int, np.integer)) else tuple(tile_size)
         if len(sizes) != 3 or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in sizes):
@@ -132,7 +143,16 @@ def make_plan(config: GeneratorConfig, shape: Sequence[int], device: torch.devic
         if min(sizes) < 1:
             raise ConfigError(f"tile size must be positive, got {tile_size!r}")
         window = tuple(int(s) for s in sizes)
-    return plan_tiles(shape, window, halo, field.stride)
+    plan = plan_tiles(shape, window, halo, field.stride)
+    wasted = plan.computed_voxels - int(np.prod(shape, dtype=np.int64))
+    if plan.overhead > MAX_TILE_OVERHEAD and wasted > MAX_WASTED_VOXELS:
+        suggestion = automatic()
+        raise ConfigError(
+            f"tile size {_fmt(window)} computes this {_fmt(shape)} volume {plan.overhead:.1f} times over "
+            f"({len(plan)} tiles, {100.0 * (plan.overhead - 1.0):.0f}% recomputed halos); use a larger tile, "
+            f"e.g. {_fmt(suggestion.window_shape)} ({100.0 * (suggestion.overhead - 1.0):.0f}% recomputed, "
+            "chosen automatically when no tile size is given)")
+    return plan
 
 
 def _halved(plan: TilePlan) -> Optional[Tuple[int, int, int]]:

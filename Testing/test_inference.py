@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 
+from RevGANCore.devices import resolve_device
 from RevGANCore.errors import CancelledError, ConfigError, OutputError, VolumeError
 from RevGANCore.inference import make_plan, output_grid, translate, translate_file
 from RevGANCore.volume import Volume, resample_to_grid, super_resolution_grid
@@ -33,12 +34,18 @@ def test_translate_equals_whole_volume_for_every_tile_size(direction):
 
 
 @pytest.mark.parametrize("direction_matrix", [None, oblique_direction(30.0)])
-def test_super_resolution_geometry_is_exact(direction_matrix):
+@pytest.mark.parametrize("z_tiles", [1, 10])
+def test_super_resolution_geometry_is_exact(direction_matrix, z_tiles):
     model = tiny_model("super_resolution", ngf=2, depth=1, seed=3)
-    volume = random_volume((6, 11, 9), seed=2, spacing=(0.9, 0.7, 3.0), origin=(12.0, -40.0, 100.0),
+    volume = random_volume((12, 11, 9), seed=2, spacing=(0.9, 0.7, 3.0), origin=(12.0, -40.0, 100.0),
                            direction=direction_matrix)
-    result = translate(model, volume, tile_size=32, device="cpu")
-    assert result.shape == (24, 22, 18)                       # z x4, y x2, x x2
+    # Ten z-tiles resample the input one slab of windows at a time: a wrong slab origin
+    # shows here, and only here.
+    tile = 64 if z_tiles == 1 else (30, 32, 32)
+    plan = make_plan(model.generator.config, (48, 22, 18), resolve_device("cpu"), tile)
+    assert plan.counts == (z_tiles, 1, 1)
+    result = translate(model, volume, tile_size=tile, device="cpu")
+    assert result.shape == (48, 22, 18)                       # z x4, y x2, x x2
     assert result.spacing == pytest.approx((0.45, 0.35, 0.75))  # x /2, y /2, z /4
     assert result.direction == pytest.approx(volume.direction)
     assert result.physical_extent == pytest.approx(volume.physical_extent)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from RevGANCore.errors import CancelledError, ConfigError
+from RevGANCore.errors import CancelledError, ConfigError, VolumeError
 from RevGANCore.networks import GeneratorConfig, receptive_field
 from RevGANCore.tiling import (auto_window_shape, axis_boundaries, halo_for, minimum_window, plan_tiles,
                                run_tiled)
@@ -133,15 +133,18 @@ def test_too_small_tile_is_refused_with_the_minimum():
         plan_tiles((100, 100, 100), 64, halo=21, stride=2)  # halo not on the stride
 
 
-def test_integer_output_is_rounded_and_clipped_progress_and_cancel():
-    array = np.linspace(-40000, 40000, 20 * 20 * 20, dtype=np.float32).reshape(20, 20, 20)
+def test_integer_output_is_rounded_and_refuses_to_saturate_progress_and_cancel():
+    array = np.linspace(-30000, 30000, 20 * 20 * 20, dtype=np.float32).reshape(20, 20, 20)
     plan = plan_tiles(array.shape, 12, halo=2, stride=2)
     out = np.zeros(array.shape, dtype=np.int16)
     calls = []
     run_tiled(lambda w: w + 0.4, array, out, plan, progress=lambda d, t: calls.append((d, t)))
-    expected = np.clip(np.rint(array + np.float32(0.4)), -32768, 32767).astype(np.int16)
-    assert np.array_equal(out, expected)
+    assert np.array_equal(out, np.rint(array + np.float32(0.4)).astype(np.int16))
     assert calls[0] == (0, len(plan)) and calls[-1] == (len(plan), len(plan)) and len(calls) == len(plan) + 1
+    # A result int16 cannot hold, or NaN, is an error: clipping would pass it for a real one.
+    for broken in (lambda w: w * 2, lambda w: w * np.nan):
+        with pytest.raises(VolumeError, match="beyond what int16 can hold"):
+            run_tiled(broken, array, np.zeros(array.shape, dtype=np.int16), plan)
 
     seen = []
 
