@@ -83,12 +83,14 @@ def read_volume(path, series_uid: Optional[str] = None, expect_ct: bool = True) 
     else:
         if series_uid is not None:
             raise VolumeError(f"{location}: series_uid applies to DICOM folders, not to a single file")
+        if not location.is_file():  # a FIFO or a device would block or never end
+            raise VolumeError(f"{location}: is not a regular file (a pipe, socket or device)")
         if location.stat().st_size == 0:
             raise VolumeError(f"{location}: the file is empty")
         if volume_suffix(location) in (".nii", ".nii.gz"):
             _check_nifti_data(location)
         try:
-            image = sitk.ReadImage(str(location))
+            image = _read_image(location)
         except RuntimeError as error:
             raise VolumeError(f"{location}: cannot be read as an image ({_first_line(error)}); "
                               "it may be corrupt, truncated or of an unsupported format") from None
@@ -179,6 +181,21 @@ def _nifti_layout(header: bytes):
     float_code = _NIFTI_FLOAT_TYPES.get(int(datatype))
     dtype = np.dtype(order + float_code) if float_code else None
     return offset, offset + count * max(int(bitpix), 8) // 8, dtype
+
+
+#: The ITK reader of each file type, named explicitly: SimpleITK picks readers by lower-case
+#: ending and finds none for 'A.MHA' or 'B.MHD'.
+_IMAGE_IOS = {".nii.gz": "NiftiImageIO", ".nii": "NiftiImageIO", ".nrrd": "NrrdImageIO",
+              ".nhdr": "NrrdImageIO", ".mha": "MetaImageIO", ".mhd": "MetaImageIO"}
+
+
+def _read_image(path: Path):
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.SetImageIO(_IMAGE_IOS.get(volume_suffix(path), ""))
+    return reader.Execute()
 
 
 def _first_line(error: Exception) -> str:
@@ -317,23 +334,27 @@ def write_volume(volume: Volume, path, dtype: str = "int16", inputs: Sequence = 
         if staging.produced() != sorted(staged_names):
             raise OutputError(f"{target}: SimpleITK wrote {staging.produced()} instead of {staged_names} "
                               "for this name; choose a simpler file name; nothing was published")
-        _verify_written(staged, array, volume, target)
+        verify_volume_file(staged, volume.with_array(array), what=target)
         # Data file first, header last: a reader never finds a new header pointing at old data.
         staging.publish(list(zip(staged_names[::-1], outputs[::-1])))
     return target
 
 
-def _verify_written(staged: Path, array: np.ndarray, volume: Volume, target: Path) -> None:
-    """Read the staged file back and compare voxels and geometry with what was written:
-    SimpleITK does not report a short write (a full disk, a file-size limit)."""
+def verify_volume_file(path, expected: Volume, what=None) -> None:
+    """Read ``path`` back and compare its voxels (exactly) and geometry with ``expected``;
+    raise :class:`OutputError` on any difference. SimpleITK does not report a short write
+    (a full disk, a file-size limit): this is how one is caught before publishing."""
     import SimpleITK as sitk
 
+    target = what or path
+    staged = Path(path)
+    array, volume = expected.array, expected
     failure = (f"{target}: the written file is incomplete or differs from the result (no space left "
                "on the device, or a file-size limit?); nothing was published")
     try:
         if volume_suffix(staged) in (".nii", ".nii.gz"):
             _check_nifti_data(staged)
-        image = sitk.ReadImage(str(staged))
+        image = _read_image(staged)
     except (RuntimeError, VolumeError):
         raise OutputError(failure) from None
     written = sitk.GetArrayViewFromImage(image)

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
@@ -45,19 +45,74 @@ def _limits(file_size_bytes: Optional[int], memory_bytes: Optional[int]):
     return apply
 
 
+def revgan_command(args: Sequence[str]) -> List[str]:
+    return [sys.executable, "-m", "RevGANCore", *[str(a) for a in args]]
+
+
+def revgan_environment(env: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    environment = dict(os.environ)
+    environment["PYTHONPATH"] = os.pathsep.join(
+        [str(REPOSITORY)] + ([environment["PYTHONPATH"]] if environment.get("PYTHONPATH") else []))
+    environment.setdefault("OMP_NUM_THREADS", "2")
+    environment.update(env or {})
+    return environment
+
+
+def start_revgan(args: Sequence[str], cwd=None) -> subprocess.Popen:
+    """Start ``revgan ARGS`` without waiting (to signal it mid-run); text pipes."""
+    return subprocess.Popen(revgan_command(args), cwd=str(cwd) if cwd else None, env=revgan_environment(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def run_revgan_in_terminal(args: Sequence[str], cwd=None, timeout: float = 300) -> Run:
+    """Run ``revgan ARGS`` with a pseudo-terminal as stdin, stdout and stderr, the way a
+    person's shell runs it (progress bars then redraw in place); the terminal's output
+    comes back as ``stdout`` (and ``stderr``, the same text)."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+    import time
+
+    master, slave = pty.openpty()
+    # A new pseudo-terminal is 0 x 0; a person's is not (tqdm draws nothing 0 wide).
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    process = subprocess.Popen(revgan_command(args), cwd=str(cwd) if cwd else None, env=revgan_environment(),
+                               stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    chunks = []
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: the terminal's other end is closed
+                    data = b""
+                if not data:
+                    break
+                chunks.append(data)
+            elif process.poll() is not None:
+                break
+            if time.monotonic() > deadline:
+                process.kill()
+                raise TimeoutError(f"revgan {' '.join(map(str, args))} ran past {timeout} s")
+    finally:
+        os.close(master)
+    text = b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n")
+    return Run([str(a) for a in args], process.wait(), text, text)
+
+
 def run_revgan(args: Sequence[str], cwd=None, timeout: float = 300, file_size_bytes: Optional[int] = None,
                memory_bytes: Optional[int] = None, env: Optional[Dict[str, str]] = None,
                stdin: Optional[str] = None) -> Run:
     """Run ``python -m RevGANCore ARGS`` in a new process. ``file_size_bytes`` sets
     RLIMIT_FSIZE (what ``ulimit -f`` does: a stand-in for a full disk that needs no
     privileges), ``memory_bytes`` RLIMIT_AS."""
-    environment = dict(os.environ)
-    environment["PYTHONPATH"] = os.pathsep.join(
-        [str(REPOSITORY)] + ([environment["PYTHONPATH"]] if environment.get("PYTHONPATH") else []))
-    environment.setdefault("OMP_NUM_THREADS", "2")
-    environment.update(env or {})
-    command = [sys.executable, "-m", "RevGANCore", *[str(a) for a in args]]
-    done = subprocess.run(command, cwd=str(cwd) if cwd else None, env=environment, input=stdin,
+    done = subprocess.run(revgan_command(args), cwd=str(cwd) if cwd else None, env=revgan_environment(env),
+                          input=stdin,
                           capture_output=True, text=True, timeout=timeout,
                           preexec_fn=_limits(file_size_bytes, memory_bytes))
     return Run([str(a) for a in args], done.returncode, done.stdout, done.stderr)
