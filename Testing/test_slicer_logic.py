@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from slicer_helpers import (  # noqa: F401
-    addVolumeNode, ctLikeArray, ijkToRas, needsCore, obliqueIjkToRas, scene, slicer)
+    addVolumeNode, assertVolumeUnchanged, ctLikeArray, ijkToRas, needsCore, obliqueIjkToRas, scene, slicer, volumeState)
 
 from RevGANSlicerLib import dependencies, testing  # noqa: E402
 from RevGANSlicerLib.logic import TranslationLogic  # noqa: E402
@@ -35,31 +35,17 @@ def _lowResolutionNode(scene, shape=(8, 16, 12)):
                          window=(1500.0, -600.0))
 
 
-def _snapshot(node):
-    display = node.GetDisplayNode()
-    return (slicer.util.arrayFromVolume(node).copy(), ijkToRas(node).copy(), node.GetName(),
-            display.GetWindow(), display.GetLevel(), node.GetImageData().GetMTime())
-
-
-def _assertUntouched(node, snapshot):
-    array, matrix, name, window, level, _ = snapshot
-    np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), array)
-    np.testing.assert_array_equal(ijkToRas(node), matrix)
-    assert node.GetName() == name
-    assert node.GetDisplayNode().GetWindow() == window and node.GetDisplayNode().GetLevel() == level
-
-
 @needs_inference
 def test_super_resolution_on_a_node_gives_the_fine_grid_over_the_same_box(scene):
     node = _lowResolutionNode(scene)
-    before = _snapshot(node)
+    before = volumeState(node)
     ticks = []
     logic = TranslationLogic()
     out = logic.translate(node, Task.SuperResolution, model=testing.tinyModel("super_resolution"), device="cpu",
                           tileSize=32, progress=lambda done, total: ticks.append((done, total)))
 
     assert out.GetID() != node.GetID() and out.GetName() == "CT chest super-resolved"
-    _assertUntouched(node, before)
+    assertVolumeUnchanged(node, before)
     # Spacing / 2 in x and y, / 4 in z; 2x, 2x, 4x the voxels; same orientation, corner, extent.
     np.testing.assert_allclose(out.GetSpacing(), np.asarray(node.GetSpacing()) / (2, 2, 4), rtol=1e-9)
     assert out.GetImageData().GetDimensions() == (24, 32, 32)
@@ -77,10 +63,10 @@ def test_super_resolution_on_a_node_gives_the_fine_grid_over_the_same_box(scene)
 @needs_inference
 def test_kernel_conversion_keeps_the_grid_and_an_untrained_model_is_close_to_identity(scene):
     node = _lowResolutionNode(scene)
-    before = _snapshot(node)
+    before = volumeState(node)
     out = TranslationLogic().translate(node, Task.SharpToSmooth, model=testing.tinyModel("kernel"), device="cpu",
                                        tileSize=32)
-    _assertUntouched(node, before)
+    assertVolumeUnchanged(node, before)
     assert out.GetName() == "CT chest smooth kernel"
     assert testing.geometryProblems(node, out, Task.SharpToSmooth) == []
     np.testing.assert_allclose(ijkToRas(out), ijkToRas(node), atol=0)
@@ -98,10 +84,10 @@ def test_output_into_a_chosen_node_and_never_into_the_input(scene):
     out = logic.translate(node, Task.SharpToSmooth, model=model, device="cpu", outputNode=target)
     assert out.GetID() == target.GetID() and out.GetName() == "my result"
     assert testing.sameIjkToRas(out, node)
-    before = _snapshot(node)
+    before = volumeState(node)
     with pytest.raises(VolumeError, match="must not be the input"):
         logic.translate(node, Task.SharpToSmooth, model=model, device="cpu", outputNode=node)
-    _assertUntouched(node, before)
+    assertVolumeUnchanged(node, before)
 
 
 @needs_inference
@@ -150,7 +136,7 @@ def test_wrong_inputs_are_refused_before_any_work(scene):
 @needs_inference
 def test_separate_process_gives_the_same_result_as_in_process(scene, tmp_path):
     node = _lowResolutionNode(scene)
-    before = _snapshot(node)
+    before = volumeState(node)
     folder, modelPath = testing.tinyModelFile("super_resolution", folder=str(tmp_path))
     logic = TranslationLogic()
     lines = []
@@ -159,7 +145,7 @@ def test_separate_process_gives_the_same_result_as_in_process(scene, tmp_path):
     assert job.wait(timeout=300) == 0, job.process.outputTail()
     viaProcess = logic.finishTranslation(job)
     assert not os.path.exists(job.folder), "temporary files were left behind"
-    _assertUntouched(node, before)
+    assertVolumeUnchanged(node, before)
     assert viaProcess.GetName() == "CT chest translated"
     assert testing.geometryProblems(node, viaProcess, Task.SuperResolution) == []
     assert job.progress is not None and job.progress[0] == job.progress[1], lines[-10:]
