@@ -6,7 +6,6 @@ in memory or saved as model files; what is checked is the node handling, not ima
 (the Slicer self-test checks quality when the trained models are installed)."""
 
 import os
-import shutil
 import sys
 
 import numpy as np
@@ -218,13 +217,27 @@ def test_engine_lists_devices_with_auto_and_cpu_first():
     assert all(name in ("auto", "cpu", "mps") or name.startswith("cuda:") for name in names)
 
 
-def test_no_temporary_folder_is_left_when_starting_fails(scene, tmp_path, monkeypatch):
-    node = _lowResolutionNode(scene)
-    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
-    with pytest.raises((ModelFileError, ImportError, RevGANError)):
-        TranslationLogic().startTranslation(node, Task.CustomModel, modelPath=str(tmp_path / "missing.safetensors"))
-    assert not [p for p in os.listdir(tmp_path) if p.startswith("RevGANSlicer-")]
-    shutil.rmtree(tmp_path, ignore_errors=True)
+def _nodeWithoutVoxels(scene):
+    return scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "not loaded yet")
+
+
+@needs_io
+@pytest.mark.parametrize("makeNode, missingInterpreter, error, match", [
+    (_nodeWithoutVoxels, None, VolumeError, "has no voxels"),
+    (_lowResolutionNode, "no-such-PythonSlicer", OSError, "no-such-PythonSlicer"),
+], ids=["input without voxels", "interpreter missing"])
+def test_no_temporary_folder_is_left_when_starting_fails(scene, tmp_path, monkeypatch, makeNode, missingInterpreter,
+                                                         error, match):
+    """Failures after the temporary folder exists (writing the input, starting the
+    process), with a valid model file: the folder is removed."""
+    _, modelPath = testing.tinyModelFile("kernel", folder=str(tmp_path))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(scratch))
+    python = str(tmp_path / missingInterpreter) if missingInterpreter else sys.executable
+    with pytest.raises(error, match=match):
+        TranslationLogic().startTranslation(makeNode(scene), Task.CustomModel, modelPath=modelPath, python=python)
+    assert os.listdir(scratch) == []
 
 
 @needs_inference
