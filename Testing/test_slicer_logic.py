@@ -16,8 +16,9 @@ from slicer_helpers import (  # noqa: F401
 
 from RevGANSlicerLib import dependencies, testing  # noqa: E402
 from RevGANSlicerLib.logic import TranslationLogic  # noqa: E402
-from RevGANSlicerLib.tasks import Task  # noqa: E402
+from RevGANSlicerLib.tasks import Direction, Task  # noqa: E402
 from RevGANCore.errors import CancelledError, ModelFileError, RevGANError, VolumeError  # noqa: E402
+from model_helpers import save_two_way_model  # noqa: E402
 
 needs_inference = needsCore("inference", "modelfile")
 needs_io = needsCore("modelfile")
@@ -117,6 +118,46 @@ def test_cancel_in_this_process_leaves_no_node(scene):
     assert _volumeNodes(scene) == nodesBefore
 
 
+#: A kernel model trained smooth -> sharp: its domain names, not the usual order, decide.
+SMOOTH_TO_SHARP_DOMAINS = {"x": "smooth_b30f", "y": "sharp_b50f"}
+
+
+@needs_inference
+@pytest.mark.parametrize("task, customDirection, domains, expected, separateProcess", [
+    (Task.SharpToSmooth, Direction.Forward, None, "forward", False),
+    (Task.SmoothToSharp, Direction.Forward, None, "inverse", False),
+    (Task.SharpToSmooth, Direction.Forward, SMOOTH_TO_SHARP_DOMAINS, "inverse", False),
+    (Task.CustomModel, Direction.Inverse, None, "inverse", False),
+    # Forward in a separate process: test_separate_process_gives_the_same_result_as_in_process.
+    (Task.SmoothToSharp, Direction.Forward, None, "inverse", True),
+], ids=["sharp-to-smooth", "smooth-to-sharp", "domains-decide", "custom-inverse", "smooth-to-sharp-process"])
+def test_the_logic_runs_the_direction_the_task_needs(scene, tmp_path, task, customDirection, domains, expected,
+                                                     separateProcess):
+    """With a model whose two directions differ by tens of HU, the Logic's result is the
+    core's translation in the expected direction, not in the other one."""
+    from RevGANCore.inference import translate
+    from RevGANCore.modelfile import load_model
+    from RevGANSlicerLib.nodes import volumeFromNode
+
+    modelPath = str(save_two_way_model(tmp_path / "two-way.safetensors", domains=domains))
+    node = _lowResolutionNode(scene)
+    model, volume = load_model(modelPath), volumeFromNode(node)
+    other = "inverse" if expected == "forward" else "forward"
+    wanted, unwanted = (translate(model, volume, way, device="cpu").array for way in (expected, other))
+    assert np.abs(wanted - unwanted).mean() > 10.0  # the model tells the directions apart
+
+    logic = TranslationLogic()
+    options = dict(modelPath=modelPath, direction=customDirection, device="cpu")
+    if separateProcess:
+        out = logic.translateInSeparateProcess(node, task, timeout=300, python=sys.executable, **options)
+    else:
+        out = logic.translate(node, task, **options)
+    result = slicer.util.arrayFromVolume(out)
+    # The command line may store whole HU (int16): equal within rounding.
+    np.testing.assert_allclose(result, wanted, rtol=0, atol=0.51 if separateProcess else 1e-3)
+    assert np.abs(result - unwanted).mean() > 10.0
+
+
 def test_wrong_inputs_are_refused_before_any_work(scene):
     logic = TranslationLogic()
     label = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
@@ -136,7 +177,8 @@ def test_wrong_inputs_are_refused_before_any_work(scene):
 def test_separate_process_gives_the_same_result_as_in_process(scene, tmp_path):
     node = _lowResolutionNode(scene)
     before = volumeState(node)
-    folder, modelPath = testing.tinyModelFile("super_resolution", folder=str(tmp_path))
+    # Directions that differ: a process running the inverse cannot match the in-process forward.
+    modelPath = str(save_two_way_model(tmp_path / "two-way.safetensors", task="super_resolution"))
     logic = TranslationLogic()
     lines = []
     job = logic.startTranslation(node, Task.CustomModel, modelPath=modelPath, device="cpu", tileSize=32,
