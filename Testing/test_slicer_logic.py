@@ -6,6 +6,7 @@ in memory or saved as model files; what is checked is the node handling, not ima
 (the Slicer self-test checks quality when the trained models are installed)."""
 
 import os
+import re
 import sys
 
 import numpy as np
@@ -296,8 +297,11 @@ def test_the_self_test_flow_runs_on_plain_mrml(scene, tmp_path):
         out = logic.translate(inputNode, task, device="cpu", tileSize=64, model=testing.tinyModel(modelTask))
         assert testing.geometryProblems(inputNode, out, task) == []
         assert testing.windowLevel(out) == testing.windowLevel(inputNode)
+        # An untrained model is the identity: no closer to the reference than its input.
         better, message = testing.closerToReference(inputNode, out, case[reference])
-        assert isinstance(better, bool) and message.startswith("MAE to the reference inside the body")
+        inputError, resultError = re.fullmatch(
+            r"MAE to the reference inside the body: input (\d+\.\d) HU, result (\d+\.\d) HU", message).groups()
+        assert better is False and inputError == resultError and float(inputError) > 10, message
 
     _, modelPath = testing.tinyModelFile("kernel", folder=str(tmp_path))
     sharp = logic.loadPhantoms(("sharp",), volumes=case)["sharp"]
@@ -306,7 +310,7 @@ def test_the_self_test_flow_runs_on_plain_mrml(scene, tmp_path):
                                            timeout=300, python=sys.executable,
                                            progress=lambda done, total: ticks.append((done, total)))
     assert testing.geometryProblems(sharp, out, Task.SharpToSmooth) == []
-    assert ticks
+    assert ticks and ticks[-1][0] == ticks[-1][1], ticks  # progress reached the end
 
 
 def test_quality_measure_prefers_the_closer_volume(scene):
@@ -319,8 +323,10 @@ def test_quality_measure_prefers_the_closer_volume(scene):
     noisy = createOutputNode(reference.with_array(reference.array + 30.0), "noisy")
     close = createOutputNode(reference.with_array(reference.array + 3.0), "close")
     better, message = testing.closerToReference(noisy, close, reference)
-    assert better and "input 30.0 HU, result 3.0 HU" in message
-    assert not testing.closerToReference(close, noisy, reference)[0]
+    assert better is True and "input 30.0 HU, result 3.0 HU" in message
+    assert testing.closerToReference(close, noisy, reference)[0] is False
+    barelyCloser = createOutputNode(reference.with_array(reference.array + 2.99), "barely closer")
+    assert testing.closerToReference(close, barelyCloser, reference)[0] is False  # 0.01 HU: rounding
 
 
 @needs_inference
