@@ -207,7 +207,9 @@ def test_separate_process_cancel_kills_it_and_leaves_nothing(scene, tmp_path):
     logic = TranslationLogic()
     job = logic.startTranslation(node, Task.SharpToSmooth, modelPath=modelPath, device="cpu", python=sys.executable)
     job.cancel()  # at once: the child is still importing torch
-    assert job.poll() is not None and job.cancelled
+    # Killed, not run to the end: a signal's negative code on POSIX, else a failure code.
+    returnCode = job.poll()
+    assert returnCode is not None and (returnCode < 0 if os.name == "posix" else returnCode != 0), returnCode
     with pytest.raises(CancelledError):
         logic.finishTranslation(job)
     assert _volumeNodes(scene) == nodesBefore
