@@ -251,6 +251,8 @@ def test_dependency_checks_without_installing():
         "a_package_that_does_not_exist_revgan"]
     summary = dependencies.checkTorchWorks()
     assert summary.startswith("torch ") and "numpy" in summary
+    # What Slicer does not bundle (torch, safetensors), as minimum versions, never pins.
+    assert sorted(dependencies.REQUIREMENTS) == ["safetensors", "torch"]
     assert all(">=" in requirement and "==" not in requirement for requirement in dependencies.REQUIREMENTS.values())
 
 
