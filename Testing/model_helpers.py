@@ -1,13 +1,14 @@
-"""Tiny random-weight RevGAN models and volumes for the inference tests.
+"""Tiny random-weight RevGAN models and volumes for the inference and Slicer tests.
 
 Every layer gets random weights (also the zero-initialised last convolutions), so each
-output voxel depends on its whole receptive field and a tiling error cannot hide."""
+output voxel depends on its whole receptive field and a tiling error cannot hide, and the
+two directions differ, so a forward/inverse mix-up cannot hide either."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -27,6 +28,28 @@ DOMAINS = {
 def random_generator(ngf: int = 3, depth: int = 1, seed: int = 0, residual: bool = False) -> RevGANGenerator3d:
     generator = RevGANGenerator3d(config=GeneratorConfig(ngf=ngf, depth=depth, residual=residual))
     return randomize_weights(generator, seed).eval()
+
+
+def two_way_generator(ngf: int = 2, depth: int = 1, seed: int = 0, strength: float = 0.25) -> RevGANGenerator3d:
+    """A residual generator whose forward and inverse are different, fixed maps: every weight
+    is random (seeded), the last convolutions too, scaled by ``strength`` so that each direction
+    moves CT voxels by tens of HU rather than hundreds. An untrained generator is the identity
+    both ways, which hides a forward/inverse mix-up; this one does not."""
+    generator = random_generator(ngf, depth, seed, residual=True)
+    with torch.no_grad():
+        for decoder in (generator.decoder_x, generator.decoder_y):
+            decoder.to_image.weight.mul_(strength)
+            decoder.to_image.bias.mul_(strength)
+    return generator
+
+
+def save_two_way_model(path: Path, task: str = "kernel", seed: int = 0,
+                       domains: Optional[Dict[str, str]] = None) -> Path:
+    """A model file of :func:`two_way_generator`; ``domains`` replaces the task's usual names."""
+    metadata = metadata_for(task)
+    if domains is not None:
+        metadata = replace(metadata, domains=dict(domains))
+    return save_model(path, two_way_generator(seed=seed), metadata)
 
 
 def metadata_for(task: str, factors: Optional[Tuple[int, int, int]] = None, **extra) -> ModelMetadata:

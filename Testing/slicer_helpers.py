@@ -70,6 +70,21 @@ def ijkToRas(node) -> np.ndarray:
     return slicer.util.arrayFromVTKMatrix(matrix)
 
 
+def volumeState(node):
+    """What a test compares to show a volume node was left untouched: a copy of its voxels,
+    its IJKToRAS, name, window and level."""
+    display = node.GetDisplayNode()
+    return (slicer.util.arrayFromVolume(node).copy(), ijkToRas(node).copy(), node.GetName(),
+            display.GetWindow(), display.GetLevel())
+
+
+def assertVolumeUnchanged(node, state) -> None:
+    array, matrix, name, window, level = volumeState(node)
+    np.testing.assert_array_equal(array, state[0])
+    np.testing.assert_array_equal(matrix, state[1])
+    assert (name, window, level) == tuple(state[2:])
+
+
 def ctLikeArray(shape=(6, 10, 12), seed=0, dtype=np.int16) -> np.ndarray:
     """Random CT-like voxels (HU) that include air, so they pass CT range checks."""
     rng = np.random.default_rng(seed)
@@ -99,4 +114,5 @@ def needsCore(*modules: str):
 
 
 __all__ = ["slicer", "vtk", "scene", "rotation", "addVolumeNode", "obliqueIjkToRas", "ijkToRas", "ctLikeArray",
+           "volumeState", "assertVolumeUnchanged",
            "coreHas", "needsCore", "ROOT", "MODULE_DIR", "os"]

@@ -50,11 +50,26 @@ def test_new_generator_is_identity_when_residual():
         assert torch.equal(model(x), x) and torch.equal(model(x, "inverse"), x)
 
 
-def test_instance_norm_variant_has_no_finite_receptive_field():
-    config = GeneratorConfig(ngf=4, depth=1, norm="instance")
-    RevGANGenerator3d(config=config)(torch.randn(1, 1, 8, 8, 8))
-    with pytest.raises(ArchitectureError, match="global receptive field"):
-        receptive_field(config)
+@pytest.mark.parametrize("norm, reaches_far_voxels", [("instance", True), ("none", False)])
+@pytest.mark.parametrize("direction", ["forward", "inverse"])
+def test_instance_norm_makes_every_output_voxel_depend_on_the_whole_volume(norm, reaches_far_voxels, direction):
+    config = GeneratorConfig(ngf=4, depth=1, norm=norm)
+    model = RevGANGenerator3d(config=config).double().eval()
+    # Long in z: the last slice lies 39 voxels from the first, beyond the radius (14) at depth 1.
+    x = torch.randn(1, 1, 40, 6, 6, dtype=torch.float64)
+    far = x.clone()
+    far[0, 0, 0] += 25.0  # the first slice only
+    with torch.no_grad():
+        out, out_far = model(x, direction), model(far, direction)
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    last_slice_change = (out_far[0, 0, -1] - out[0, 0, -1]).abs().max().item()
+    if reaches_far_voxels:  # per-volume statistics: the first slice moves the last one
+        assert last_slice_change > 1e-4
+        with pytest.raises(ArchitectureError, match="global receptive field"):
+            receptive_field(config)
+    else:
+        assert last_slice_change == 0.0
+        assert receptive_field(config).radius < 39
 
 
 def test_config_round_trip_and_validation():

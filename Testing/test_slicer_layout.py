@@ -1,8 +1,10 @@
 """The side-by-side layout on a real MRML scene (the nodes Slicer's layout manager uses)."""
 
 import numpy as np
+import pytest
 
-from slicer_helpers import addVolumeNode, ctLikeArray, obliqueIjkToRas, scene, slicer  # noqa: F401
+from slicer_helpers import (  # noqa: F401
+    addVolumeNode, assertVolumeUnchanged, ctLikeArray, obliqueIjkToRas, scene, slicer, volumeState)
 
 from RevGANSlicerLib import layout  # noqa: E402
 
@@ -59,6 +61,30 @@ def test_side_by_side_shows_input_left_and_result_right_linked(scene):
     assert max(redSlice.GetFieldOfView()[:2]) < 200
 
 
-def test_side_by_side_without_views_does_not_fail(scene):
-    original = addVolumeNode(scene, ctLikeArray(), np.eye(4), "CT")
-    layout.showSideBySide(original, original, scene=scene)  # nothing to set: no error
+def _nodeIds(scene):
+    return sorted(scene.GetNthNode(index).GetID() for index in range(scene.GetNumberOfNodes()))
+
+
+@pytest.mark.parametrize("views", [None, ("Red",)], ids=["bare scene", "Yellow not created yet"])
+def test_side_by_side_sets_only_the_views_that_exist_and_creates_nothing(scene, views):
+    """Without the application (or before the layout manager made the Yellow view), the
+    views present are set and nothing else in the scene changes: no node is added or
+    removed, the volumes keep their voxels, geometry and window."""
+    layoutNode = _addViews(scene, views)[0] if views is not None else None
+    original = addVolumeNode(scene, ctLikeArray(), obliqueIjkToRas(), "CT")
+    result = addVolumeNode(scene, ctLikeArray(seed=4), obliqueIjkToRas(), "CT result")
+    nodesBefore = _nodeIds(scene)
+    statesBefore = [volumeState(original), volumeState(result)]
+
+    layout.showSideBySide(original, result, scene=scene)
+
+    assert _nodeIds(scene) == nodesBefore
+    assertVolumeUnchanged(original, statesBefore[0])
+    assertVolumeUnchanged(result, statesBefore[1])
+    assert layout.sliceCompositeNode(scene, "Yellow") is None
+    if views is None:
+        assert layout.sliceCompositeNode(scene, "Red") is None and layout.layoutNode(scene) is None
+    else:
+        red = layout.sliceCompositeNode(scene, "Red")
+        assert red.GetBackgroundVolumeID() == original.GetID() and red.GetLinkedControl()
+        assert layoutNode.GetViewArrangement() == slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView

@@ -1,6 +1,7 @@
 """Running in a separate process: output, progress, messages and cancel (real processes)."""
 
 import os
+import signal
 import sys
 import textwrap
 import time
@@ -97,9 +98,9 @@ def test_cancel_kills_the_whole_process_tree(tmp_path):
     assert _alive(grandchild)
     started = time.monotonic()
     process.cancel()
-    assert process.wait(timeout=15) is not None
+    # Ended by the cancel's signal, not by finishing (it would wait 120 s for the grandchild).
+    assert process.wait(timeout=15) in (-signal.SIGTERM, -signal.SIGKILL)
     assert time.monotonic() - started < 10
-    assert process.cancelled
     deadline = time.monotonic() + 5
     while _alive(grandchild) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -41,7 +41,8 @@ def test_names_labels_and_task_checks():
     assert taskInfo(Task.SuperResolution).buttonText == "Super-resolve"
     assert Task.SmoothToSharp.label().startswith("Kernel smooth")
     assert Direction.Inverse.label().startswith("inverse")
-    assert checkModelForTask(Task.SuperResolution, {"task": "kernel"}) is not None
+    assert checkModelForTask(Task.SuperResolution, {"task": "kernel"}) == (
+        "this model was trained for 'kernel', not 'super_resolution'")
     assert checkModelForTask(Task.SuperResolution, {"task": "super_resolution"}) is None
     assert checkModelForTask(Task.CustomModel, {"task": "kernel"}) is None
     assert domainLabel({"domains": {"x": "sharp", "y": "smooth"}}, "inverse") == "smooth \u2192 sharp"
