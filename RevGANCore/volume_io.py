@@ -21,6 +21,7 @@ from typing import Optional
 import numpy as np
 
 from .errors import VolumeError
+from .metaimage_check import check_metaimage_complete
 from .volume import Volume, image_to_volume, volume_to_image
 
 # =========================================================================== reading
@@ -79,6 +80,8 @@ def read_volume(path, series_uid: Optional[str] = None, expect_ct: bool = True) 
             raise VolumeError(f"{location}: the file is empty")
         if volume_suffix(location) in (".nii", ".nii.gz"):
             _check_nifti_complete(location)
+        elif volume_suffix(location) in (".mha", ".mhd"):
+            check_metaimage_complete(location)
         try:
             image = sitk.ReadImage(str(location))
         except RuntimeError as error:

@@ -64,6 +64,8 @@ def write_ct_series(folder, volume: Volume, kernel: str = "B30f", study_uid: Opt
         ds.SeriesNumber = series_number
         ds.InstanceNumber = k + 1
         ds.SeriesDescription = f"test {kernel}"
+        if not kernel.isascii():
+            ds.SpecificCharacterSet = "ISO_IR 192"  # UTF-8, so that any kernel name can be stored
         ds.ConvolutionKernel = kernel
         ds.SliceThickness = _ds(slice_thickness if slice_thickness is not None else spacing[2])
         ds.SpacingBetweenSlices = _ds(spacing[2])
