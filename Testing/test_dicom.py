@@ -13,6 +13,7 @@ from test_volume import oblique_direction
 from RevGANCore.cli import main
 from RevGANCore.dicom import find_series, kernel_sharpness, normalise_kernel, read_dicom_series
 from RevGANCore.errors import VolumeError
+from RevGANCore.file_labels import safe_file_label, unique_file_labels
 from RevGANCore.manifest import load_manifest
 from RevGANCore.volume import Volume, resample_to_grid
 from RevGANCore.volume_io import read_volume
@@ -214,6 +215,18 @@ def test_kernel_labels():
     assert kernel_sharpness("B50f") > kernel_sharpness("B30f") > kernel_sharpness("STANDARD")
 
 
+@pytest.mark.parametrize("kernel, label", [
+    ("B50f.nii", "B50f_nii"), ("FC/13", "FC_13"), ("../..", "unknown"), ("Br 40\u00e9 d", "Br_40_d"),
+    ("CON", "CON_"), ("", "unknown"), ("x" * 300, "x" * 64)])
+def test_file_labels_are_plain_file_name_stems(kernel, label):
+    assert safe_file_label(kernel) == label
+
+
+def test_file_labels_stay_distinct_on_case_insensitive_disks():
+    assert unique_file_labels(["B50f.nii", "b50f_NII", "B30f"]) == {
+        "B30f": "B30f", "B50f.nii": "B50f_nii", "b50f_NII": "b50f_NII-2"}
+
+
 # ------------------------------------------------------------------- revgan dataset
 
 
@@ -275,3 +288,22 @@ def test_revgan_dataset_bad_input(tmp_path, capsys):
     root = two_kernel_tree(tmp_path / "dicom")
     assert main(["dataset", str(root), str(tmp_path / "out2"), "--source-kernel", "B70f"]) == 1
     assert "B70f" in capsys.readouterr().err
+
+
+def test_revgan_dataset_numbers_cases_without_gaps(tmp_path, capsys):
+    """The first study's only series cannot be read (PixelSpacing 0): it is skipped, and the
+    study that is written is case000, not case001."""
+    root = tmp_path / "dicom"
+    for study in range(2):
+        files = write_ct_series(root / f"patient{study}", volume_with(shape=(3, 10, 12), seed=study),
+                                study_uid=f"1.2.826.0.1.98.{study}", patient_id=f"P{study}")
+        if study == 0:
+            for path in files:
+                dataset = pydicom.dcmread(str(path))
+                dataset.PixelSpacing = ["0", "0"]
+                dataset.save_as(str(path))
+    assert main(["dataset", str(root), str(tmp_path / "out"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert any("(0028,0030)" in note and "patient0" in note for note in summary["skipped"])
+    manifest = load_manifest(tmp_path / "out" / "manifest.json")
+    assert manifest.case_ids == ["case000"] and manifest.cases[0].extra["patient_id"] == "P1"
