@@ -4,8 +4,12 @@ SimpleITK (GDCM) does the decoding, including rescale slope/intercept. This modu
 checks GDCM leaves out, so that a folder that is not one clean CT series fails loudly
 instead of giving a volume with silently wrong geometry:
 - every slice of a series has the same size, pixel spacing and orientation;
-- slice positions are distinct and evenly spaced along the slice normal;
+- the geometry tags are sane and the slices form one evenly spaced straight stack, whose
+  geometry is computed from the headers, tilted or not (:mod:`.dicom_geometry`,
+  :mod:`.dicom_tilt`), never taken from GDCM's guesses;
+- no DICOM file in the folder was silently skipped (:mod:`.dicom_files`);
 - the modality is CT.
+ITK's warning lines are kept off the terminal: problems are reported as one line each.
 
 GDCM orders slices along the normal ``row x column`` of ImageOrientationPatient, so the k
 axis of the result always points that way: a volume written with a left-handed direction
@@ -22,7 +26,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .dicom_files import problem_with, unparsed_dicom_files
+from .dicom_geometry import SliceStack, slice_geometry, stack_slices
+from .dicom_tilt import place_on_slice_grid
 from .errors import VolumeError
+from .itk_quiet import itk_warnings_silenced
 from .volume import Volume, image_to_volume
 
 # DICOM tags as SimpleITK names them ("group|element", lower-case hex).
@@ -36,13 +44,7 @@ TAG_SERIES_DESCRIPTION = "0008|103e"
 TAG_PATIENT_ID = "0010|0020"
 TAG_ROWS = "0028|0010"
 TAG_COLUMNS = "0028|0011"
-TAG_PIXEL_SPACING = "0028|0030"
-TAG_ORIENTATION = "0020|0037"
-TAG_POSITION = "0020|0032"
 TAG_NUMBER_OF_FRAMES = "0028|0008"
-
-#: Relative tolerance on slice spacing: more variation is reported as uneven slices.
-SLICE_SPACING_TOLERANCE = 0.01
 
 
 @dataclass(frozen=True)
@@ -71,20 +73,11 @@ def _header(path: str) -> Dict[str, str]:
     reader = sitk.ImageFileReader()
     reader.SetFileName(path)
     try:
-        reader.ReadImageInformation()
+        with itk_warnings_silenced():
+            reader.ReadImageInformation()
     except RuntimeError:
         raise VolumeError(f"{path}: is not a readable DICOM file (corrupt or truncated?)") from None
     return {key: reader.GetMetaData(key).strip() for key in reader.GetMetaDataKeys()}
-
-
-def _floats(text: str, count: int, where: str, tag: str) -> np.ndarray:
-    try:
-        values = [float(v) for v in text.replace("\\", " ").split()]
-    except ValueError:
-        values = []
-    if len(values) != count:
-        raise VolumeError(f"{where}: DICOM tag ({tag.replace('|', ',')}) should hold {count} numbers, got {text!r}")
-    return np.asarray(values)
 
 
 def normalise_kernel(text: str) -> str:
@@ -99,7 +92,8 @@ def _series_uids(folder: str) -> List[str]:
     import SimpleITK as sitk
 
     try:
-        return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(folder))
+        with itk_warnings_silenced():
+            return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(folder))
     except RuntimeError:
         return []
 
@@ -107,7 +101,8 @@ def _series_uids(folder: str) -> List[str]:
 def _series_files(folder: str, series_uid: str) -> List[str]:
     import SimpleITK as sitk
 
-    return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, series_uid))
+    with itk_warnings_silenced():
+        return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, series_uid))
 
 
 def describe_series(folder, series_uid: str) -> DicomSeriesInfo:
@@ -146,15 +141,25 @@ def find_series(folder, recursive: bool = False) -> List[DicomSeriesInfo]:
     return found
 
 
+def _refuse_skipped_files(folder: str, series: Sequence[DicomSeriesInfo]) -> None:
+    """Refuse a folder holding a DICOM file that GDCM left out of every series."""
+    skipped = unparsed_dicom_files(folder, [path for info in series for path in info.files])
+    if skipped:
+        more = f" (and {len(skipped) - 1} more such files)" if len(skipped) > 1 else ""
+        raise VolumeError(f"{skipped[0]}: {problem_with(skipped[0])}{more}; without it the DICOM series "
+                          f"in {folder} would be incomplete")
+
+
 def _choose_series(folder: str, series_uid: Optional[str]) -> DicomSeriesInfo:
     uids = _series_uids(folder)
+    series = [describe_series(folder, uid) for uid in uids]
+    _refuse_skipped_files(folder, series)
     if not uids:
         raise VolumeError(f"{folder}: holds no DICOM series (an empty folder, or no DICOM files in it)")
     if series_uid is not None:
         if series_uid not in uids:
             raise VolumeError(f"{folder}: holds no DICOM series {series_uid}; it holds {', '.join(sorted(uids))}")
-        return describe_series(folder, series_uid)
-    series = [describe_series(folder, uid) for uid in uids]
+        return series[uids.index(series_uid)]
     series.sort(key=lambda info: -info.number_of_files)
     if len(series) > 1 and series[0].number_of_files == series[1].number_of_files:
         tied = [info.series_uid for info in series if info.number_of_files == series[0].number_of_files]
@@ -163,9 +168,9 @@ def _choose_series(folder: str, series_uid: Optional[str]) -> DicomSeriesInfo:
     return series[0]
 
 
-def _checked_slice_order(info: DicomSeriesInfo) -> List[str]:
-    """The series' files ordered along the slice normal, after checking that they form one
-    evenly spaced stack of equal slices."""
+def _checked_stack(info: DicomSeriesInfo) -> Optional[SliceStack]:
+    """The series' slices as one checked stack along the slice normal (None for a single
+    file), after checking that they are equal CT slices with sane geometry tags."""
     where = info.folder
     headers = [_header(path) for path in info.files]
     modalities = sorted({h.get(TAG_MODALITY, "").upper() for h in headers})
@@ -177,57 +182,54 @@ def _checked_slice_order(info: DicomSeriesInfo) -> List[str]:
     if len(sizes) > 1:
         raise VolumeError(f"{where}: mixed series {info.series_uid}: slices of different sizes "
                           f"(rows, columns) {sizes}")
-    spacings = np.array([_floats(h.get(TAG_PIXEL_SPACING, ""), 2, path, TAG_PIXEL_SPACING)
-                         for h, path in zip(headers, info.files)])
-    if np.ptp(spacings, axis=0).max() > 1e-4:
-        raise VolumeError(f"{where}: mixed series {info.series_uid}: slices with different pixel spacings")
-    orientations = np.array([_floats(h.get(TAG_ORIENTATION, ""), 6, path, TAG_ORIENTATION)
-                             for h, path in zip(headers, info.files)])
-    if np.ptp(orientations, axis=0).max() > 1e-4:
-        raise VolumeError(f"{where}: mixed series {info.series_uid}: slices with different orientations")
-    positions = np.array([_floats(h.get(TAG_POSITION, ""), 3, path, TAG_POSITION)
-                          for h, path in zip(headers, info.files)])
-    normal = np.cross(orientations[0][:3], orientations[0][3:])
-    along = positions @ normal
-    order = np.argsort(along, kind="stable")
-    steps = np.diff(along[order])
-    if steps.size and steps.min() < 1e-3:
-        raise VolumeError(f"{where}: mixed series {info.series_uid}: two slices at the same position "
-                          f"({along[order][np.argmin(steps)]:.3f} mm along the normal)")
-    if steps.size and (steps.max() - steps.min()) > SLICE_SPACING_TOLERANCE * steps.mean():
-        raise VolumeError(f"{where}: series {info.series_uid} has uneven slice spacing "
-                          f"({steps.min():.3f} to {steps.max():.3f} mm): missing slices or mixed series")
-    return [info.files[i] for i in order]
+    slices = [slice_geometry(header, path) for header, path in zip(headers, info.files)]
+    if len(slices) == 1:
+        return None
+    return stack_slices(slices, f"{where}: series {info.series_uid}")
+
+
+def _read_quietly(files: Sequence[str]):
+    import SimpleITK as sitk
+
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(list(files))
+    # Float output: slices may carry different rescale slopes/intercepts.
+    reader.SetOutputPixelType(sitk.sitkFloat32)
+    with itk_warnings_silenced():
+        return reader.Execute()
+
+
+def _unreadable_series(info: DicomSeriesInfo, error: RuntimeError) -> VolumeError:
+    """The error for a series whose pixels cannot be read, naming the first bad file."""
+    for path in info.files:
+        try:
+            _read_quietly([path])
+        except RuntimeError:
+            return VolumeError(f"{path}: {problem_with(Path(path))}; series {info.series_uid} in "
+                               f"{info.folder} cannot be read")
+    message = [line for line in str(error).splitlines() if line.strip()]
+    return VolumeError(f"{info.folder}: series {info.series_uid} cannot be read "
+                       f"({message[-1].strip() if message else 'unknown error'}); a file may be corrupt or truncated")
 
 
 def read_dicom_series(folder, series_uid: Optional[str] = None) -> Volume:
     """The series in ``folder`` (the largest, or ``series_uid``) as a float32 HU Volume;
-    source is the folder. Raises :class:`VolumeError` for an empty folder, equally large
-    competing series, mixed or unevenly spaced slices, non-CT modality or a single slice."""
-    import SimpleITK as sitk
-
+    source is the folder. A gantry-tilted series is resampled onto the grid of its slice
+    planes (see :mod:`.dicom_tilt`). Raises :class:`VolumeError` for an empty folder, a
+    truncated file, equally large competing series, bad geometry tags, mixed or unevenly
+    spaced slices, non-CT modality or a single slice."""
     folder = str(folder)
     info = _choose_series(folder, series_uid)
-    files = _checked_slice_order(info)
-    if len(files) == 1:
-        # One file: a single slice (refused below as 2D) or a multi-frame volume.
-        try:
-            image = sitk.ReadImage(files[0], sitk.sitkFloat32)
-        except RuntimeError:
-            raise VolumeError(f"{files[0]}: cannot be read (corrupt or truncated DICOM?)") from None
-        return image_to_volume(image, files[0])
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
-    # Float output: slices may carry different rescale slopes/intercepts.
-    reader.SetOutputPixelType(sitk.sitkFloat32)
+    stack = _checked_stack(info)
+    files = info.files if stack is None else stack.files
     try:
-        image = reader.Execute()
+        image = _read_quietly(files)
     except RuntimeError as error:
-        message = [line for line in str(error).splitlines() if line.strip()]
-        raise VolumeError(f"{folder}: series {info.series_uid} cannot be read "
-                          f"({message[-1].strip() if message else 'unknown error'}); "
-                          "a file may be corrupt or truncated") from None
-    return image_to_volume(image, folder)
+        raise _unreadable_series(info, error) from None
+    if stack is None:
+        # One file: a single slice (refused as 2D) or a multi-frame volume.
+        return image_to_volume(image, files[0])
+    return image_to_volume(place_on_slice_grid(image, stack), folder)
 
 
 def read_series(info: DicomSeriesInfo) -> Volume:

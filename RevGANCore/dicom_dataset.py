@@ -10,20 +10,15 @@ name (Siemens B30f = 30, B50f = 50); name the domains yourself for other vendors
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from . import __version__
-from .dicom import DicomSeriesInfo, find_series, kernel_sharpness, read_series
+from .dicom import DicomSeriesInfo, find_series, kernel_sharpness, normalise_kernel, read_series
 from .errors import ConfigError, VolumeError
+from .file_labels import unique_file_labels
 from .manifest import new_manifest, relative_path, write_manifest
 from .volume_io import write_volume
-
-
-def _file_label(kernel: str) -> str:
-    """A kernel label safe as a file name and a JSON key."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", kernel).strip("._") or "unknown"
 
 
 def _inside(child: Path, parent: Path) -> bool:
@@ -55,11 +50,13 @@ def write_dicom_dataset(dicom_dir, out_dir, source_kernel: Optional[str] = None,
         raise VolumeError(f"{root}: no DICOM series found (an empty folder, or no DICOM files in it)")
     skipped: List[str] = []
     studies: Dict[str, Dict[str, DicomSeriesInfo]] = {}
+    # Domain names become file names (OUT/caseNNN/<domain>.nii.gz): one safe label per kernel.
+    labels = unique_file_labels(info.kernel for info in found)
     for info in found:
         if info.modality and info.modality != "CT":
             skipped.append(f"{info.folder} series {info.series_uid}: modality {info.modality}, not CT")
             continue
-        domain = _file_label(info.kernel)
+        domain = labels[info.kernel]
         study = studies.setdefault(info.study_uid or f"no-study-{info.series_uid}", {})
         kept = study.get(domain)
         if kept is None or (info.number_of_files, -(info.slice_thickness_mm or 0)) > (
@@ -74,18 +71,20 @@ def write_dicom_dataset(dicom_dir, out_dir, source_kernel: Optional[str] = None,
     if not studies:
         raise VolumeError(f"{root}: holds no CT series ({len(skipped)} other series skipped)")
     domains = sorted({domain for study in studies.values() for domain in study})
-    task = _kernel_task(domains, source_kernel, target_kernel, skipped)
+    kernels = {label: kernel for kernel, label in labels.items()}
+    task = _kernel_task(domains, labels, source_kernel, target_kernel, skipped)
     manifest = new_manifest(
-        domains={domain: {"description": f"CT series reconstructed with kernel {domain}", "kernel": domain}
-                 for domain in domains},
+        domains={domain: {"description": f"CT series reconstructed with kernel {kernels[domain]}",
+                          "kernel": kernels[domain]} for domain in domains},
         tasks={"kernel": task} if task else {},
         created_by=f"RevGANCore {__version__} (revgan dataset)")
     manifest["source"] = {"dicom_dir": str(root.resolve())}
     ordered = sorted(studies.items(), key=lambda item: (next(iter(item[1].values())).patient_id, item[0]))
     written = 0
     paired = 0
-    for number, (study_uid, series) in enumerate(ordered):
-        case_id = f"case{number:03d}"
+    for study_uid, series in ordered:
+        # Numbered by cases written, so that a study whose series all fail leaves no gap.
+        case_id = f"case{len(manifest['cases']):03d}"
         files, details = {}, {}
         for domain, info in sorted(series.items()):
             say(f"{case_id}: reading {domain} series {info.series_uid} ({info.number_of_files} files)")
@@ -95,6 +94,8 @@ def write_dicom_dataset(dicom_dir, out_dir, source_kernel: Optional[str] = None,
                 skipped.append(f"{info.folder} series {info.series_uid}: {error}")
                 continue
             path = write_volume(volume, folder / case_id / f"{domain}.nii.gz")
+            if not Path(path).is_file():
+                raise VolumeError(f"{path}: was not written; the manifest cannot list it")
             files[domain] = relative_path(path, folder)
             details[domain] = {"series_uid": info.series_uid, "folder": str(Path(info.folder).resolve()),
                                "number_of_files": info.number_of_files,
@@ -115,14 +116,20 @@ def write_dicom_dataset(dicom_dir, out_dir, source_kernel: Optional[str] = None,
             "paired_cases": paired, "series_written": written, "skipped": skipped}
 
 
-def _kernel_task(domains: List[str], source: Optional[str], target: Optional[str], notes: List[str]) -> Optional[dict]:
+def _kernel_task(domains: List[str], labels: Dict[str, str], source: Optional[str], target: Optional[str],
+                 notes: List[str]) -> Optional[dict]:
+    """The kernel task's source and target domains: named (by kernel or by label), or the
+    sharpest and the smoothest kernel found."""
+    chosen: Dict[str, Optional[str]] = {}
     for name, value in (("source", source), ("target", target)):
-        if value is not None and _file_label(value) not in domains:
+        label = None if value is None else labels.get(normalise_kernel(value), value)
+        if label is not None and label not in domains:
             raise ConfigError(f"--{name}-kernel {value!r} is not among the kernels found: {', '.join(domains)}")
-    if source is not None and target is not None:
-        if _file_label(source) == _file_label(target):
+        chosen[name] = label
+    if chosen["source"] is not None and chosen["target"] is not None:
+        if chosen["source"] == chosen["target"]:
             raise ConfigError("source and target kernels must differ")
-        return {"source": _file_label(source), "target": _file_label(target)}
+        return {"source": chosen["source"], "target": chosen["target"]}
     if len(domains) < 2:
         return None
     ranked = sorted(domains, key=lambda k: (-kernel_sharpness(k), k))
@@ -130,7 +137,6 @@ def _kernel_task(domains: List[str], source: Optional[str], target: Optional[str
         notes.append(f"kernels {', '.join(domains)} have no sharpness number; name --source-kernel and "
                      "--target-kernel to define the kernel task")
         return None
-    chosen_source = _file_label(source) if source is not None else ranked[0]
-    chosen_target = _file_label(target) if target is not None else next(
-        k for k in reversed(ranked) if k != chosen_source)
+    chosen_source = chosen["source"] or ranked[0]
+    chosen_target = chosen["target"] or next(k for k in reversed(ranked) if k != chosen_source)
     return {"source": chosen_source, "target": chosen_target}

@@ -19,6 +19,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from .errors import OutputError, VolumeError
+from .metaimage_check import check_metaimage_complete
 from .output import Staging, check_room, check_writable_location, refuse_overlap
 from .volume import Volume, image_to_volume, volume_to_image
 
@@ -89,6 +90,8 @@ def read_volume(path, series_uid: Optional[str] = None, expect_ct: bool = True) 
             raise VolumeError(f"{location}: the file is empty")
         if volume_suffix(location) in (".nii", ".nii.gz"):
             _check_nifti_data(location)
+        elif volume_suffix(location) in (".mha", ".mhd"):
+            check_metaimage_complete(location)
         try:
             image = _read_image(location)
         except RuntimeError as error:

@@ -1,10 +1,11 @@
 """Test helper: write a CT volume as a DICOM series with pydicom (independent of the
-SimpleITK/GDCM reader under test), one file per slice, with full geometry tags."""
+SimpleITK/GDCM reader under test), one file per slice, with full geometry tags, optionally
+gantry-tilted and with file names out of slice order."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -23,9 +24,13 @@ def write_ct_series(folder, volume: Volume, kernel: str = "B30f", study_uid: Opt
                     series_uid: Optional[str] = None, intercept: float = -1024.0, slope: float = 1.0,
                     signed: bool = False, modality: str = "CT", patient_id: str = "PHANTOM-1",
                     series_number: int = 1, slice_thickness: Optional[float] = None,
-                    file_prefix: str = "slice", positions: Optional[List[np.ndarray]] = None) -> List[Path]:
-    """Write ``volume`` (HU) as one file per k-slice; slice k sits at origin + k * dz * (third
-    direction column), whatever the handedness. Returns the file paths."""
+                    file_prefix: str = "slice", positions: Optional[List[np.ndarray]] = None,
+                    tilt_deg: float = 0.0, scramble_file_names: bool = False) -> List[Path]:
+    """Write ``volume`` (HU) as one file per k-slice; slice k sits where
+    :func:`written_point` puts it: at origin + k * dz * (third direction column), shifted
+    down the columns by ``k * dz * tan(tilt_deg)`` for a gantry tilt. With
+    ``scramble_file_names`` the file names do not follow the slice order. Returns the
+    file paths, in slice order."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     study_uid = study_uid or generate_uid()
@@ -59,11 +64,13 @@ def write_ct_series(folder, volume: Volume, kernel: str = "B30f", study_uid: Opt
         ds.SeriesNumber = series_number
         ds.InstanceNumber = k + 1
         ds.SeriesDescription = f"test {kernel}"
+        if not kernel.isascii():
+            ds.SpecificCharacterSet = "ISO_IR 192"  # UTF-8, so that any kernel name can be stored
         ds.ConvolutionKernel = kernel
         ds.SliceThickness = _ds(slice_thickness if slice_thickness is not None else spacing[2])
         ds.SpacingBetweenSlices = _ds(spacing[2])
         ds.ImageOrientationPatient = [_ds(v) for v in (*direction[:, 0], *direction[:, 1])]
-        position = origin + direction[:, 2] * spacing[2] * k if positions is None else positions[k]
+        position = written_point(volume, (0, 0, k), tilt_deg) if positions is None else positions[k]
         ds.ImagePositionPatient = [_ds(v) for v in position]
         ds.PixelSpacing = [_ds(spacing[1]), _ds(spacing[0])]  # row spacing (y), column spacing (x)
         ds.Rows, ds.Columns = volume.shape[1], volume.shape[2]
@@ -77,7 +84,17 @@ def write_ct_series(folder, volume: Volume, kernel: str = "B30f", study_uid: Opt
         ds.RescaleSlope = _ds(slope)
         ds.RescaleType = "HU"
         ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()
-        path = folder / f"{file_prefix}{k:04d}.dcm"
+        number = (k * 7 + 3) % 10007 if scramble_file_names else k  # 7 and 10007: a permutation
+        path = folder / f"{file_prefix}{number:05d}.dcm"
         ds.save_as(str(path), enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def written_point(volume: Volume, index_ijk: Sequence[int], tilt_deg: float = 0.0) -> np.ndarray:
+    """Where :func:`write_ct_series` puts voxel (i, j, k) of ``volume`` in the patient (LPS mm)."""
+    i, j, k = index_ijk
+    direction = volume.direction_matrix
+    sx, sy, sz = volume.spacing
+    slice_step = sz * (direction[:, 2] + np.tan(np.radians(tilt_deg)) * direction[:, 1])
+    return np.asarray(volume.origin) + i * sx * direction[:, 0] + j * sy * direction[:, 1] + k * slice_step

@@ -6,13 +6,14 @@ import shutil
 import numpy as np
 import pydicom
 import pytest
-from dicom_series_writer import write_ct_series
+from dicom_series_writer import write_ct_series, written_point
 from pydicom.data import get_testdata_file
 from test_volume import oblique_direction
 
 from RevGANCore.cli import main
 from RevGANCore.dicom import find_series, kernel_sharpness, normalise_kernel, read_dicom_series
 from RevGANCore.errors import VolumeError
+from RevGANCore.file_labels import safe_file_label, unique_file_labels
 from RevGANCore.manifest import load_manifest
 from RevGANCore.volume import Volume, resample_to_grid
 from RevGANCore.volume_io import read_volume
@@ -100,14 +101,14 @@ def test_mixed_series_are_refused(tmp_path):
     third = tmp_path / "duplicates"
     write_ct_series(third, volume_with(shape=(3, 10, 12)), series_uid=uid, file_prefix="a")
     write_ct_series(third, volume_with(shape=(3, 10, 12), seed=2), series_uid=uid, file_prefix="b")
-    with pytest.raises(VolumeError, match="two slices at the same position"):
+    with pytest.raises(VolumeError, match=r"a00000\.dcm and .*b00000\.dcm lie at the same position"):
         read_volume(third)
 
 
 def test_missing_slice_is_refused(tmp_path):
     files = write_ct_series(tmp_path, volume_with(shape=(6, 10, 12)))
     files[3].unlink()
-    with pytest.raises(VolumeError, match="uneven slice spacing"):
+    with pytest.raises(VolumeError, match=r"uneven slice spacing: .*slice00002\.dcm to .*slice00004\.dcm is 5\.000 mm"):
         read_volume(tmp_path)
 
 
@@ -127,6 +128,74 @@ def test_non_ct_single_slice_and_truncated(tmp_path):
         read_volume(truncated)
 
 
+# ------------------------------------------------------- slice geometry: where voxels land
+
+# Direction matrices (row-major; columns = row, column and slice-normal directions in LPS).
+SAGITTAL = (0.0, 0.0, -1.0, 1.0, 0.0, 0.0, 0.0, -1.0, 0.0)  # rows run A->P, columns down, slices R->L
+CORONAL = (1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, -1.0, 0.0)  # rows run R->L, columns down, slices A->P
+AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+MARKER = (7, 2, 4)  # (i, j, k): off every axis of symmetry, near the far end of the stack
+BACKGROUND_HU, MARKER_HU = -1000.0, 2000.0
+
+
+def marked_volume(direction, shape=(6, 10, 12)) -> Volume:
+    array = np.full(shape, BACKGROUND_HU, np.float32)
+    i, j, k = MARKER
+    array[k, j, i] = MARKER_HU
+    return Volume(array, (0.7, 0.8, 2.5), (10.5, -20.25, 30.0), direction)
+
+
+def marker_centre(volume: Volume) -> np.ndarray:
+    """Physical centre of the marker's brightness above the background (interpolation may
+    spread it over neighbouring voxels; the weighted centre stays put)."""
+    weights = volume.array.astype(np.float64) - BACKGROUND_HU
+    k, j, i = np.nonzero(weights > 1.0)
+    points = volume.index_to_physical_matrix() @ np.stack([i, j, k, np.ones_like(i)])
+    assert weights.sum() == pytest.approx(MARKER_HU - BACKGROUND_HU, rel=1e-5)
+    return (points[:3] * weights[k, j, i]).sum(axis=1) / weights[k, j, i].sum()
+
+
+@pytest.mark.parametrize("direction, tilt_deg", [
+    (AXIAL, 0.0), (SAGITTAL, 0.0), (CORONAL, 0.0), (oblique_direction(), 0.0), (oblique_direction(-1), 0.0),
+    (AXIAL, 20.0), (AXIAL, -20.0), (SAGITTAL, 15.0), (oblique_direction(), 20.0),
+], ids=["axial", "sagittal", "coronal", "oblique", "oblique-left-handed", "axial-tilt20", "axial-tilt-20",
+        "sagittal-tilt15", "oblique-tilt20"])
+def test_every_voxel_lands_where_the_scanner_put_it(tmp_path, direction, tilt_deg):
+    """Slices are ordered along the slice normal (not z), spaced by their step along it, and
+    a gantry tilt is resampled onto the slice planes; file names are out of slice order."""
+    volume = marked_volume(direction)
+    write_ct_series(tmp_path, volume, tilt_deg=tilt_deg, scramble_file_names=True)
+    back = read_volume(tmp_path)
+    normal = np.cross(volume.direction_matrix[:, 0], volume.direction_matrix[:, 1])
+    np.testing.assert_allclose(back.direction_matrix[:, 2], normal, atol=1e-6)
+    np.testing.assert_allclose(back.spacing, volume.spacing, atol=1e-6)
+    np.testing.assert_allclose(marker_centre(back), written_point(volume, MARKER, tilt_deg), atol=1e-3)
+    assert back.shape[0] == volume.shape[0]
+
+
+def test_tilt_of_whole_pixels_is_an_exact_shear(tmp_path):
+    """A tilt that shifts each slice by exactly one row: every voxel is moved, none blended,
+    and the grid grows by one row per slice, filled with the lowest value."""
+    volume = Volume(integer_ct((4, 6, 5)), (0.7, 0.8, 2.5), (1.0, 2.0, 3.0))
+    tilt = float(np.degrees(np.arctan(0.8 / 2.5)))
+    write_ct_series(tmp_path, volume, tilt_deg=tilt)
+    back = read_volume(tmp_path)
+    assert back.shape == (4, 9, 5)
+    np.testing.assert_allclose(back.origin, volume.origin, atol=1e-6)
+    for k in range(4):
+        np.testing.assert_array_equal(back.array[k, k:k + 6], volume.array[k])
+        assert np.all(back.array[k, :k] == volume.array.min()) and np.all(back.array[k, k + 6:] == volume.array.min())
+
+
+def test_slices_off_a_straight_line_are_refused(tmp_path):
+    volume = marked_volume(AXIAL)
+    positions = [written_point(volume, (0, 0, k)) for k in range(volume.shape[0])]
+    positions[2] = positions[2] + np.array([0.0, 3.0, 0.0])  # one slice pushed 3 mm sideways
+    write_ct_series(tmp_path, volume, positions=positions)
+    with pytest.raises(VolumeError, match=r"not stacked on a straight line: .*slice00002\.dcm is shifted 3\.000 mm"):
+        read_volume(tmp_path)
+
+
 def test_a_single_real_ct_slice_is_2d(tmp_path):
     path = get_testdata_file("CT_small.dcm")
     assert pydicom.dcmread(path).Modality == "CT"
@@ -144,6 +213,18 @@ def test_kernel_labels():
     assert normalise_kernel("Br40d\\3") == "Br40d-3"
     assert normalise_kernel("") == "unknown"
     assert kernel_sharpness("B50f") > kernel_sharpness("B30f") > kernel_sharpness("STANDARD")
+
+
+@pytest.mark.parametrize("kernel, label", [
+    ("B50f.nii", "B50f_nii"), ("FC/13", "FC_13"), ("../..", "unknown"), ("Br 40\u00e9 d", "Br_40_d"),
+    ("CON", "CON_"), ("", "unknown"), ("x" * 300, "x" * 64)])
+def test_file_labels_are_plain_file_name_stems(kernel, label):
+    assert safe_file_label(kernel) == label
+
+
+def test_file_labels_stay_distinct_on_case_insensitive_disks():
+    assert unique_file_labels(["B50f.nii", "b50f_NII", "B30f"]) == {
+        "B30f": "B30f", "B50f.nii": "B50f_nii", "b50f_NII": "b50f_NII-2"}
 
 
 # ------------------------------------------------------------------- revgan dataset
@@ -207,3 +288,22 @@ def test_revgan_dataset_bad_input(tmp_path, capsys):
     root = two_kernel_tree(tmp_path / "dicom")
     assert main(["dataset", str(root), str(tmp_path / "out2"), "--source-kernel", "B70f"]) == 1
     assert "B70f" in capsys.readouterr().err
+
+
+def test_revgan_dataset_numbers_cases_without_gaps(tmp_path, capsys):
+    """The first study's only series cannot be read (PixelSpacing 0): it is skipped, and the
+    study that is written is case000, not case001."""
+    root = tmp_path / "dicom"
+    for study in range(2):
+        files = write_ct_series(root / f"patient{study}", volume_with(shape=(3, 10, 12), seed=study),
+                                study_uid=f"1.2.826.0.1.98.{study}", patient_id=f"P{study}")
+        if study == 0:
+            for path in files:
+                dataset = pydicom.dcmread(str(path))
+                dataset.PixelSpacing = ["0", "0"]
+                dataset.save_as(str(path))
+    assert main(["dataset", str(root), str(tmp_path / "out"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert any("(0028,0030)" in note and "patient0" in note for note in summary["skipped"])
+    manifest = load_manifest(tmp_path / "out" / "manifest.json")
+    assert manifest.case_ids == ["case000"] and manifest.cases[0].extra["patient_id"] == "P1"
