@@ -15,6 +15,7 @@ from typing import Callable, List, Optional, Sequence
 
 from . import __version__
 from .errors import RevGANError
+from .printable import printable
 
 EXIT_USER_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -350,7 +351,7 @@ def _run_models(args: argparse.Namespace) -> int:
     for entry in entries:
         flags = " (default)" if entry.default else ""
         missing = "" if entry.available else "  [file missing]"
-        print(f"  {entry.name:<28} {entry.task:<17}{flags} {entry.description}{missing}")
+        print(printable(f"  {entry.name:<28} {entry.task:<17}{flags} {entry.description}{missing}"))
     return 0
 
 
@@ -480,7 +481,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return int(handler(args) or 0)
     except RevGANError as error:
-        print(f"revgan: error: {error}", file=sys.stderr)
+        print(f"revgan: error: {printable(error)}", file=sys.stderr)  # one line, whatever a file holds
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("revgan: interrupted", file=sys.stderr)
