@@ -27,6 +27,12 @@ Loading never unpickles anything and refuses, with a :class:`ModelFileError` nam
 file: a missing file, a file that is not safetensors (or is truncated or inconsistent), a
 pickled PyTorch checkpoint, a safetensors file without RevGAN metadata, an unknown
 format version, invalid metadata, and weights that do not match the architecture.
+Metadata is validated for types and bounds in one place (:mod:`RevGANCore.modelmetadata`,
+with the generator's bounds on :class:`GeneratorConfig`), and the tensor names, shapes and
+dtypes in the header are compared with the architecture it describes
+(:func:`generator_state_shapes`) before any weight is read or any module built: a small
+file that describes a huge network is refused at once. :func:`read_metadata` does all of
+that without reading the weights (the Slicer model card uses it).
 
 Registry. Shipped models live in a folder with a ``models.json`` index::
 
