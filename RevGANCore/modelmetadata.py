@@ -8,7 +8,7 @@ for its JSON type (no float where an integer belongs, no string where a flag bel
   depth 0-128, coupling_channels 1-1024);
 - ``hu_window``: two numbers between -100000 and 100000 HU, at least 1 HU apart;
 - ``scale_factors_xyz``: three integers from 1 to 16;
-- ``name``, ``created_by`` and the domain names: one line of at most 200 characters;
+- ``name``, ``created_by`` and the domain names: one line of at most 256 characters;
   ``description`` and ``caveats`` may also hold newlines and tabs; no other control or
   invisible formatting character (ANSI escapes, bidi overrides) is accepted anywhere;
 - the metadata JSON may not nest deeper than Python's parser allows (it is refused, not
@@ -39,7 +39,7 @@ TASKS = ("super_resolution", "kernel", "custom")
 DEFAULT_HU_WINDOW = (-1150.0, 350.0)
 HU_LIMIT = 100_000.0
 MAX_SCALE_FACTOR = 16
-MAX_NAME_LENGTH = 200
+MAX_NAME_LENGTH = 256  # a file name (training names models after their folder) fits
 
 _FIELDS = ("format", "format_version", "name", "task", "domains", "generator", "hu_window",
            "scale_factors_xyz", "description", "caveats", "training", "created_by")

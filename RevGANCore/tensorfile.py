@@ -16,8 +16,8 @@ such as /dev/zero is refused before it is read) and validates everything, never 
 anything from the file: the header length against the file size (and a 100 MB cap), the
 JSON (no duplicate keys, no absurd nesting), each tensor's dtype (known), shape (at most
 16 non-negative integers) and byte length (dtype size x elements, in exact arithmetic, so
-a shape whose product overflows 64 bits cannot pass), and that the tensors' byte ranges tile the buffer exactly: contiguous from 0,
-no overlap, no hole, nothing after the last one. Anything else raises
+a shape whose product overflows 64 bits cannot pass), and that the tensors' byte ranges
+tile the buffer exactly: contiguous from 0, no overlap, no hole, nothing after the last one. Anything else raises
 :class:`ModelFileError` naming the file and the problem. A file that is a pickled PyTorch
 checkpoint (zip or raw pickle) is recognised and refused: it is never unpickled.
 """

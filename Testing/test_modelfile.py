@@ -210,7 +210,7 @@ def _set(key, value, section=None):
     (_set("domains", {"x": "sharp\nrevgan: wrote /etc/passwd", "y": "smooth"}), "domain name x contains"),
     (_set("description", "fine\x1b]0;pwned\x07"), "description contains control characters"),
     (_set("caveats", "safe\u202etxt.exe"), "caveats contains control characters"),
-    (_set("created_by", "x" * 201), "at most 200"),
+    (_set("created_by", "x" * 257), "at most 256"),
 ])
 def test_bad_model_metadata_is_refused_on_one_line(tmp_path, good_model, change, message):
     path = rewrite_model(good_model, tmp_path / "bad.safetensors", change_metadata=change)
