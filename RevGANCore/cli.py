@@ -18,6 +18,7 @@ from typing import Callable, List, Optional, Sequence
 
 from . import __version__
 from .errors import RevGANError
+from .printable import printable
 
 EXIT_USER_ERROR = 1
 #: A command stopped by signal N exits with 128 + N (130 for Ctrl-C, 143 for SIGTERM).
@@ -356,7 +357,7 @@ def _run_models(args: argparse.Namespace) -> int:
     for entry in entries:
         flags = " (default)" if entry.default else ""
         missing = "" if entry.available else "  [file missing]"
-        print(f"  {entry.name:<28} {entry.task:<17}{flags} {entry.description}{missing}")
+        print(printable(f"  {entry.name:<28} {entry.task:<17}{flags} {entry.description}{missing}"))
     return 0
 
 
@@ -515,7 +516,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with _terminate_as_interrupt():
             return int(handler(args) or 0)
     except RevGANError as error:
-        print(f"revgan: error: {error}", file=sys.stderr)
+        print(f"revgan: error: {printable(error)}", file=sys.stderr)  # one line, whatever a file holds
         return EXIT_USER_ERROR
     except KeyboardInterrupt as error:
         signum = getattr(error, "signum", signal.SIGINT)

@@ -22,6 +22,7 @@ from .inference import translate
 from .modelfile import as_model
 from .manifest import load_manifest, pick_cases
 from .metrics import METRIC_DEFINITIONS, METRIC_NAMES, compare_volumes, summarize
+from .printable import printable
 from .volume import resample_to_grid
 from .volume_io import read_volume
 
@@ -108,8 +109,8 @@ def evaluate_model(model, data, direction: str = "forward", tile_size=None, devi
 
 def format_evaluation(result: dict) -> str:
     """A short table: metric, model mean +- std, baseline mean +- std."""
-    lines = [f"{result['model']}: {result['task']} {result['direction']} ({result['source_domain']} -> "
-             f"{result['target_domain']}) on {len(result['cases'])} case(s) of {result['manifest']}",
+    lines = [printable(f"{result['model']}: {result['task']} {result['direction']} ({result['source_domain']} -> "
+                       f"{result['target_domain']}) on {len(result['cases'])} case(s) of {result['manifest']}"),
              f"{'metric':<14} {'model':>22} {'baseline (no model)':>22}"]
     for name in METRIC_NAMES:
         model = result["summary"][name]

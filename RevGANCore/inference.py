@@ -54,6 +54,7 @@ from .devices import describe_device, resolve_device
 from .errors import ConfigError, RevGANError, VolumeError
 from .modelfile import TranslationModel, as_model
 from .networks import DIRECTIONS, GeneratorConfig, receptive_field
+from .printable import printable
 from .tiling import TilePlan, auto_window_shape, halo_for, minimum_window, plan_tiles, run_tiled
 from .volume import Grid, Volume, hu_to_unit, resample_to_grid, super_resolution_grid, unit_to_hu
 from .output import allocate_scratch, check_room, nearest_existing_folder
@@ -331,7 +332,7 @@ def translate(model, volume: Volume, direction: str = "forward",
     config = model.generator.config
     plan = make_plan(config, grid.shape, device_, tile_size, tile_memory_mib, amp_dtype is not None)
     source_name, target_name = model.metadata.domain_names(direction)
-    _say(log, f"{model.name}: {source_name} -> {target_name}"
+    _say(log, printable(f"{model.name}: {source_name} -> {target_name}")
               + (f", resampled onto {grid.shape[::-1]} voxels (x, y, z)" if resampled else ""))
 
     def attempt(plan_: TilePlan, device__: torch.device, amp: Optional[torch.dtype]) -> None:

@@ -27,6 +27,12 @@ Loading never unpickles anything and refuses, with a :class:`ModelFileError` nam
 file: a missing file, a file that is not safetensors (or is truncated or inconsistent), a
 pickled PyTorch checkpoint, a safetensors file without RevGAN metadata, an unknown
 format version, invalid metadata, and weights that do not match the architecture.
+Metadata is validated for types and bounds in one place (:mod:`RevGANCore.modelmetadata`,
+with the generator's bounds on :class:`GeneratorConfig`), and the tensor names, shapes and
+dtypes in the header are compared with the architecture it describes
+(:func:`generator_state_shapes`) before any weight is read or any module built: a small
+file that describes a huge network is refused at once. :func:`read_metadata` does all of
+that without reading the weights (the Slicer model card uses it).
 
 Registry. Shipped models live in a folder with a ``models.json`` index::
 
@@ -45,162 +51,34 @@ package) -- the first one holding a ``models.json``. No folder means no shipped 
 from __future__ import annotations
 
 import json
-import math
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import List, Optional, Union
 
 import torch
 
-from . import __version__
 from .errors import ConfigError, ModelFileError, RevGANError
-from .networks import GeneratorConfig, ReceptiveField, RevGANGenerator3d, receptive_field
-from .tensorfile import load_safetensors, save_safetensors
+from .modelmetadata import (DEFAULT_HU_WINDOW, MODEL_FORMAT, MODEL_FORMAT_VERSION, TASKS, ModelMetadata,
+                            check_text)
+from .networks import (GeneratorConfig, ReceptiveField, RevGANGenerator3d, generator_state_shapes,
+                       receptive_field)
+from .printable import printable
+from .tensorfile import read_safetensors_header, read_safetensors_tensors, save_safetensors
 
 __all__ = [
     "MODEL_FORMAT", "MODEL_FORMAT_VERSION", "METADATA_KEY", "TASKS", "DEFAULT_HU_WINDOW",
-    "ModelMetadata", "TranslationModel", "save_model", "load_model", "as_model", "check_task",
+    "ModelMetadata", "TranslationModel", "save_model", "load_model", "read_metadata", "as_model", "check_task",
     "ModelEntry", "models_dir", "models_dir_candidates", "list_models", "get_model_path",
     "default_model", "MODELS_DIR_ENV",
 ]
 
-MODEL_FORMAT = "revgan-model"
-MODEL_FORMAT_VERSION = 1
 METADATA_KEY = "revgan"
-TASKS = ("super_resolution", "kernel", "custom")
-DEFAULT_HU_WINDOW = (-1150.0, 350.0)
 REGISTRY_FORMAT = "revgan-model-registry"
 REGISTRY_FILE = "models.json"
 MODELS_DIR_ENV = "REVGAN_MODELS_DIR"
-
-_FIELDS = ("format", "format_version", "name", "task", "domains", "generator", "hu_window",
-           "scale_factors_xyz", "description", "caveats", "training", "created_by")
-
-
-@dataclass(frozen=True)
-class ModelMetadata:
-    """Everything a model file says about its generator besides the weights."""
-
-    task: str
-    domains: Dict[str, str]
-    generator: Dict[str, Any] = field(default_factory=dict)
-    hu_window: Tuple[float, float] = DEFAULT_HU_WINDOW
-    scale_factors_xyz: Optional[Tuple[int, int, int]] = None
-    name: str = ""
-    description: str = ""
-    caveats: str = ""
-    training: Dict[str, Any] = field(default_factory=dict)
-    created_by: str = f"RevGANCore {__version__}"
-    format: str = MODEL_FORMAT
-    format_version: int = MODEL_FORMAT_VERSION
-    extra: Dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.generator, GeneratorConfig):
-            object.__setattr__(self, "generator", self.generator.to_dict())
-        if self.format != MODEL_FORMAT:
-            raise ConfigError(f"not a RevGAN model: format is {self.format!r}, expected {MODEL_FORMAT!r}")
-        if (not isinstance(self.format_version, int) or isinstance(self.format_version, bool)
-                or self.format_version < 1):
-            raise ConfigError(f"invalid format_version {self.format_version!r}")
-        if self.format_version > MODEL_FORMAT_VERSION:
-            raise ConfigError(
-                f"format_version {self.format_version} was written by a newer RevGAN; this RevGANCore "
-                f"({__version__}) reads format_version {MODEL_FORMAT_VERSION}. Update RevGAN")
-        if self.task not in TASKS:
-            raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
-        if (not isinstance(self.domains, dict) or set(self.domains) != {"x", "y"}
-                or not all(isinstance(v, str) and v for v in self.domains.values())
-                or self.domains["x"] == self.domains["y"]):
-            raise ConfigError(f"domains must be {{\"x\": name, \"y\": name}} with two different non-empty "
-                              f"names, got {self.domains!r}")
-        if not isinstance(self.generator, dict):
-            raise ConfigError(f"generator must be a GeneratorConfig dictionary, got {type(self.generator).__name__}")
-        if self.generator:
-            self.generator_config  # validates the architecture
-        try:
-            window = tuple(float(v) for v in self.hu_window)
-        except (TypeError, ValueError):
-            raise ConfigError(f"hu_window must be two numbers, got {self.hu_window!r}") from None
-        if len(window) != 2 or not all(math.isfinite(v) for v in window) or window[1] <= window[0]:
-            raise ConfigError(f"hu_window must be two finite numbers, low < high; got {self.hu_window!r}")
-        object.__setattr__(self, "hu_window", window)
-        factors = self.scale_factors_xyz
-        if factors is not None:
-            if (not isinstance(factors, (list, tuple)) or len(factors) != 3
-                    or not all(isinstance(f, int) and not isinstance(f, bool) and f >= 1 for f in factors)):
-                raise ConfigError(f"scale_factors_xyz must be three positive integers, got {factors!r}")
-            object.__setattr__(self, "scale_factors_xyz", tuple(factors))
-        if self.task == "super_resolution" and (factors is None or all(f == 1 for f in factors)):
-            raise ConfigError("a super_resolution model needs scale_factors_xyz (e.g. [2, 2, 4])")
-        if self.task == "kernel" and factors is not None:
-            raise ConfigError("a kernel model keeps the voxel grid: scale_factors_xyz must be null")
-        for name in ("name", "description", "caveats", "created_by"):
-            if not isinstance(getattr(self, name), str):
-                raise ConfigError(f"{name} must be a string")
-        for name in ("training", "extra"):
-            if not isinstance(getattr(self, name), dict):
-                raise ConfigError(f"{name} must be a JSON object")
-
-    @property
-    def generator_config(self) -> GeneratorConfig:
-        try:
-            return GeneratorConfig.from_dict(self.generator)
-        except TypeError as error:
-            raise ConfigError(f"generator settings are invalid: {error}") from None
-
-    def domain_names(self, direction: str = "forward") -> Tuple[str, str]:
-        """(source, target) domain names for a direction."""
-        if direction == "forward":
-            return self.domains["x"], self.domains["y"]
-        if direction == "inverse":
-            return self.domains["y"], self.domains["x"]
-        raise ConfigError(f"direction must be 'forward' or 'inverse', got {direction!r}")
-
-    def to_dict(self) -> dict:
-        values = {
-            "format": self.format, "format_version": self.format_version, "name": self.name,
-            "task": self.task, "domains": dict(self.domains), "generator": dict(self.generator),
-            "hu_window": list(self.hu_window),
-            "scale_factors_xyz": list(self.scale_factors_xyz) if self.scale_factors_xyz else None,
-            "description": self.description, "caveats": self.caveats, "training": self.training,
-            "created_by": self.created_by,
-        }
-        if self.extra:
-            values["extra"] = self.extra
-        return values
-
-    def to_json(self) -> str:
-        try:
-            return json.dumps(self.to_dict(), sort_keys=False, allow_nan=False)
-        except (TypeError, ValueError) as error:
-            raise ConfigError(f"model metadata is not JSON-serialisable: {error}") from None
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "ModelMetadata":
-        if not isinstance(values, dict):
-            raise ConfigError("model metadata must be a JSON object")
-        if values.get("format") != MODEL_FORMAT:
-            raise ConfigError(f"not a RevGAN model: format is {values.get('format')!r}, expected {MODEL_FORMAT!r}")
-        version = values.get("format_version")
-        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            raise ConfigError(f"invalid format_version {version!r}")
-        if version > MODEL_FORMAT_VERSION:
-            raise ConfigError(
-                f"format_version {version} was written by a newer RevGAN; this RevGANCore ({__version__}) "
-                f"reads format_version {MODEL_FORMAT_VERSION}. Update RevGAN")
-        missing = [key for key in ("task", "domains", "generator") if not values.get(key)]
-        if missing:
-            raise ConfigError(f"model metadata lacks {', '.join(missing)}")
-        known = {key: values[key] for key in _FIELDS if key in values}
-        extra = dict(values.get("extra") or {})
-        extra.update({key: value for key, value in values.items() if key not in _FIELDS and key != "extra"})
-        if known.get("scale_factors_xyz") is not None and isinstance(known["scale_factors_xyz"], list):
-            known["scale_factors_xyz"] = tuple(known["scale_factors_xyz"])
-        if "hu_window" in known and isinstance(known["hu_window"], list):
-            known["hu_window"] = tuple(known["hu_window"])
-        return cls(extra=extra, **known)
+#: Weights must be floating point: an integer tensor would be silently cast by load_state_dict.
+FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
 
 
 @dataclass
@@ -228,11 +106,12 @@ class TranslationModel:
         return next(self.generator.parameters()).device
 
     def describe(self) -> str:
+        """One printable line (names from the file are passed through :func:`printable`)."""
         meta = self.metadata
         config = self.generator.config
         factors = f", factors (x, y, z) {list(meta.scale_factors_xyz)}" if meta.scale_factors_xyz else ""
-        return (f"{self.name}: {meta.task} ({meta.domains['x']} <-> {meta.domains['y']}), "
-                f"ngf {config.ngf}, depth {config.depth}{factors}")
+        return printable(f"{self.name}: {meta.task} ({meta.domains['x']} <-> {meta.domains['y']}), "
+                         f"ngf {config.ngf}, depth {config.depth}{factors}")
 
 
 def _same_architecture(a: dict, b: dict) -> bool:
@@ -256,41 +135,57 @@ def save_model(path, generator: RevGANGenerator3d, metadata: ModelMetadata) -> P
     return save_safetensors(path, tensors, {METADATA_KEY: metadata.to_json()})
 
 
-def load_model(path, device: Union[str, torch.device] = "cpu") -> TranslationModel:
-    """Load a model file (or a registry name) into a :class:`TranslationModel` on ``device``."""
-    path = get_model_path(path)
-    tensors, strings = load_safetensors(path)
+def _checked_header(path: Path):
+    """Header, metadata and generator configuration of a model file, validated against each
+    other from the header alone: no tensor data is read and no module is built, so a file
+    that describes a huge network is refused at once."""
+    header, strings, start, size = read_safetensors_header(path)
     if METADATA_KEY not in strings:
         raise ModelFileError(f"{path}: is a safetensors file but not a RevGAN model (no {METADATA_KEY!r} "
                              "metadata)")
     try:
-        values = json.loads(strings[METADATA_KEY])
-    except ValueError as error:
-        raise ModelFileError(f"{path}: the RevGAN metadata is not valid JSON ({error})") from None
-    try:
-        metadata = ModelMetadata.from_dict(values)
+        metadata = ModelMetadata.from_json(strings[METADATA_KEY])
         config = metadata.generator_config
-        generator = RevGANGenerator3d(config=config)
     except RevGANError as error:
         raise ModelFileError(f"{path}: {error}") from None
-    expected = generator.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    wrong = sorted(name for name in set(expected) & set(tensors)
-                   if tuple(expected[name].shape) != tuple(tensors[name].shape))
+    _check_tensors_match(path, header, config)
+    return header, start, size, metadata, config
+
+
+def _check_tensors_match(path: Path, header: dict, config: GeneratorConfig) -> None:
+    expected = generator_state_shapes(config)
+    missing = sorted(set(expected) - set(header))
+    unexpected = sorted(set(header) - set(expected))
+    wrong = sorted(name for name in set(expected) & set(header) if tuple(header[name]["shape"]) != expected[name])
     if missing or unexpected or wrong:
         parts = []
         for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
             if names:
                 shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
-                parts.append(f"{label}: {shown}")
+                parts.append(f"{label}: {printable(shown)}")
         raise ModelFileError(f"{path}: the weights do not match the generator described in its metadata "
                              f"(ngf {config.ngf}, depth {config.depth}); {'; '.join(parts)}")
-    for name, tensor in tensors.items():
-        if not tensor.is_floating_point():
-            raise ModelFileError(f"{path}: weight {name!r} has dtype {tensor.dtype}, expected floating point")
+    for name in sorted(header):
+        if header[name]["dtype"] not in FLOAT_DTYPES:
+            raise ModelFileError(f"{path}: weight {name!r} has dtype {header[name]['dtype']}, expected floating "
+                                 f"point ({', '.join(FLOAT_DTYPES)})")
+
+
+def read_metadata(path) -> ModelMetadata:
+    """The validated metadata of a model file (or a registry name), checked against the
+    tensor names, shapes and dtypes in its header, without reading any weights."""
+    return _checked_header(get_model_path(path))[3]
+
+
+def load_model(path, device: Union[str, torch.device] = "cpu") -> TranslationModel:
+    """Load a model file (or a registry name) into a :class:`TranslationModel` on ``device``."""
+    path = get_model_path(path)
+    header, start, size, metadata, config = _checked_header(path)
+    tensors = read_safetensors_tensors(path, header, start, size)
+    for name, tensor in sorted(tensors.items()):
         if not torch.isfinite(tensor).all():
             raise ModelFileError(f"{path}: weight {name!r} contains NaN or infinite values")
+    generator = RevGANGenerator3d(config=config)
     generator.load_state_dict(tensors, strict=True)
     generator.eval()
     try:
@@ -317,8 +212,8 @@ def check_task(model: TranslationModel, expected_task: str) -> None:
     if model.task != expected_task:
         where = model.path or model.name
         domains = model.metadata.domains
-        raise ModelFileError(f"{where}: is a {model.task!r} model ({domains['x']} -> {domains['y']}), "
-                             f"but this needs a {expected_task!r} model")
+        raise ModelFileError(printable(f"{where}: is a {model.task!r} model ({domains['x']} -> {domains['y']}), "
+                                       f"but this needs a {expected_task!r} model"))
 
 
 # =========================================================================== registry
@@ -387,8 +282,13 @@ def list_models() -> List[ModelEntry]:
         card = entry.get("card")
         if card is not None and not isinstance(card, str):
             raise ModelFileError(f"{where}: \"card\" must be a file name")
+        try:  # names and descriptions are printed by `revgan models`: no terminal escapes
+            check_text(name, "the model name")
+            description = check_text(entry.get("description", ""), "its description")
+        except ConfigError as error:
+            raise ModelFileError(f"{index}: {error}") from None
         entries.append(ModelEntry(name=name, path=folder / entry["file"], card=folder / card if card else None,
-                                  task=entry["task"], description=str(entry.get("description", "")),
+                                  task=entry["task"], description=description,
                                   default=bool(entry.get("default", False))))
     return entries
 

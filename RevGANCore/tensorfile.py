@@ -11,11 +11,13 @@ The format (https://github.com/huggingface/safetensors, "Format" section)::
     rest         the data buffer: each tensor's bytes, little-endian, row-major,
                  at [begin, end) relative to the start of the buffer
 
-Reading validates everything and never executes anything from the file: the header
-length against the file size (and a 100 MB cap), the JSON (no duplicate keys), each
-tensor's dtype (known), shape (non-negative integers) and byte length (dtype size x
-elements), and that the tensors' byte ranges tile the buffer exactly: contiguous from 0,
-no overlap, no hole, nothing after the last one. Anything else raises
+Reading opens only regular files (a folder, a FIFO -- which would block -- or a device
+such as /dev/zero is refused before it is read) and validates everything, never executing
+anything from the file: the header length against the file size (and a 100 MB cap), the
+JSON (no duplicate keys, no absurd nesting), each tensor's dtype (known), shape (at most
+16 non-negative integers) and byte length (dtype size x elements, in exact arithmetic, so
+a shape whose product overflows 64 bits cannot pass), and that the tensors' byte ranges
+tile the buffer exactly: contiguous from 0, no overlap, no hole, nothing after the last one. Anything else raises
 :class:`ModelFileError` naming the file and the problem. A file that is a pickled PyTorch
 checkpoint (zip or raw pickle) is recognised and refused: it is never unpickled.
 """
@@ -23,10 +25,12 @@ checkpoint (zip or raw pickle) is recognised and refused: it is never unpickled.
 from __future__ import annotations
 
 import json
+import math
 import os
+import stat
 import struct
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import BinaryIO, Dict, Tuple
 
 import numpy as np
 import torch
@@ -34,11 +38,15 @@ import torch
 from .output import replaced_atomically
 from .errors import ModelFileError
 
-__all__ = ["save_safetensors", "load_safetensors", "read_safetensors_header", "DTYPES",
-           "MAX_HEADER_BYTES", "PICKLE_MESSAGE"]
+__all__ = ["save_safetensors", "load_safetensors", "read_safetensors_header", "read_safetensors_tensors",
+           "open_regular_file", "DTYPES", "MAX_HEADER_BYTES", "MAX_TENSOR_DIMENSIONS", "PICKLE_MESSAGE"]
 
 #: The reference implementation's cap on the header size.
 MAX_HEADER_BYTES = 100_000_000
+#: More dimensions than any network weight has (and fewer than numpy's own limit).
+MAX_TENSOR_DIMENSIONS = 16
+#: Bytes a tensor's shape may describe, zero dimensions counted as 1 (numpy's own limit is 2**63).
+MAX_TENSOR_EXTENT = 2 ** 62
 
 PICKLE_MESSAGE = ("this looks like a pickled PyTorch checkpoint; RevGAN never unpickles model files "
                   "(unpickling can run arbitrary code). Convert it to a RevGAN model file (safetensors "
@@ -81,12 +89,95 @@ def _diagnose_not_safetensors(path: Path, head: bytes) -> ModelFileError:
                           "of another format")
 
 
-def read_safetensors_header(path) -> Tuple[dict, Dict[str, str], int, int]:
-    """Parse and validate the header: (tensor entries, metadata, buffer offset, buffer size)."""
+_SPECIAL_FILES = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a device"),
+                  (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _not_regular(path: Path, mode: int) -> ModelFileError:
+    kind = next((name for is_kind, name in _SPECIAL_FILES if is_kind(mode)), "a special file")
+    return ModelFileError(f"{path}: is {kind}, not a regular file")
+
+
+def open_regular_file(path) -> BinaryIO:
+    """Open ``path`` for reading if it is a regular file, else raise :class:`ModelFileError`.
+    The file is opened non-blocking and checked again on the open descriptor, so a FIFO
+    cannot hang the reader, even one swapped in after the first check."""
     path = Path(path)
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as stream:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: no such file") from None
+    except OSError as error:
+        raise ModelFileError(f"{path}: cannot be read ({error.strerror or error})") from None
+    if not stat.S_ISREG(mode):
+        raise _not_regular(path, mode)
+    try:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as error:
+        raise ModelFileError(f"{path}: cannot be read ({error.strerror or error})") from None
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            raise _not_regular(path, mode)
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+def _parse_header_json(path: Path, raw: bytes) -> dict:
+    try:
+        header = json.loads(raw.decode("utf-8").rstrip(" "), object_pairs_hook=_no_duplicates)
+    except (UnicodeDecodeError, ValueError) as error:
+        raise ModelFileError(f"{path}: the safetensors header is not valid JSON ({error})") from None
+    except RecursionError:
+        raise ModelFileError(f"{path}: the safetensors header is nested too deeply to be a model file") from None
+    if not isinstance(header, dict):
+        raise ModelFileError(f"{path}: the safetensors header must be a JSON object")
+    return header
+
+
+def _tensor_span(where: str, entry) -> Tuple[int, int]:
+    if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+        raise ModelFileError(f"{where}: needs exactly dtype, shape and data_offsets")
+    dtype = entry["dtype"]
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        if dtype in _KNOWN_UNSUPPORTED:
+            raise ModelFileError(f"{where}: dtype {dtype} is not supported by RevGAN model files")
+        raise ModelFileError(f"{where}: unknown dtype {dtype!r}")
+    shape = entry["shape"]
+    if isinstance(shape, list) and len(shape) > MAX_TENSOR_DIMENSIONS:
+        raise ModelFileError(f"{where}: shape has {len(shape)} dimensions; at most {MAX_TENSOR_DIMENSIONS}")
+    if not isinstance(shape, list) or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+        raise ModelFileError(f"{where}: shape must be a list of non-negative integers, got {shape!r}")
+    offsets = entry["data_offsets"]
+    if (not isinstance(offsets, list) or len(offsets) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
+        raise ModelFileError(f"{where}: data_offsets must be two integers, got {offsets!r}")
+    begin, end = offsets
+    if begin < 0 or end < begin:
+        raise ModelFileError(f"{where}: invalid data_offsets {offsets}")
+    itemsize = np.dtype(DTYPES[dtype][0]).itemsize
+    # Exact Python integers, zero dimensions counted as 1 (as numpy does when it sizes an
+    # array): a shape whose product wraps around in int64, e.g. [2**32, 2**32] -> 0, or an
+    # empty [0, 2**62], is refused here instead of passing as small or crashing numpy.
+    if math.prod(max(n, 1) for n in shape) * itemsize > MAX_TENSOR_EXTENT:
+        raise ModelFileError(f"{where}: shape {shape} is impossibly large (more than 2**62 bytes)")
+    expected = math.prod(shape) * itemsize
+    if end - begin != expected:
+        raise ModelFileError(f"{where}: data_offsets span {end - begin} bytes, but dtype {dtype} and "
+                             f"shape {shape} need {expected}")
+    return begin, end
+
+
+def read_safetensors_header(path) -> Tuple[dict, Dict[str, str], int, int]:
+    """Parse and validate the header: (tensor entries, metadata, buffer offset, buffer size).
+    Reads no tensor data."""
+    path = Path(path)
+    try:
+        with open_regular_file(path) as stream:
+            size = os.fstat(stream.fileno()).st_size
             head = stream.read(16)
             if len(head) < 8:
                 raise ModelFileError(f"{path}: is too short to be a safetensors file ({size} bytes)")
@@ -99,12 +190,7 @@ def read_safetensors_header(path) -> Tuple[dict, Dict[str, str], int, int]:
         raise ModelFileError(f"{path}: cannot be read ({error.strerror or error})") from None
     if len(raw) != length:
         raise ModelFileError(f"{path}: is truncated (header cut short)")
-    try:
-        header = json.loads(raw.decode("utf-8").rstrip(" "), object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, ValueError) as error:
-        raise ModelFileError(f"{path}: the safetensors header is not valid JSON ({error})") from None
-    if not isinstance(header, dict):
-        raise ModelFileError(f"{path}: the safetensors header must be a JSON object")
+    header = _parse_header_json(path, raw)
     metadata = header.pop("__metadata__", {})
     if metadata is None:
         metadata = {}
@@ -113,33 +199,7 @@ def read_safetensors_header(path) -> Tuple[dict, Dict[str, str], int, int]:
         raise ModelFileError(f"{path}: __metadata__ must map strings to strings")
     buffer_start = 8 + length
     buffer_size = size - buffer_start
-    spans = []
-    for name, entry in header.items():
-        where = f"{path}: tensor {name!r}"
-        if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
-            raise ModelFileError(f"{where}: needs exactly dtype, shape and data_offsets")
-        dtype = entry["dtype"]
-        if dtype not in DTYPES:
-            if dtype in _KNOWN_UNSUPPORTED:
-                raise ModelFileError(f"{where}: dtype {dtype} is not supported by RevGAN model files")
-            raise ModelFileError(f"{where}: unknown dtype {dtype!r}")
-        shape = entry["shape"]
-        if not isinstance(shape, list) or not all(
-                isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
-            raise ModelFileError(f"{where}: shape must be a list of non-negative integers, got {shape!r}")
-        offsets = entry["data_offsets"]
-        if (not isinstance(offsets, list) or len(offsets) != 2
-                or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
-            raise ModelFileError(f"{where}: data_offsets must be two integers, got {offsets!r}")
-        begin, end = offsets
-        if begin < 0 or end < begin:
-            raise ModelFileError(f"{where}: invalid data_offsets {offsets}")
-        expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(DTYPES[dtype][0]).itemsize
-        if end - begin != expected:
-            raise ModelFileError(f"{where}: data_offsets span {end - begin} bytes, but dtype {dtype} and "
-                                 f"shape {shape} need {expected}")
-        spans.append((begin, end, name))
-    spans.sort()
+    spans = sorted(_tensor_span(f"{path}: tensor {name!r}", entry) + (name,) for name, entry in header.items())
     position = 0
     for begin, end, name in spans:
         if begin != position:
@@ -154,16 +214,11 @@ def read_safetensors_header(path) -> Tuple[dict, Dict[str, str], int, int]:
     return header, metadata, buffer_start, buffer_size
 
 
-def load_safetensors(path) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
-    """Read every tensor (CPU, owning its memory) and the ``__metadata__`` strings."""
+def read_safetensors_tensors(path, header: dict, start: int, size: int) -> Dict[str, torch.Tensor]:
+    """Every tensor (CPU, owning its memory) of a header from :func:`read_safetensors_header`."""
     path = Path(path)
-    if not path.exists():
-        raise ModelFileError(f"{path}: no such file")
-    if path.is_dir():
-        raise ModelFileError(f"{path}: is a folder, not a model file")
-    header, metadata, start, size = read_safetensors_header(path)
     try:
-        with open(path, "rb") as stream:
+        with open_regular_file(path) as stream:
             stream.seek(start)
             data = stream.read(size)
     except OSError as error:
@@ -185,7 +240,13 @@ def load_safetensors(path) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
         if torch_dtype in (torch.bfloat16, torch.bool):
             tensor = tensor.view(torch_dtype)
         tensors[name] = tensor
-    return tensors, dict(metadata)
+    return tensors
+
+
+def load_safetensors(path) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
+    """Read every tensor (CPU, owning its memory) and the ``__metadata__`` strings."""
+    header, metadata, start, size = read_safetensors_header(path)
+    return read_safetensors_tensors(path, header, start, size), dict(metadata)
 
 
 def _tensor_bytes(name: str, tensor: torch.Tensor) -> Tuple[str, bytes]:

@@ -6,9 +6,11 @@ two directions differ, so a forward/inverse mix-up cannot hide either."""
 
 from __future__ import annotations
 
+import json
+import struct
 from dataclasses import replace
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -16,6 +18,7 @@ import torch
 from RevGANCore.bench.tiling import randomize_weights
 from RevGANCore.modelfile import ModelMetadata, TranslationModel, save_model
 from RevGANCore.networks import GeneratorConfig, RevGANGenerator3d
+from RevGANCore.tensorfile import load_safetensors, save_safetensors
 from RevGANCore.volume import Volume
 
 DOMAINS = {
@@ -69,6 +72,30 @@ def tiny_model(task: str = "kernel", ngf: int = 3, depth: int = 1, seed: int = 0
 def save_tiny_model(path: Path, task: str = "kernel", ngf: int = 3, depth: int = 1, seed: int = 0,
                     factors: Optional[Tuple[int, int, int]] = None) -> Path:
     return save_model(path, random_generator(ngf, depth, seed), metadata_for(task, factors))
+
+
+def rewrite_model(source: Path, target: Path, change_metadata: Optional[Callable[[dict], None]] = None,
+                  change_tensors: Optional[Callable[[Dict[str, torch.Tensor]], None]] = None,
+                  metadata_text: Optional[str] = None) -> Path:
+    """A copy of the model file ``source`` at ``target`` whose metadata JSON (a dict, changed in
+    place) or tensors (a dict, changed in place) were altered, or whose metadata string is
+    replaced by ``metadata_text`` verbatim: hostile model files built from a real one."""
+    tensors, strings = load_safetensors(source)
+    values = json.loads(strings["revgan"])
+    if change_metadata is not None:
+        change_metadata(values)
+    if change_tensors is not None:
+        change_tensors(tensors)
+    text = json.dumps(values) if metadata_text is None else metadata_text
+    return save_safetensors(target, tensors, {"revgan": text})
+
+
+def write_raw_safetensors(path: Path, header, data: bytes = b"", length: Optional[int] = None) -> Path:
+    """A safetensors file with any header (a JSON value, or raw bytes) and data buffer,
+    however inconsistent; ``length`` overrides the header length field."""
+    encoded = header if isinstance(header, bytes) else json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(encoded) if length is None else length) + encoded + data)
+    return path
 
 
 def random_hu(shape: Sequence[int], seed: int = 0) -> np.ndarray:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -17,10 +16,12 @@ import torch
 
 from RevGANCore.errors import ConfigError, ModelFileError
 from RevGANCore.modelfile import (MODELS_DIR_ENV, ModelMetadata, check_task, default_model, get_model_path,
-                                  list_models, load_model, models_dir, save_model)
+                                  list_models, load_model, models_dir, read_metadata, save_model)
+from RevGANCore.networks import GeneratorConfig, RevGANGenerator3d, generator_state_shapes
+from RevGANCore.printable import printable
 from RevGANCore.tensorfile import load_safetensors, save_safetensors
 
-from model_helpers import metadata_for, random_generator, save_tiny_model
+from model_helpers import metadata_for, random_generator, rewrite_model, save_tiny_model, write_raw_safetensors
 
 safetensors_torch = pytest.importorskip("safetensors.torch")
 from safetensors import safe_open  # noqa: E402
@@ -68,12 +69,6 @@ def test_our_files_load_in_safetensors_and_theirs_in_ours(tmp_path):
     assert not any(name.startswith(".revgan-") for name in os.listdir(tmp_path))  # no temp file left
 
 
-def _write_raw(path: Path, header, data: bytes = b"", length=None) -> Path:
-    encoded = header if isinstance(header, bytes) else json.dumps(header).encode()
-    path.write_bytes(struct.pack("<Q", len(encoded) if length is None else length) + encoded + data)
-    return path
-
-
 F32x2 = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
 
 
@@ -94,12 +89,26 @@ F32x2 = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
     ({"a": {"dtype": "F32", "shape": [2]}}, b"", None, "exactly dtype"),
     ({"__metadata__": {"k": 3}, "a": F32x2}, b"\0" * 8, None, "strings to strings"),
     ([1, 2], b"", None, "not a safetensors file"),
+    # int64 would wrap [2**32, 2**32] to 0 elements; an empty [0, 2**62] array crashes numpy
+    ({"a": {"dtype": "F32", "shape": [2 ** 32, 2 ** 32], "data_offsets": [0, 0]}}, b"", None, "impossibly large"),
+    ({"a": {"dtype": "F32", "shape": [0, 2 ** 62], "data_offsets": [0, 0]}}, b"", None, "impossibly large"),
+    ({"a": {"dtype": "F32", "shape": [1] * 17, "data_offsets": [0, 4]}}, b"\0" * 4, None, "at most 16"),
+    (b'{"a": ' + b"[" * 200_000 + b"]" * 200_000 + b"}", b"", None, "nested too deeply"),
 ])
 def test_malformed_safetensors_are_refused(tmp_path, header, data, length, message):
-    path = _write_raw(tmp_path / "bad.safetensors", header, data, length)
+    path = write_raw_safetensors(tmp_path / "bad.safetensors", header, data, length)
     with pytest.raises(ModelFileError, match=message) as error:
         load_safetensors(path)
     assert str(path) in str(error.value)
+
+
+@pytest.mark.parametrize("special,message", [("/dev/zero", "is a device"), (".", "is a folder")])
+def test_only_regular_files_are_opened(tmp_path, special, message):
+    path = tmp_path if special == "." else Path(special)
+    if not path.exists():
+        pytest.skip(f"{special} does not exist here")
+    with pytest.raises(ModelFileError, match=message):
+        load_safetensors(path)
 
 
 def test_pickled_checkpoints_and_other_files_are_refused_without_unpickling(tmp_path):
@@ -155,43 +164,144 @@ def test_model_round_trip_keeps_weights_metadata_and_outputs(tmp_path):
         check_task(model, "kernel")
 
 
-def _rewrite_metadata(source: Path, target: Path, change) -> Path:
-    tensors, strings = load_safetensors(source)
-    values = json.loads(strings["revgan"])
-    change(values)
-    return save_safetensors(target, tensors, {"revgan": json.dumps(values)})
+@pytest.fixture
+def good_model(tmp_path) -> Path:
+    return save_tiny_model(tmp_path / "good.safetensors", "kernel", ngf=3, depth=1)
 
 
-def test_bad_model_metadata_and_weights_are_refused(tmp_path):
-    good = save_tiny_model(tmp_path / "good.safetensors", "kernel", ngf=3, depth=1)
-    cases = {
-        "newer": (lambda v: v.update(format_version=2), "format_version 2 was written by a newer RevGAN"),
-        "format": (lambda v: v.update(format="something"), "not a RevGAN model"),
-        "task": (lambda v: v.update(task="segmentation"), "task must be one of"),
-        "factors": (lambda v: v.update(scale_factors_xyz=[2, 2, 4]), "kernel model keeps the voxel grid"),
-        "ngf": (lambda v: v["generator"].update(ngf=4), "weights do not match"),
-        "arch": (lambda v: v["generator"].update(unknown=1), "unknown generator settings"),
-        "window": (lambda v: v.update(hu_window=[350, -1150]), "low < high"),
-        "domains": (lambda v: v.update(domains={"x": "a"}), "domains must be"),
-    }
-    for name, (change, message) in cases.items():
-        path = _rewrite_metadata(good, tmp_path / f"{name}.safetensors", change)
-        with pytest.raises(ModelFileError, match=message) as error:
-            load_model(path)
-        assert str(path) in str(error.value)
-    tensors, strings = load_safetensors(good)
+def _set(key, value, section=None):
+    def change(values):
+        (values[section] if section else values)[key] = value
+    return change
+
+
+@pytest.mark.parametrize("change,message", [
+    (_set("format_version", 2), "format_version 2 was written by a newer RevGAN"),
+    (_set("format", "something"), "not a RevGAN model"),
+    (_set("task", "segmentation"), "task must be one of"),
+    (_set("scale_factors_xyz", [2, 2, 4]), "kernel model keeps the voxel grid"),
+    (_set("ngf", 4, "generator"), "weights do not match"),
+    (_set("unknown", 1, "generator"), "unknown generator settings"),
+    (_set("hu_window", [350, -1150]), "low < high"),
+    (_set("domains", {"x": "a"}), "domains must be"),
+    # types: a float, a string or a bool where another type belongs is refused, never cast
+    (_set("ngf", 3.0, "generator"), "generator ngf must be an integer, got 3.0"),
+    (_set("in_channels", True, "generator"), "in_channels must be an integer"),
+    (_set("residual", "no", "generator"), "residual must be true or false, got 'no'"),
+    (_set("memory_saving", 1, "generator"), "memory_saving must be true or false"),
+    (_set("norm", ["none"], "generator"), "norm must be one of"),
+    (_set("core_activation", ["silu"], "generator"), "core_activation must be one of"),
+    (_set("generator", [1]), "generator must be a GeneratorConfig dictionary"),
+    (_set("hu_window", [True, 2]), "hu_window must be two numbers"),
+    (_set("hu_window", ["-1000", 400]), "hu_window must be two numbers"),
+    (_set("hu_window", [-1e30, 400]), "within"),
+    (_set("extra", "ab"), "extra must be a JSON object"),
+    # bounds: refused before any module is built
+    (_set("ngf", 100_000, "generator"), "ngf must be between 1 and 256, got 100000"),
+    (_set("depth", 129, "generator"), "depth must be between 0 and 128"),
+    (_set("coupling_channels", 10 ** 6, "generator"), "coupling_channels must be between 1 and 1024"),
+    (_set("in_channels", 0, "generator"), "in_channels must be between"),
+    # scale factors below 1, above the bound, or not integers
+    (lambda v: v.update(task="custom", scale_factors_xyz=[0, 2, 4]), "three integers from 1 to 16"),
+    (lambda v: v.update(task="custom", scale_factors_xyz=[2, 2, 64]), "three integers from 1 to 16"),
+    (lambda v: v.update(task="custom", scale_factors_xyz=[2.0, 2, 4]), "three integers from 1 to 16"),
+    # text shown to people: no terminal escapes, no forged lines, no bidi tricks
+    (_set("name", "evil\x1b[2J\x1b[31m"), "name contains control characters"),
+    (_set("domains", {"x": "sharp\nrevgan: wrote /etc/passwd", "y": "smooth"}), "domain name x contains"),
+    (_set("description", "fine\x1b]0;pwned\x07"), "description contains control characters"),
+    (_set("caveats", "safe\u202etxt.exe"), "caveats contains control characters"),
+    (_set("created_by", "x" * 257), "at most 256"),
+])
+def test_bad_model_metadata_is_refused_on_one_line(tmp_path, good_model, change, message):
+    path = rewrite_model(good_model, tmp_path / "bad.safetensors", change_metadata=change)
+    for reader in (read_metadata, load_model):
+        with pytest.raises(ModelFileError, match=message.replace("[", r"\[").replace("(", r"\(")) as error:
+            reader(path)
+        assert str(path) in str(error.value) and "\n" not in str(error.value)
+        assert all(printable(ch) == ch for ch in str(error.value)), str(error.value)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("{not json", "not valid JSON"),
+    ("[" * 200_000 + "]" * 200_000, "nested too deeply"),
+    (json.dumps({"format": "revgan-model", "format_version": 1, "task": "kernel",
+                 "domains": {"x": "a", "y": "b"}, "generator": {"ngf": 3},
+                 "training": {"deep": []}}).replace("[]", "[" * 200_000 + "]" * 200_000), "nested too deeply"),
+])
+def test_unparsable_metadata_is_refused(tmp_path, good_model, text, message):
+    path = rewrite_model(good_model, tmp_path / "bad.safetensors", metadata_text=text)
+    with pytest.raises(ModelFileError, match=message):
+        load_model(path)
+
+
+def test_free_text_may_hold_newlines_and_tabs(tmp_path, good_model):
+    path = rewrite_model(good_model, tmp_path / "ok.safetensors",
+                         change_metadata=_set("caveats", "line one\n\tline two"))
+    assert load_model(path).metadata.caveats == "line one\n\tline two"
+
+
+def _first_weight(tensors):
+    return sorted(name for name in tensors if name.endswith("weight"))[0]
+
+
+def _replace_first(make):
+    def change(tensors):
+        name = _first_weight(tensors)
+        tensors[name] = make(tensors[name])
+    return change
+
+
+@pytest.mark.parametrize("change,message", [
+    (_replace_first(lambda t: t.round().to(torch.int32)), "has dtype I32, expected floating point"),
+    (_replace_first(lambda t: t.to(torch.int64)), "has dtype I64, expected floating point"),
+    (_replace_first(lambda t: t.bool()), "has dtype BOOL, expected floating point"),
+    (lambda tensors: tensors.update(bonus=torch.zeros(2)), "unexpected: bonus"),
+    (lambda tensors: tensors.update({"core.blocks.7.f.0.weight": torch.zeros(1)}), "unexpected: core.blocks.7"),
+    (_replace_first(lambda t: t[:1].clone()), "wrong shape: core.blocks.0.f.0.weight"),
+    (lambda tensors: tensors.pop(_first_weight(tensors)), "missing: core.blocks.0.f.0.weight"),
+    (_replace_first(lambda t: t.clone().fill_(float("nan"))), "NaN"),
+    (_replace_first(lambda t: t.clone().fill_(float("inf"))), "infinite"),
+])
+def test_weights_that_do_not_fit_the_metadata_are_refused(tmp_path, good_model, change, message):
+    path = rewrite_model(good_model, tmp_path / "bad.safetensors", change_tensors=change)
+    with pytest.raises(ModelFileError, match=message.replace(".", r"\.")) as error:
+        load_model(path)
+    assert str(path) in str(error.value)
+
+
+def test_read_metadata_checks_the_header_without_reading_weights(tmp_path, good_model):
+    nan = rewrite_model(good_model, tmp_path / "nan.safetensors",
+                        change_tensors=_replace_first(lambda t: t.clone().fill_(float("nan"))))
+    assert read_metadata(nan) == load_model(good_model).metadata  # the weights are not read ...
+    with pytest.raises(ModelFileError, match="NaN"):
+        load_model(nan)  # ... until the model is loaded
+    extra = rewrite_model(good_model, tmp_path / "extra.safetensors",
+                          change_tensors=lambda tensors: tensors.update(bonus=torch.zeros(2)))
+    with pytest.raises(ModelFileError, match="unexpected: bonus"):
+        read_metadata(extra)  # names, shapes and dtypes are checked from the header
+
+
+def test_plain_safetensors_without_metadata_is_refused(tmp_path, good_model):
+    tensors, _ = load_safetensors(good_model)
     save_safetensors(tmp_path / "plain.safetensors", tensors, {})
     with pytest.raises(ModelFileError, match="not a RevGAN model"):
         load_model(tmp_path / "plain.safetensors")
-    first = sorted(tensors)[0]
-    broken = dict(tensors, **{first: tensors[first].clone().fill_(float("nan"))})
-    save_safetensors(tmp_path / "nan.safetensors", broken, strings)
-    with pytest.raises(ModelFileError, match="NaN"):
-        load_model(tmp_path / "nan.safetensors")
-    fewer = {k: v for k, v in tensors.items() if k != first}
-    save_safetensors(tmp_path / "fewer.safetensors", fewer, strings)
-    with pytest.raises(ModelFileError, match="missing: " + first.replace(".", r"\.")):
-        load_model(tmp_path / "fewer.safetensors")
+
+
+@pytest.mark.parametrize("config", [
+    GeneratorConfig(), GeneratorConfig(ngf=3, depth=0, residual=True),
+    GeneratorConfig(in_channels=2, ngf=3, depth=2, norm="instance", coupling_channels=5),
+    GeneratorConfig(ngf=5, depth=3, coupling_channels=2, core_activation="relu"),
+])
+def test_expected_shapes_are_those_of_the_real_generator(config):
+    real = {name: tuple(tensor.shape) for name, tensor in RevGANGenerator3d(config=config).state_dict().items()}
+    assert generator_state_shapes(config) == real
+
+
+def test_printable_escapes_controls_and_keeps_text():
+    assert printable("sr \u00fcber 0.5 \u00b5m \u2192 hr") == "sr \u00fcber 0.5 \u00b5m \u2192 hr"
+    assert printable("a\x1b[31mb\nc\u202ed\x7f\u2028") == "a\\x1b[31mb\\x0ac\\u202ed\\x7f\\u2028"
+    assert printable(ValueError("x\ry")) == "x\\x0dy"
 
 
 def test_metadata_validation_and_save_consistency(tmp_path):
@@ -287,3 +397,15 @@ def test_registry_is_found_beside_a_copied_package(tmp_path):
                             text=True, check=True).stdout.split("\n")
     assert output[0] == str(module_dir / "Resources" / "Models")
     assert output[1] == "['m']"
+
+
+@pytest.mark.parametrize("name,entry,message", [
+    ("red\x1b[31m", {"description": "d"}, "model name contains control characters"),
+    ("fine", {"description": "two\nlines"}, "description contains control characters"),
+    ("fine", {"description": 7}, "description must be a string"),
+])
+def test_registry_text_that_would_reach_the_terminal_is_refused(tmp_path, monkeypatch, name, entry, message):
+    folder = _registry(tmp_path / "models", {name: {"file": "m.safetensors", "task": "kernel", **entry}})
+    monkeypatch.setenv(MODELS_DIR_ENV, str(folder))
+    with pytest.raises(ModelFileError, match=message):
+        list_models()

@@ -1,0 +1,213 @@
+"""The metadata of a RevGAN model file, and the one place where it is validated.
+
+A model file's metadata is hostile input until proven otherwise: every field is checked
+for its JSON type (no float where an integer belongs, no string where a flag belongs, no
+``true`` where a number belongs) and its range before anything is built from it. Bounds:
+
+- generator: see :data:`RevGANCore.networks.GENERATOR_LIMITS` (in_channels 1-8, ngf 1-256,
+  depth 0-128, coupling_channels 1-1024);
+- ``hu_window``: two numbers between -100000 and 100000 HU, at least 1 HU apart;
+- ``scale_factors_xyz``: three integers from 1 to 16;
+- ``name``, ``created_by`` and the domain names: one line of at most 256 characters;
+  ``description`` and ``caveats`` may also hold newlines and tabs; no other control or
+  invisible formatting character (ANSI escapes, bidi overrides) is accepted anywhere;
+- the metadata JSON may not nest deeper than Python's parser allows (it is refused, not
+  a RecursionError).
+
+Every problem raises :class:`ConfigError` with one line naming the field; the model-file
+reader adds the file name.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Tuple
+
+from . import __version__
+from .errors import ConfigError
+from .networks import GeneratorConfig
+from .printable import has_control_characters
+
+__all__ = ["MODEL_FORMAT", "MODEL_FORMAT_VERSION", "TASKS", "DEFAULT_HU_WINDOW", "HU_LIMIT", "MAX_SCALE_FACTOR",
+           "MAX_NAME_LENGTH", "ModelMetadata", "check_text"]
+
+MODEL_FORMAT = "revgan-model"
+MODEL_FORMAT_VERSION = 1
+TASKS = ("super_resolution", "kernel", "custom")
+DEFAULT_HU_WINDOW = (-1150.0, 350.0)
+HU_LIMIT = 100_000.0
+MAX_SCALE_FACTOR = 16
+MAX_NAME_LENGTH = 256  # a file name (training names models after their folder) fits
+
+_FIELDS = ("format", "format_version", "name", "task", "domains", "generator", "hu_window",
+           "scale_factors_xyz", "description", "caveats", "training", "created_by")
+_FREE_TEXT_CONTROLS = "\n\t"  # allowed in description and caveats only
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_text(value: Any, what: str, one_line: bool = True) -> str:
+    """``value`` if it is a string fit to show a person: no control or invisible formatting
+    characters (free text may hold newlines and tabs), one-line text at most
+    :data:`MAX_NAME_LENGTH` characters. Else :class:`ConfigError`."""
+    if not isinstance(value, str):
+        raise ConfigError(f"{what} must be a string, got {type(value).__name__}")
+    if has_control_characters(value, "" if one_line else _FREE_TEXT_CONTROLS):
+        kind = "control characters" if one_line else "control characters other than newlines and tabs"
+        raise ConfigError(f"{what} contains {kind} (e.g. terminal escapes): {value[:60]!r}")
+    if one_line and len(value) > MAX_NAME_LENGTH:
+        raise ConfigError(f"{what} is {len(value)} characters long; at most {MAX_NAME_LENGTH}")
+    return value
+
+
+def _check_format(format_name: Any, version: Any) -> None:
+    if format_name != MODEL_FORMAT:
+        raise ConfigError(f"not a RevGAN model: format is {format_name!r}, expected {MODEL_FORMAT!r}")
+    if not _is_integer(version) or version < 1:
+        raise ConfigError(f"invalid format_version {version!r}")
+    if version > MODEL_FORMAT_VERSION:
+        raise ConfigError(
+            f"format_version {version} was written by a newer RevGAN; this RevGANCore ({__version__}) "
+            f"reads format_version {MODEL_FORMAT_VERSION}. Update RevGAN")
+
+
+def _check_domains(domains: Any) -> None:
+    if (not isinstance(domains, dict) or set(domains) != {"x", "y"}
+            or not all(isinstance(v, str) and v for v in domains.values()) or domains["x"] == domains["y"]):
+        raise ConfigError(f"domains must be {{\"x\": name, \"y\": name}} with two different non-empty "
+                          f"names, got {domains!r}")
+    for key, name in domains.items():
+        check_text(name, f"domain name {key}")
+
+
+def _checked_hu_window(window: Any) -> Tuple[float, float]:
+    if not isinstance(window, (list, tuple)) or len(window) != 2 or not all(_is_number(v) for v in window):
+        raise ConfigError(f"hu_window must be two numbers [low, high], got {window!r}")
+    low, high = float(window[0]), float(window[1])
+    if not all(math.isfinite(v) and abs(v) <= HU_LIMIT for v in (low, high)) or high - low < 1:
+        raise ConfigError(f"hu_window must be two finite numbers within +-{HU_LIMIT:g} HU, low < high by at "
+                          f"least 1 HU; got {list(window)!r}")
+    return low, high
+
+
+def _checked_scale_factors(factors: Any) -> Optional[Tuple[int, int, int]]:
+    if factors is None:
+        return None
+    if (not isinstance(factors, (list, tuple)) or len(factors) != 3
+            or not all(_is_integer(f) and 1 <= f <= MAX_SCALE_FACTOR for f in factors)):
+        raise ConfigError(f"scale_factors_xyz must be three integers from 1 to {MAX_SCALE_FACTOR}, got {factors!r}")
+    return tuple(factors)
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """Everything a model file says about its generator besides the weights."""
+
+    task: str
+    domains: Dict[str, str]
+    generator: Dict[str, Any] = field(default_factory=dict)
+    hu_window: Tuple[float, float] = DEFAULT_HU_WINDOW
+    scale_factors_xyz: Optional[Tuple[int, int, int]] = None
+    name: str = ""
+    description: str = ""
+    caveats: str = ""
+    training: Dict[str, Any] = field(default_factory=dict)
+    created_by: str = f"RevGANCore {__version__}"
+    format: str = MODEL_FORMAT
+    format_version: int = MODEL_FORMAT_VERSION
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.generator, GeneratorConfig):
+            object.__setattr__(self, "generator", self.generator.to_dict())
+        _check_format(self.format, self.format_version)
+        if not isinstance(self.task, str) or self.task not in TASKS:
+            raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        _check_domains(self.domains)
+        if not isinstance(self.generator, dict):
+            raise ConfigError(f"generator must be a GeneratorConfig dictionary, got {type(self.generator).__name__}")
+        if self.generator:
+            self.generator_config  # validates the architecture: types and bounds
+        object.__setattr__(self, "hu_window", _checked_hu_window(self.hu_window))
+        factors = _checked_scale_factors(self.scale_factors_xyz)
+        object.__setattr__(self, "scale_factors_xyz", factors)
+        if self.task == "super_resolution" and (factors is None or all(f == 1 for f in factors)):
+            raise ConfigError("a super_resolution model needs scale_factors_xyz (e.g. [2, 2, 4])")
+        if self.task == "kernel" and factors is not None:
+            raise ConfigError("a kernel model keeps the voxel grid: scale_factors_xyz must be null")
+        check_text(self.name, "name")
+        check_text(self.created_by, "created_by")
+        check_text(self.description, "description", one_line=False)
+        check_text(self.caveats, "caveats", one_line=False)
+        for name in ("training", "extra"):
+            if not isinstance(getattr(self, name), dict):
+                raise ConfigError(f"{name} must be a JSON object")
+
+    @property
+    def generator_config(self) -> GeneratorConfig:
+        try:
+            return GeneratorConfig.from_dict(self.generator)
+        except TypeError as error:
+            raise ConfigError(f"generator settings are invalid: {error}") from None
+
+    def domain_names(self, direction: str = "forward") -> Tuple[str, str]:
+        """(source, target) domain names for a direction."""
+        if direction == "forward":
+            return self.domains["x"], self.domains["y"]
+        if direction == "inverse":
+            return self.domains["y"], self.domains["x"]
+        raise ConfigError(f"direction must be 'forward' or 'inverse', got {direction!r}")
+
+    def to_dict(self) -> dict:
+        values = {
+            "format": self.format, "format_version": self.format_version, "name": self.name,
+            "task": self.task, "domains": dict(self.domains), "generator": dict(self.generator),
+            "hu_window": list(self.hu_window),
+            "scale_factors_xyz": list(self.scale_factors_xyz) if self.scale_factors_xyz else None,
+            "description": self.description, "caveats": self.caveats, "training": self.training,
+            "created_by": self.created_by,
+        }
+        if self.extra:
+            values["extra"] = self.extra
+        return values
+
+    def to_json(self) -> str:
+        try:
+            return json.dumps(self.to_dict(), sort_keys=False, allow_nan=False)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"model metadata is not JSON-serialisable: {error}") from None
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ModelMetadata":
+        if not isinstance(values, dict):
+            raise ConfigError("model metadata must be a JSON object")
+        # The version first: a newer file may have other fields, and saying so is clearer.
+        _check_format(values.get("format"), values.get("format_version"))
+        missing = [key for key in ("task", "domains", "generator") if not values.get(key)]
+        if missing:
+            raise ConfigError(f"model metadata lacks {', '.join(missing)}")
+        extra = values.get("extra")
+        extra = {} if extra is None else extra
+        if not isinstance(extra, dict):
+            raise ConfigError("extra must be a JSON object")
+        extra = dict(extra)
+        extra.update({key: value for key, value in values.items() if key not in _FIELDS and key != "extra"})
+        return cls(extra=extra, **{key: values[key] for key in _FIELDS if key in values})
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelMetadata":
+        try:
+            values = json.loads(text)
+        except ValueError as error:
+            raise ConfigError(f"the RevGAN metadata is not valid JSON ({error})") from None
+        except RecursionError:
+            raise ConfigError("the RevGAN metadata is nested too deeply to be model metadata") from None
+        return cls.from_dict(values)
