@@ -15,7 +15,7 @@ the window map linearly beyond [-1, 1]); the starts are the patches' first voxel
 Sampling is foreground-biased (a chosen fraction of patches is centred near a body voxel:
 denser than -500 HU, or enclosed by such tissue in its slice, as the lungs are) with random
 flips, and is a pure function of (seed, epoch, index): the same
-index always gives the same patch, so a DistributedSampler can shard the indices and an
+index always gives the same patch, so :func:`batch_positions` can shard the indices and an
 interrupted run can resume exactly. Call ``set_epoch(e)`` each epoch for fresh patches.
 
 Speed on CPU: PyTorch's fast (oneDNN) Conv3d path is taken only when
@@ -323,6 +323,16 @@ class UnpairedPatchDataset(_PatchDataset):
         return {"source": source_patch, "target": target_patch, "source_case": source_index,
                 "target_case": target_index, "source_start": torch.tensor(source_start, dtype=torch.int64),
                 "target_start": torch.tensor(target_start, dtype=torch.int64)}
+
+
+def batch_positions(step: int, batch_size: int, rank: int = 0, world_size: int = 1,
+                    samples_per_epoch: int = 256) -> List[Tuple[int, int]]:
+    """(epoch, index) of each patch in the batch of ``step`` for process ``rank``: how
+    training shards its data. The ranks of a step take consecutive runs of the global batch,
+    so ``world_size`` processes see exactly the patches one process would with a batch of
+    ``world_size * batch_size``, and a resumed run continues the sequence."""
+    first = (step * world_size + rank) * batch_size
+    return [divmod(first + offset, samples_per_epoch) for offset in range(batch_size)]
 
 
 # =========================================================================== builders

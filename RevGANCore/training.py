@@ -39,6 +39,7 @@ from .checkpoints import (CheckpointStore, optimizer_from_tensors, optimizer_to_
                           write_json_atomic)
 from .config import TrainConfig
 from .devices import describe_device, resolve_device
+from .data import batch_positions
 from .distributed import distributed_context, shutdown
 from .errors import ConfigError, RevGANError
 from .losses import GANLoss, ImagePool
@@ -249,12 +250,9 @@ class Trainer:
     def _batch(self, step: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """The batch of ``step`` for this rank: a pure function of (seed, step, rank), so
         resumed and multi-process runs see exactly the patches a single run would."""
-        size = self.config.data.batch_size
-        per_epoch = len(self.train_set)
-        first = (step * self.dist.world_size + self.dist.rank) * size
         sources, targets = [], []
-        for offset in range(size):
-            epoch, index = divmod(first + offset, per_epoch)
+        for epoch, index in batch_positions(step, self.config.data.batch_size, self.dist.rank,
+                                            self.dist.world_size, len(self.train_set)):
             self.train_set.set_epoch(epoch)
             item = self.train_set[index]
             sources.append(item["source"])

@@ -26,7 +26,7 @@ from RevGANCore.errors import ConfigError
 from RevGANCore.inference import translate
 from RevGANCore.manifest import load_manifest
 from RevGANCore.modelfile import load_model
-from RevGANCore.training import Trainer, TrainingDivergedError, learning_rate_factor, parameter_fingerprint
+from RevGANCore.training import Trainer, TrainingDivergedError, learning_rate_factor
 from RevGANCore.volume_io import read_volume
 from training_helpers import tiny_settings, write_config, write_tiny_phantoms
 
@@ -166,22 +166,36 @@ def test_sigint_saves_and_exits_cleanly(phantoms, tmp_path):
     assert CheckpointStore(run).latest().step == summary["step"] >= 1
 
 
+def _weights(run: Path) -> dict:
+    """Generator and discriminator weights of a run's newest checkpoint."""
+    return {name: tensor for name, tensor in _final_checkpoint(run).items()
+            if name.startswith(("generator.", "d_x.", "d_y."))}
+
+
 @pytest.mark.slow
-def test_two_process_ddp_keeps_ranks_identical(phantoms, tmp_path):
-    run = tmp_path / "run"
-    config = write_config(tmp_path / "config.json", tiny_settings(phantoms, run, optim__iterations=3,
-                                                               checkpoint__every=3, logging__preview_every=0))
+def test_two_process_ddp_trains_the_weights_of_one_process_on_the_global_batch(phantoms, tmp_path):
+    """torchrun, 2 CPU processes (gloo) with 1 patch each, against one process with both
+    patches per step: rank r of step s takes patch 2s + r, the single process patches 2s and
+    2s + 1, and DDP averages the gradients, so the weights agree up to all-reduce rounding."""
+    # Without instance norm in the discriminators: a conv bias before it has a zero gradient up to
+    # rounding, which Adam scales to a full step of either sign, so no two runs would agree there.
+    changes = dict(optim__iterations=3, checkpoint__every=3, logging__preview_every=0,
+                   model__discriminator={"ndf": 2, "n_layers": 2, "norm": "none"})
+    config = write_config(tmp_path / "config.json",
+                          tiny_settings(phantoms, tmp_path / "ddp", data__batch_size=1, **changes))
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                              "--nproc_per_node=2", "-m", "RevGANCore", "train", str(config)],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("finished 3 iterations") == 1  # only rank 0 reports
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["world_size"] == 2 and summary["ranks_identical"]
-    assert summary["fingerprints"][0] == summary["fingerprints"][1]
-    saved = load_model(summary["latest_model"])
-    assert np.allclose(parameter_fingerprint(saved.generator), summary["fingerprints"][0][:2], rtol=1e-12)
+    Trainer(config_from_dict(tiny_settings(phantoms, tmp_path / "single", data__batch_size=2, **changes)),
+            log=lambda m: None).fit()
+    distributed, single = _weights(tmp_path / "ddp"), _weights(tmp_path / "single")
+    assert sorted(distributed) == sorted(single) and len(single) > 10
+    for name, tensor in single.items():
+        assert torch.allclose(distributed[name], tensor, rtol=1e-4, atol=1e-6), (
+            name, float((distributed[name] - tensor).abs().max()))
 
 
 def test_config_files_overrides_and_guards(phantoms, tmp_path):
