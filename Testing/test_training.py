@@ -211,6 +211,8 @@ def test_config_files_overrides_and_guards(phantoms, tmp_path):
         load_config(str(toml), ["data.patch_size=[15, 16, 16]"])
     with pytest.raises(ConfigError, match="too small"):
         load_config(str(toml), ["data.patch_size=[8, 8, 8]"])
+    with pytest.raises(ConfigError, match="voxels per batch"):
+        load_config(str(toml), ["data.batch_size=5000", "data.patch_size=[64, 64, 64]"])
     with pytest.raises(ConfigError, match="must be an integer"):
         load_config(str(toml), ["optim.iterations=many"])
     with pytest.raises(ConfigError, match="configuration file not found"):
