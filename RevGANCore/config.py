@@ -14,6 +14,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Optional, Tuple
 
+from .config_bounds import check_bounds
 from .errors import ConfigError
 from .networks import DiscriminatorConfig, GeneratorConfig, receptive_field
 
@@ -306,7 +307,12 @@ def load_config(path: Optional[str] = None, overrides: Iterable[str] = ()) -> Tr
 # ----------------------------------------------------------------------------- validation
 
 
+#: Largest input batch (batch_size x patch voxels): 2**30 float32 voxels are 4 GiB per tensor.
+MAX_BATCH_VOXELS = 2 ** 30
+
+
 def _validate(config: TrainConfig) -> None:
+    check_bounds(config)
     data, objective, optim, model = config.data, config.objective, config.optim, config.model
     if data.task not in TASKS:
         raise ConfigError(f"data.task must be one of {TASKS}, got {data.task!r}")
@@ -316,21 +322,13 @@ def _validate(config: TrainConfig) -> None:
         raise ConfigError(f"objective.gan_loss must be one of {GAN_LOSSES}, got {objective.gan_loss!r}")
     if optim.amp not in AMP_MODES:
         raise ConfigError(f"optim.amp must be one of {AMP_MODES}, got {optim.amp!r}")
+    if config.checkpoint.best_metric not in ("val_l1", "val_psnr"):
+        raise ConfigError("checkpoint.best_metric must be val_l1 or val_psnr")
     if not data.manifest:
         raise ConfigError("data.manifest is required (a manifest.json written by `revgan phantom` "
                           "or `revgan dataset`)")
-    if data.batch_size < 1 or optim.iterations < 1:
-        raise ConfigError("data.batch_size and optim.iterations must be at least 1")
-    if not 0.0 <= optim.decay_start <= 1.0:
-        raise ConfigError(f"optim.decay_start is a fraction of the iterations in [0, 1], got {optim.decay_start}")
-    if optim.lr <= 0:
-        raise ConfigError(f"optim.lr must be positive, got {optim.lr}")
-    if min(config.checkpoint.every, config.checkpoint.validate_every, config.checkpoint.keep_last) < 1:
-        raise ConfigError("checkpoint.every, checkpoint.validate_every and checkpoint.keep_last must be >= 1")
-    if config.checkpoint.best_metric not in ("val_l1", "val_psnr"):
-        raise ConfigError("checkpoint.best_metric must be val_l1 or val_psnr")
-    if not 0.0 <= data.foreground_fraction <= 1.0:
-        raise ConfigError("data.foreground_fraction must be within [0, 1]")
+    if not config.output_dir.strip():
+        raise ConfigError("output_dir is required (the folder the run is written to)")
     stride = 2
     if model.generator.norm == "none":
         stride = receptive_field(model.generator).stride
@@ -342,7 +340,9 @@ def _validate(config: TrainConfig) -> None:
     if min(data.patch_size) < needed:
         raise ConfigError(f"data.patch_size {data.patch_size} is too small for a {model.discriminator.n_layers}-layer "
                           f"PatchGAN, which needs at least {needed} voxels per axis")
+    batch_voxels = data.batch_size * data.patch_size[0] * data.patch_size[1] * data.patch_size[2]
+    if batch_voxels > MAX_BATCH_VOXELS:
+        raise ConfigError(f"data.batch_size {data.batch_size} x data.patch_size {data.patch_size} is {batch_voxels} "
+                          f"voxels per batch, more than {MAX_BATCH_VOXELS}; use smaller patches or batches")
     if model.generator.in_channels != 1:
         raise ConfigError("CT translation uses one channel: model.generator.in_channels must be 1")
-    if objective.pool_size < 0:
-        raise ConfigError("objective.pool_size must be >= 0")

@@ -15,7 +15,7 @@ the window map linearly beyond [-1, 1]); the starts are the patches' first voxel
 Sampling is foreground-biased (a chosen fraction of patches is centred near a body voxel:
 denser than -500 HU, or enclosed by such tissue in its slice, as the lungs are) with random
 flips, and is a pure function of (seed, epoch, index): the same
-index always gives the same patch, so a DistributedSampler can shard the indices and an
+index always gives the same patch, so :func:`batch_positions` can shard the indices and an
 interrupted run can resume exactly. Call ``set_epoch(e)`` each epoch for fresh patches.
 
 Speed on CPU: PyTorch's fast (oneDNN) Conv3d path is taken only when
@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import SimpleITK as sitk
 import torch
 
 from .errors import ConfigError
@@ -138,6 +139,26 @@ def _as_volume(volume: VolumeLike) -> Volume:
     return volume if isinstance(volume, Volume) else read_volume(volume)
 
 
+def volume_shape(volume: VolumeLike) -> Tuple[int, int, int]:
+    """Voxel counts (z, y, x) of a Volume or a volume file, from the file's header where it
+    has one (no voxel is read); anything else goes through read_volume, which words errors."""
+    if not isinstance(volume, Volume) and Path(volume).is_file():
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(volume))
+        try:
+            reader.ReadImageInformation()
+            size = reader.GetSize()
+        except RuntimeError:
+            size = ()
+        if len(size) == 3:
+            return (int(size[2]), int(size[1]), int(size[0]))
+    return tuple(_as_volume(volume).array.shape)  # type: ignore[return-value]
+
+
+def _fits(shape: Sequence[int], patch: Sequence[int]) -> bool:
+    return all(n >= p for n, p in zip(shape, patch))
+
+
 class _PatchDataset(torch.utils.data.Dataset):
     """Shared sampling machinery of the patch datasets (torch map-style Datasets)."""
 
@@ -194,6 +215,20 @@ class _PatchDataset(torch.utils.data.Dataset):
         draws = rng.random(len(self.flip_axes))
         return tuple(a for a, d in zip(self.flip_axes, draws) if d < 0.5)
 
+    def grid_shapes(self) -> Dict[str, List[Tuple[int, int, int]]]:
+        """Shapes (z, y, x) of the volumes patches are cut from, per side ("source", "target"),
+        on the grid they are cropped on (after any resampling), before padding."""
+        raise NotImplementedError
+
+    def check_patch_fits(self, setting: str = "patch size") -> None:
+        """Refuse a patch larger than every volume of a side: its patches would be mostly air
+        padding, and training would run without learning anything useful."""
+        for side, shapes in self.grid_shapes().items():
+            if shapes and not any(_fits(shape, self.patch_size) for shape in shapes):
+                largest = tuple(max(axis) for axis in zip(*shapes))
+                raise ConfigError(f"{setting} {self.patch_size} (z, y, x) is larger than every {side} volume "
+                                  f"({len(shapes)} volumes, at most {largest} voxels); choose a patch that fits")
+
 
 class PairedPatchDataset(_PatchDataset):
     """Aligned patches of two domains of the same cases.
@@ -217,6 +252,9 @@ class PairedPatchDataset(_PatchDataset):
         self.targets = list(targets)
         self.interpolation = interpolation
         self.case_ids = list(case_ids) if case_ids is not None else [str(i) for i in range(len(sources))]
+
+    def grid_shapes(self) -> Dict[str, List[Tuple[int, int, int]]]:
+        return {"target": [volume_shape(target) for target in self.targets]}  # sources go onto these grids
 
     def case(self, index: int) -> Tuple[_LoadedCase, _LoadedCase]:
         target = self._loader.load(("target", index), self.targets[index])
@@ -264,6 +302,11 @@ class UnpairedPatchDataset(_PatchDataset):
         self.source_ids = list(source_ids) if source_ids is not None else [f"source{i}" for i in range(len(sources))]
         self.target_ids = list(target_ids) if target_ids is not None else [f"target{i}" for i in range(len(targets))]
 
+    def grid_shapes(self) -> Dict[str, List[Tuple[int, int, int]]]:
+        factors_zyx = self.source_factors_xyz[::-1] if self.source_factors_xyz else (1, 1, 1)
+        sources = [tuple(int(n * f) for n, f in zip(volume_shape(source), factors_zyx)) for source in self.sources]
+        return {"source": sources, "target": [volume_shape(target) for target in self.targets]}
+
     def __getitem__(self, index: int) -> Dict[str, object]:
         rng = self._rng(index)
         source_index = int(rng.integers(len(self.sources)))
@@ -280,6 +323,16 @@ class UnpairedPatchDataset(_PatchDataset):
         return {"source": source_patch, "target": target_patch, "source_case": source_index,
                 "target_case": target_index, "source_start": torch.tensor(source_start, dtype=torch.int64),
                 "target_start": torch.tensor(target_start, dtype=torch.int64)}
+
+
+def batch_positions(step: int, batch_size: int, rank: int = 0, world_size: int = 1,
+                    samples_per_epoch: int = 256) -> List[Tuple[int, int]]:
+    """(epoch, index) of each patch in the batch of ``step`` for process ``rank``: how
+    training shards its data. The ranks of a step take consecutive runs of the global batch,
+    so ``world_size`` processes see exactly the patches one process would with a batch of
+    ``world_size * batch_size``, and a resumed run continues the sequence."""
+    first = (step * world_size + rank) * batch_size
+    return [divmod(first + offset, samples_per_epoch) for offset in range(batch_size)]
 
 
 # =========================================================================== builders

@@ -18,9 +18,11 @@ Each optimisation step updates the generator, then both discriminators.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import math
+import os
 import signal
 import subprocess
 import threading
@@ -37,6 +39,7 @@ from .checkpoints import (CheckpointStore, optimizer_from_tensors, optimizer_to_
                           write_json_atomic)
 from .config import TrainConfig
 from .devices import describe_device, resolve_device
+from .data import batch_positions
 from .distributed import distributed_context, shutdown
 from .errors import ConfigError, RevGANError
 from .losses import GANLoss, ImagePool
@@ -163,6 +166,21 @@ class Trainer:
         if self.dist.is_main:
             self._log(message)
 
+    def _check_output_dir(self, resume: bool) -> None:
+        """Refuse an output_dir that cannot hold this run, without creating anything."""
+        existing = self.output_dir.absolute()
+        while not existing.exists() and existing.parent != existing:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise ConfigError(f"output_dir {self.output_dir}: {existing} is a file, not a folder")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(f"output_dir {self.output_dir}: {existing} is not writable")
+        if resume:
+            require_resumable(self.store)
+        elif self.store.latest() is not None:
+            raise ConfigError(f"{self.output_dir} already holds a training run; use --resume to continue "
+                              "it or choose another output_dir")
+
     # ---------------------------------------------------------------- data
     def _ensure_data(self) -> Path:
         data = self.config.data
@@ -217,6 +235,7 @@ class Trainer:
                      clip_to_window=not self.config.model.generator.residual)
         self.train_set = datasets_from_manifest(manifest_path, task=data.task, paired=paired,
                                                 case_ids=train_ids, seed=self.config.seed, **patch)["train"]
+        self.train_set.check_patch_fits(f"{manifest.path}: data.patch_size")
         self.val_batches: List[Tuple[torch.Tensor, torch.Tensor]] = []
         if val_ids:
             val_set = datasets_from_manifest(manifest_path, task=data.task, paired=True, case_ids=val_ids,
@@ -231,12 +250,9 @@ class Trainer:
     def _batch(self, step: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """The batch of ``step`` for this rank: a pure function of (seed, step, rank), so
         resumed and multi-process runs see exactly the patches a single run would."""
-        size = self.config.data.batch_size
-        per_epoch = len(self.train_set)
-        first = (step * self.dist.world_size + self.dist.rank) * size
         sources, targets = [], []
-        for offset in range(size):
-            epoch, index = divmod(first + offset, per_epoch)
+        for epoch, index in batch_positions(step, self.config.data.batch_size, self.dist.rank,
+                                            self.dist.world_size, len(self.train_set)):
             self.train_set.set_epoch(epoch)
             item = self.train_set[index]
             sources.append(item["source"])
@@ -349,6 +365,20 @@ class Trainer:
         values = {name: float(value.detach()) for name, value in terms.items()}
         values.update(g_total=float(loss_g.detach()), d_total=float(loss_d.detach()))
         return values
+
+    @contextlib.contextmanager
+    def _out_of_memory_as_error(self):
+        """A step that does not fit in memory is a setting to change, said in one line."""
+        try:
+            yield
+        except RuntimeError as error:  # torch.OutOfMemoryError (CUDA) is a RuntimeError too
+            text = str(error)
+            if not isinstance(error, torch.OutOfMemoryError) and "can't allocate memory" not in text:
+                raise
+            data = self.config.data
+            raise RevGANError(f"out of memory in training step {self.step + 1} on {describe_device(self.device)} "
+                              f"(data.batch_size {data.batch_size}, data.patch_size {data.patch_size}): "
+                              "lower them, or the model size") from None
 
     def _clip_and_step(self, optimizer: torch.optim.Optimizer, module: nn.Module) -> None:
         if self.config.optim.grad_clip > 0:
@@ -532,21 +562,20 @@ class Trainer:
         """Train to ``optim.iterations`` (or resume the run in ``output_dir``). Returns a summary
         dict; ``summary["status"]`` is "finished" or "interrupted" (SIGINT/SIGTERM)."""
         config = self.config
+        # Everything that can refuse the run happens before the run folder is created, so a
+        # refused configuration leaves nothing behind.
+        self._check_output_dir(resume)
         torch.manual_seed(config.seed)
         np.random.seed(config.seed)
         self.git_commit = _git_commit()
-        if self.dist.is_main:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            if not resume and self.store.latest() is not None:
-                raise ConfigError(f"{self.output_dir} already holds a training run; use --resume to continue "
-                                  "it or choose another output_dir")
-        self.dist.barrier()
         self._build_data()
         self._build_models()
         if resume:
             self._resume()
         if self.dist.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.output_dir / "config.json", config.to_dict())
+        self.dist.barrier()
         self._open_logs()
         self.log(f"training {config.objective.mode} RevGAN (depth {config.model.generator.depth}, "
                  f"ngf {config.model.generator.ngf}) for {config.data.task} on {describe_device(self.device)}"
@@ -567,8 +596,9 @@ class Trainer:
             try:
                 while self.step < config.optim.iterations:
                     lr = self._set_learning_rate(self.step)
-                    x, y = self._batch(self.step)
-                    losses = self._train_step(x, y)
+                    with self._out_of_memory_as_error():
+                        x, y = self._batch(self.step)
+                        losses = self._train_step(x, y)
                     self.step += 1
                     elapsed = time.perf_counter() - started
                     row = {"step": self.step, "lr": lr, "seconds": round(elapsed, 2), **losses}

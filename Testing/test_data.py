@@ -6,11 +6,9 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
-from torch.utils.data.distributed import DistributedSampler
 
-from RevGANCore.data import (PairedPatchDataset, UnpairedPatchDataset, conv3d_fast_path, datasets_from_folders,
-                             datasets_from_manifest, load_manifest)
+from RevGANCore.data import (PairedPatchDataset, UnpairedPatchDataset, batch_positions, conv3d_fast_path,
+                             datasets_from_folders, datasets_from_manifest, load_manifest)
 from RevGANCore.errors import ConfigError
 from RevGANCore.phantom_dataset import PhantomRecipe, write_phantom_dataset
 from RevGANCore.volume import Volume, hu_to_unit, resample_to_grid
@@ -69,15 +67,16 @@ def test_patches_are_a_pure_function_of_seed_epoch_and_index(dataset_dir):
         first[8]
 
 
-def test_distributed_shards_are_disjoint_and_reproducible(dataset_dir):
-    dataset = datasets_from_manifest(dataset_dir, task="kernel", patch_size=PATCH, samples_per_epoch=10)["train"]
-    shards = [list(DistributedSampler(dataset, num_replicas=2, rank=rank, shuffle=True, seed=3)) for rank in (0, 1)]
-    assert not set(shards[0]) & set(shards[1]) and len(shards[0]) == len(shards[1]) == 5
-    loader = DataLoader(dataset, batch_size=2, sampler=DistributedSampler(dataset, 2, 1, shuffle=True, seed=3))
-    batches = list(loader)
-    assert batches[0]["source"].shape == (2, 1, *PATCH)
-    expected = torch.stack([dataset[i]["source"] for i in shards[1][:2]])
-    assert torch.equal(batches[0]["source"], expected)
+def test_training_shards_are_disjoint_and_make_up_the_single_process_batch():
+    """What training's ranks draw (batch_positions): over several epochs' worth of steps, 2 ranks
+    of 3 patches take disjoint patches that together are one process's 6-patch batch, in order."""
+    per_epoch, size = 10, 3
+    for step in range(7):
+        shards = [batch_positions(step, size, rank, 2, per_epoch) for rank in (0, 1)]
+        assert not set(shards[0]) & set(shards[1])
+        assert shards[0] + shards[1] == batch_positions(step, 2 * size, 0, 1, per_epoch)
+    seen = [position for step in range(10) for position in batch_positions(step, 2, 0, 1, per_epoch)]
+    assert seen == [(epoch, index) for epoch in (0, 1) for index in range(per_epoch)]  # each patch once per epoch
 
 
 def test_most_patches_lie_in_the_body():
@@ -147,6 +146,21 @@ def test_volumes_smaller_than_the_patch_are_padded_with_air(dataset_dir):
     patch = dataset[0]["target"]
     assert patch.shape == (1, 20, 16, 16)
     np.testing.assert_allclose(patch[0, 16:].numpy(), hu_to_unit(-1024.0), atol=1e-6)
+
+
+def test_a_patch_larger_than_every_volume_is_refused(dataset_dir):
+    """Low-resolution sources count on the grid they are cropped on (after resampling), read
+    from the file headers; a patch that fits no volume of a side is refused by name."""
+    unpaired = datasets_from_manifest(dataset_dir, task="super_resolution", paired=False, patch_size=PATCH)["train"]
+    shapes = unpaired.grid_shapes()
+    assert shapes["source"] == shapes["target"] == [(16, 48, 48)] * 3
+    fitting = datasets_from_manifest(dataset_dir, task="super_resolution", paired=False,
+                                     patch_size=(16, 48, 48))["train"]
+    fitting.check_patch_fits()
+    too_deep = datasets_from_manifest(dataset_dir, task="kernel", patch_size=(18, 16, 16))["train"]
+    with pytest.raises(ConfigError, match=r"data.patch_size \(18, 16, 16\) .* larger than every target volume "
+                                          r"\(3 volumes, at most \(16, 48, 48\)"):
+        too_deep.check_patch_fits("data.patch_size")
 
 
 def test_manifest_errors_name_the_problem(dataset_dir, tmp_path):
