@@ -12,6 +12,7 @@ fallback prints at most one line per ``interval`` seconds, and always the last o
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Optional, TextIO
@@ -64,8 +65,12 @@ class _TqdmBar:
         if self.bar is None:
             from tqdm import tqdm
 
+            # A terminal that reports no width (a pseudo-terminal nobody sized, as under
+            # `script` without a parent terminal) would get an empty bar: assume 80 columns.
+            sized = _terminal_columns(self.stream) > 0
             self.bar = tqdm(total=total, desc=self.description, unit=self.unit, file=self.stream,
-                            dynamic_ncols=True)
+                            dynamic_ncols=sized, ncols=None if sized else 80,
+                            nrows=None if sized else 24)
         if self.bar.total != total:  # the total may change (e.g. smaller tiles after an OOM)
             self.bar.reset(total=total)
         self.bar.n = done
@@ -116,6 +121,13 @@ def _is_terminal(stream: TextIO) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError):
         return False
+
+
+def _terminal_columns(stream: TextIO) -> int:
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        return 0
 
 
 def tqdm_available() -> bool:

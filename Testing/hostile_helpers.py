@@ -11,7 +11,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
@@ -64,7 +64,8 @@ def start_revgan(args: Sequence[str], cwd=None) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def run_revgan_in_terminal(args: Sequence[str], cwd=None, timeout: float = 300) -> Run:
+def run_revgan_in_terminal(args: Sequence[str], cwd=None, timeout: float = 300,
+                           size: Optional[Tuple[int, int]] = (24, 80)) -> Run:
     """Run ``revgan ARGS`` with a pseudo-terminal as stdin, stdout and stderr, the way a
     person's shell runs it (progress bars then redraw in place); the terminal's output
     comes back as ``stdout`` (and ``stderr``, the same text)."""
@@ -76,8 +77,8 @@ def run_revgan_in_terminal(args: Sequence[str], cwd=None, timeout: float = 300) 
     import time
 
     master, slave = pty.openpty()
-    # A new pseudo-terminal is 0 x 0; a person's is not (tqdm draws nothing 0 wide).
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    if size is not None:  # (rows, columns); a new pseudo-terminal is 0 x 0, as under `script`
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size[0], size[1], 0, 0))
     process = subprocess.Popen(revgan_command(args), cwd=str(cwd) if cwd else None, env=revgan_environment(),
                                stdin=slave, stdout=slave, stderr=slave, close_fds=True)
     os.close(slave)

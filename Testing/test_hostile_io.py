@@ -295,14 +295,17 @@ def test_a_signal_mid_run_removes_the_scratch_and_publishes_nothing(kit, tmp_pat
     assert not output.exists() and not hidden_leftovers(tmp_path)
 
 
-@pytest.mark.parametrize("command", ["translate", "super-resolve"])
-def test_commands_work_in_a_real_terminal(kit, work, command):
+@pytest.mark.parametrize("command, size", [("translate", (24, 80)), ("super-resolve", (24, 80)),
+                                           ("translate", None)])
+def test_commands_work_in_a_real_terminal(kit, work, command, size):
     """A progress bar on a terminal is drawn by tqdm, not by the plain-line fallback that
-    every piped test sees; the first command typed in a terminal once crashed there."""
+    every piped test sees; the first command typed in a terminal once crashed there. A
+    terminal of unknown size (``script`` without a parent terminal) once got an empty bar."""
     pytest.importorskip("tqdm")
     folder, scan = work
     model = kit["kernel"] if command == "translate" else kit["sr"]
-    run = run_revgan_in_terminal([command, scan, folder / "out.nii.gz", "--model", model, "--device", "cpu"])
+    run = run_revgan_in_terminal([command, scan, folder / "out.nii.gz", "--model", model, "--device", "cpu"],
+                                 size=size)
     assert run.returncode == 0, run.stdout
-    assert "Traceback" not in run.stdout and "translate:" in run.stdout and "tile" in run.stdout
+    assert "Traceback" not in run.stdout and "translate: 100%|" in run.stdout and "tile/s" in run.stdout
     assert (folder / "out.nii.gz").is_file()
