@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import List, Optional, Union
 from typing import TYPE_CHECKING
 
-from .errors import ConfigError, ModelFileError, RevGANError
+from .errors import ConfigError, ModelFileError
 from .modelmetadata import (DEFAULT_HU_WINDOW, FLOAT_DTYPES, METADATA_KEY, MODEL_FORMAT, MODEL_FORMAT_VERSION,
                             TASKS, ModelMetadata, check_text, read_model_header)
 from .printable import printable

@@ -23,8 +23,8 @@ Design choices (see DESIGN.md, decisions 1-3):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Dict, Optional, Tuple
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from torch import nn
