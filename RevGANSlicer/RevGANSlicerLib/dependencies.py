@@ -32,6 +32,9 @@ REQUIREMENTS: Dict[str, str] = {
 }
 #: Packages Slicer itself ships (checked, never installed by this module).
 BUNDLED = ("numpy", "SimpleITK")
+#: Packages RevGANCore imports only when present, for extras the module never uses:
+#: tqdm (terminal bars), tomli/yaml (training configuration files), monai (a benchmark).
+OPTIONAL = ("monai", "tomli", "tqdm", "yaml")
 MINIMUM_TORCH = (2, 1)
 
 

@@ -119,7 +119,7 @@ class TranslationLogic:
             raise BusyError("RevGANSlicer is busy translating in a separate process; wait or cancel it")
 
     @contextlib.contextmanager
-    def _busyScope(self, what: str):
+    def busyWith(self, what: str):
         """Hold the Logic busy while ``what`` runs in this process (its event processing
         lets clicks through: they get BusyError)."""
         self._checkNotBusy()
@@ -140,7 +140,7 @@ class TranslationLogic:
     def ensureDependencies(self, askUser: bool = True) -> str:
         """Check (and after asking, install) PyTorch; see RevGANSlicerLib.dependencies.
         A second call while the first is installing raises BusyError."""
-        with self._busyScope("installing Python packages"):
+        with self.busyWith("installing Python packages"):
             return dependencies.ensureDependencies(askUser=askUser)
 
     # ------------------------------------------------------------------ scene
@@ -264,7 +264,7 @@ class TranslationLogic:
         :func:`RevGANSlicerLib.engine.translateVolume`. Raises CancelledError when cancelled
         (no node is left behind). BusyError while another run or installation is going on:
         ``progress`` processes Slicer's events, so the panel's buttons stay clickable."""
-        with self._busyScope("translating"):
+        with self.busyWith("translating"):
             return self._translateHere(inputNode, Task(task), modelPath, direction, device, tileSize, outputNode,
                                        name, progress, cancel, message, model)
 
