@@ -24,6 +24,8 @@ EXIT_USER_ERROR = 1
 #: A command stopped by signal N exits with 128 + N (130 for Ctrl-C, 143 for SIGTERM).
 EXIT_SIGNAL_BASE = 128
 EXIT_INTERRUPTED = 130
+#: ``--progress`` values of the commands that report progress.
+PROGRESS_STYLES = ("auto", "jsonl")
 
 
 def _print_json(payload: dict) -> None:
@@ -212,6 +214,9 @@ def _add_translation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                         help="CUDA autocast precision (auto: float16; float32 for IEEE float32 throughout)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+    parser.add_argument("--progress", default="auto", choices=PROGRESS_STYLES,
+                        help="auto: a bar on a terminal, plain lines otherwise; jsonl: one JSON object per line "
+                             "on standard output (progress, messages, error, done) for programs")
 
 
 def _setup_translate(commands: argparse._SubParsersAction) -> None:
@@ -251,7 +256,7 @@ def _tile_argument(values: Optional[List[int]]):
 def _run_translation(args: argparse.Namespace, model_name: str, task: Optional[str], direction: str) -> int:
     from .inference import translate_file
     from .modelfile import check_task, get_model_path, load_model
-    from .progress import progress_bar
+    from .progress import JsonLinesReporter, progress_bar
     from .volume_io import check_volume_output
 
     tile = _tile_argument(args.tile)
@@ -260,6 +265,14 @@ def _run_translation(args: argparse.Namespace, model_name: str, task: Optional[s
     model = load_model(model_path)
     if task is not None:
         check_task(model, task)
+
+    if args.progress == "jsonl":
+        reporter = JsonLinesReporter()
+        written = translate_file(model, args.input, args.output, direction=direction, tile_size=tile,
+                                 device=args.device, dtype=args.dtype, progress=reporter, log=reporter.message,
+                                 precision=args.precision)
+        reporter.done(written)
+        return 0
 
     def log(message: str) -> None:
         if not args.quiet:
@@ -517,6 +530,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return int(handler(args) or 0)
     except RevGANError as error:
         print(f"revgan: error: {printable(error)}", file=sys.stderr)  # one line, whatever a file holds
+        if getattr(args, "progress", None) == "jsonl":
+            from .progress import JsonLinesReporter
+
+            JsonLinesReporter().error(printable(error))
         return EXIT_USER_ERROR
     except KeyboardInterrupt as error:
         signum = getattr(error, "signum", signal.SIGINT)

@@ -55,16 +55,18 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import List, Optional, Union
+from typing import TYPE_CHECKING
 
-import torch
-
-from .errors import ConfigError, ModelFileError, RevGANError
-from .modelmetadata import (DEFAULT_HU_WINDOW, MODEL_FORMAT, MODEL_FORMAT_VERSION, TASKS, ModelMetadata,
-                            check_text)
-from .networks import (GeneratorConfig, ReceptiveField, RevGANGenerator3d, generator_state_shapes,
-                       receptive_field)
+from .errors import ConfigError, ModelFileError
+from .modelmetadata import (DEFAULT_HU_WINDOW, FLOAT_DTYPES, METADATA_KEY, MODEL_FORMAT, MODEL_FORMAT_VERSION,
+                            TASKS, ModelMetadata, check_text, read_model_header)
 from .printable import printable
-from .tensorfile import read_safetensors_header, read_safetensors_tensors, save_safetensors
+from .tensorfile import read_safetensors_tensors, save_safetensors
+
+if TYPE_CHECKING:  # torch and the networks are imported where weights are used: metadata and the registry
+    import torch     # are read without them (the Slicer panel must not import torch)
+
+    from .networks import ReceptiveField, RevGANGenerator3d
 
 __all__ = [
     "MODEL_FORMAT", "MODEL_FORMAT_VERSION", "METADATA_KEY", "TASKS", "DEFAULT_HU_WINDOW",
@@ -73,12 +75,9 @@ __all__ = [
     "default_model", "MODELS_DIR_ENV",
 ]
 
-METADATA_KEY = "revgan"
 REGISTRY_FORMAT = "revgan-model-registry"
 REGISTRY_FILE = "models.json"
 MODELS_DIR_ENV = "REVGAN_MODELS_DIR"
-#: Weights must be floating point: an integer tensor would be silently cast by load_state_dict.
-FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
 
 
 @dataclass
@@ -99,6 +98,8 @@ class TranslationModel:
 
     @property
     def receptive_field(self) -> ReceptiveField:
+        from .networks import receptive_field
+
         return receptive_field(self.generator.config)
 
     @property
@@ -122,6 +123,8 @@ def _same_architecture(a: dict, b: dict) -> bool:
 def save_model(path, generator: RevGANGenerator3d, metadata: ModelMetadata) -> Path:
     """Write ``generator``'s weights and ``metadata`` to ``path`` (atomically). An empty
     ``metadata.generator`` is filled from the generator; a different one is an error."""
+    from .networks import RevGANGenerator3d
+
     path = Path(path)
     if not isinstance(generator, RevGANGenerator3d):
         raise ConfigError(f"save_model needs a RevGANGenerator3d, got {type(generator).__name__}")
@@ -135,52 +138,20 @@ def save_model(path, generator: RevGANGenerator3d, metadata: ModelMetadata) -> P
     return save_safetensors(path, tensors, {METADATA_KEY: metadata.to_json()})
 
 
-def _checked_header(path: Path):
-    """Header, metadata and generator configuration of a model file, validated against each
-    other from the header alone: no tensor data is read and no module is built, so a file
-    that describes a huge network is refused at once."""
-    header, strings, start, size = read_safetensors_header(path)
-    if METADATA_KEY not in strings:
-        raise ModelFileError(f"{path}: is a safetensors file but not a RevGAN model (no {METADATA_KEY!r} "
-                             "metadata)")
-    try:
-        metadata = ModelMetadata.from_json(strings[METADATA_KEY])
-        config = metadata.generator_config
-    except RevGANError as error:
-        raise ModelFileError(f"{path}: {error}") from None
-    _check_tensors_match(path, header, config)
-    return header, start, size, metadata, config
-
-
-def _check_tensors_match(path: Path, header: dict, config: GeneratorConfig) -> None:
-    expected = generator_state_shapes(config)
-    missing = sorted(set(expected) - set(header))
-    unexpected = sorted(set(header) - set(expected))
-    wrong = sorted(name for name in set(expected) & set(header) if tuple(header[name]["shape"]) != expected[name])
-    if missing or unexpected or wrong:
-        parts = []
-        for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
-            if names:
-                shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
-                parts.append(f"{label}: {printable(shown)}")
-        raise ModelFileError(f"{path}: the weights do not match the generator described in its metadata "
-                             f"(ngf {config.ngf}, depth {config.depth}); {'; '.join(parts)}")
-    for name in sorted(header):
-        if header[name]["dtype"] not in FLOAT_DTYPES:
-            raise ModelFileError(f"{path}: weight {name!r} has dtype {header[name]['dtype']}, expected floating "
-                                 f"point ({', '.join(FLOAT_DTYPES)})")
-
-
 def read_metadata(path) -> ModelMetadata:
     """The validated metadata of a model file (or a registry name), checked against the
     tensor names, shapes and dtypes in its header, without reading any weights."""
-    return _checked_header(get_model_path(path))[3]
+    return read_model_header(get_model_path(path))[3]
 
 
 def load_model(path, device: Union[str, torch.device] = "cpu") -> TranslationModel:
     """Load a model file (or a registry name) into a :class:`TranslationModel` on ``device``."""
+    import torch
+
+    from .networks import RevGANGenerator3d
+
     path = get_model_path(path)
-    header, start, size, metadata, config = _checked_header(path)
+    header, start, size, metadata, config = read_model_header(path)
     tensors = read_safetensors_tensors(path, header, start, size)
     for name, tensor in sorted(tensors.items()):
         if not torch.isfinite(tensor).all():

@@ -16,6 +16,11 @@ for its JSON type (no float where an integer belongs, no string where a flag bel
 
 Every problem raises :class:`ConfigError` with one line naming the field; the model-file
 reader adds the file name.
+
+:func:`read_metadata` reads a model file's validated metadata from its header alone. This
+module and everything it imports are torch-free, so the Slicer panel can show a model
+card without importing PyTorch (seconds, and it would pin the torch version in Slicer's
+process).
 """
 
 from __future__ import annotations
@@ -23,15 +28,18 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 from . import __version__
-from .errors import ConfigError
-from .networks import GeneratorConfig
-from .printable import has_control_characters
+from .errors import ConfigError, ModelFileError, RevGANError
+from .generator_config import GeneratorConfig, generator_state_shapes
+from .printable import has_control_characters, printable
+from .tensorfile import read_safetensors_header
 
 __all__ = ["MODEL_FORMAT", "MODEL_FORMAT_VERSION", "TASKS", "DEFAULT_HU_WINDOW", "HU_LIMIT", "MAX_SCALE_FACTOR",
-           "MAX_NAME_LENGTH", "ModelMetadata", "check_text"]
+           "MAX_NAME_LENGTH", "METADATA_KEY", "FLOAT_DTYPES", "ModelMetadata", "check_text", "read_model_header",
+           "read_metadata"]
 
 MODEL_FORMAT = "revgan-model"
 MODEL_FORMAT_VERSION = 1
@@ -40,6 +48,10 @@ DEFAULT_HU_WINDOW = (-1150.0, 350.0)
 HU_LIMIT = 100_000.0
 MAX_SCALE_FACTOR = 16
 MAX_NAME_LENGTH = 256  # a file name (training names models after their folder) fits
+#: The safetensors ``__metadata__`` key holding the JSON of :class:`ModelMetadata`.
+METADATA_KEY = "revgan"
+#: Weights must be floating point: an integer tensor would be silently cast by load_state_dict.
+FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
 
 _FIELDS = ("format", "format_version", "name", "task", "domains", "generator", "hu_window",
            "scale_factors_xyz", "description", "caveats", "training", "created_by")
@@ -211,3 +223,47 @@ class ModelMetadata:
         except RecursionError:
             raise ConfigError("the RevGAN metadata is nested too deeply to be model metadata") from None
         return cls.from_dict(values)
+
+
+def read_model_header(path):
+    """(tensor entries, buffer offset, buffer size, metadata, generator configuration) of a
+    model file, validated against each other from the header alone: no tensor data is read
+    and no module is built, so a file that describes a huge network is refused at once.
+    Every problem raises :class:`ModelFileError` naming the file."""
+    path = Path(path)
+    header, strings, start, size = read_safetensors_header(path)
+    if METADATA_KEY not in strings:
+        raise ModelFileError(f"{path}: is a safetensors file but not a RevGAN model (no {METADATA_KEY!r} "
+                             "metadata)")
+    try:
+        metadata = ModelMetadata.from_json(strings[METADATA_KEY])
+        config = metadata.generator_config
+    except RevGANError as error:
+        raise ModelFileError(f"{path}: {error}") from None
+    _check_tensors_match(path, header, config)
+    return header, start, size, metadata, config
+
+
+def read_metadata(path) -> ModelMetadata:
+    """The validated metadata of the model file ``path``, checked against the tensor names,
+    shapes and dtypes in its header, without reading any weights or importing torch."""
+    return read_model_header(path)[3]
+
+
+def _check_tensors_match(path: Path, header: dict, config: GeneratorConfig) -> None:
+    expected = generator_state_shapes(config)
+    missing = sorted(set(expected) - set(header))
+    unexpected = sorted(set(header) - set(expected))
+    wrong = sorted(name for name in set(expected) & set(header) if tuple(header[name]["shape"]) != expected[name])
+    if missing or unexpected or wrong:
+        parts = []
+        for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+            if names:
+                shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+                parts.append(f"{label}: {printable(shown)}")
+        raise ModelFileError(f"{path}: the weights do not match the generator described in its metadata "
+                             f"(ngf {config.ngf}, depth {config.depth}); {'; '.join(parts)}")
+    for name in sorted(header):
+        if header[name]["dtype"] not in FLOAT_DTYPES:
+            raise ModelFileError(f"{path}: weight {name!r} has dtype {header[name]['dtype']}, expected floating "
+                                 f"point ({', '.join(FLOAT_DTYPES)})")

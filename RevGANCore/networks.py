@@ -23,13 +23,14 @@ Design choices (see DESIGN.md, decisions 1-3):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Dict, Optional, Tuple
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from torch import nn
 
 from .errors import ArchitectureError, ConfigError
+from .generator_config import ACTIVATIONS, GENERATOR_LIMITS, NORMS, GeneratorConfig, generator_state_shapes
 from .reversible import AdditiveCoupling, ReversibleSequence
 
 __all__ = [
@@ -45,105 +46,9 @@ __all__ = [
 ]
 
 DIRECTIONS = ("forward", "inverse")
-_NORMS = ("none", "instance")
+_NORMS = NORMS
 _ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU}
-
-
-#: Inclusive bounds of the generator's integer settings. They hold every shipped model and
-#: configuration (ngf 8-16, depth 0-2) many times over; beyond them a model file is refused
-#: as damaged or hostile rather than built (depth 128 at ngf 256 is already ~14 GB of weights).
-GENERATOR_LIMITS: Dict[str, Tuple[int, int]] = {
-    "in_channels": (1, 8),
-    "ngf": (1, 256),
-    "depth": (0, 128),
-    "coupling_channels": (1, 1024),
-}
-
-
-def _is_integer(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-@dataclass(frozen=True)
-class GeneratorConfig:
-    """Architecture of :class:`RevGANGenerator3d`; stored verbatim in model files."""
-
-    in_channels: int = 1
-    ngf: int = 16
-    depth: int = 2
-    norm: str = "none"
-    core_activation: str = "silu"
-    coupling_channels: Optional[int] = None  # hidden channels of F and G; None: ngf
-    residual: bool = False
-    memory_saving: bool = True
-
-    def __post_init__(self) -> None:
-        # Model files carry this configuration: every field is checked for type and range
-        # before anything is built from it (a float ngf or a string "no" for a flag must
-        # not reach torch, and depth 10**7 must not allocate for minutes).
-        for name, (low, high) in GENERATOR_LIMITS.items():
-            value = getattr(self, name)
-            if name == "coupling_channels" and value is None:
-                continue
-            if not _is_integer(value):
-                raise ConfigError(f"generator {name} must be an integer, got {value!r}")
-            if not low <= value <= high:
-                raise ConfigError(f"generator {name} must be between {low} and {high}, got {value}")
-        for name in ("residual", "memory_saving"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"generator {name} must be true or false, got {getattr(self, name)!r}")
-        if not isinstance(self.norm, str) or self.norm not in _NORMS:
-            raise ConfigError(f"generator norm must be one of {_NORMS}, got {self.norm!r}")
-        if not isinstance(self.core_activation, str) or self.core_activation not in _ACTIVATIONS:
-            raise ConfigError(f"core_activation must be one of {sorted(_ACTIVATIONS)}, got {self.core_activation!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "GeneratorConfig":
-        if not isinstance(values, dict):
-            raise ConfigError(f"generator settings must be a JSON object, got {type(values).__name__}")
-        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ConfigError(f"unknown generator settings: {', '.join(unknown)}")
-        return cls(**values)
-
-
-def generator_state_shapes(config: GeneratorConfig) -> Dict[str, Tuple[int, ...]]:
-    """The ``state_dict`` names and shapes of ``RevGANGenerator3d(config=config)``, worked out
-    without building it, so a model file's tensors can be checked before anything is
-    allocated. (Testing/test_modelfile.py compares this with real modules.)"""
-    shapes: Dict[str, Tuple[int, ...]] = {}
-    ngf, image = config.ngf, config.in_channels
-    hidden = config.coupling_channels or ngf
-    instance = config.norm == "instance"
-
-    def conv(prefix: str, out_channels: int, in_channels: int, kernel: int) -> None:
-        shapes[f"{prefix}.weight"] = (out_channels, in_channels) + (kernel,) * 3
-        shapes[f"{prefix}.bias"] = (out_channels,)
-
-    def norm(prefix: str, channels: int) -> None:
-        if instance:  # affine InstanceNorm3d; nn.Identity has no state
-            shapes[f"{prefix}.weight"] = shapes[f"{prefix}.bias"] = (channels,)
-
-    for side in ("x", "y"):
-        conv(f"encoder_{side}.0", ngf, image, 5)
-        norm(f"encoder_{side}.1", ngf)
-        conv(f"encoder_{side}.3", 2 * ngf, ngf, 3)
-        norm(f"encoder_{side}.4", 2 * ngf)
-    for block in range(config.depth):
-        for function in ("f", "g"):
-            prefix = f"core.blocks.{block}.{function}"
-            conv(f"{prefix}.0", hidden, ngf, 3)
-            norm(f"{prefix}.1", hidden)
-            conv(f"{prefix}.3", ngf, hidden, 3)
-    for side in ("x", "y"):
-        shapes[f"decoder_{side}.upsample.0.weight"] = (2 * ngf, ngf, 3, 3, 3)  # transposed: (in, out, ...)
-        shapes[f"decoder_{side}.upsample.0.bias"] = (ngf,)
-        norm(f"decoder_{side}.upsample.1", ngf)
-        conv(f"decoder_{side}.to_image", image, ngf, 5)
-    return shapes
+assert set(_ACTIVATIONS) == set(ACTIVATIONS)
 
 
 @dataclass(frozen=True)

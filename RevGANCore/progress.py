@@ -8,10 +8,15 @@
 
 tqdm is optional (RevGANCore must run in 3D Slicer's Python without a pip step); the
 fallback prints at most one line per ``interval`` seconds, and always the last one.
+
+:class:`JsonLinesReporter` is the machine-readable form (``revgan translate --progress
+jsonl``): one JSON object per line, so a parent process (the Slicer module) reads progress
+and messages as data instead of scraping text meant for people.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -142,3 +147,44 @@ def progress_bar(description: str, unit: str = "step", stream: Optional[TextIO] 
                  enabled: bool = True) -> ProgressBar:
     """A progress callback for ``description``; disabled bars do nothing."""
     return ProgressBar(description, unit=unit, stream=stream, enabled=enabled)
+
+
+class JsonLinesReporter:
+    """Progress and messages as JSON lines on ``stream`` (default: standard output)::
+
+        {"event": "progress", "done": 3, "total": 12}
+        {"event": "message", "level": "info", "text": "device cpu; 12 windows of ..."}
+        {"event": "error", "text": "in.nrrd: no such file or folder"}
+        {"event": "done", "output": "out.nrrd"}
+
+    Every progress update is written (no rate limit: a reader wants each tile) and each
+    line is flushed at once. Usable as a ``progress(done, total)`` callback and a
+    ``log(text)`` callback (:meth:`message`)."""
+
+    def __init__(self, stream: Optional[TextIO] = None):
+        self.stream = stream if stream is not None else sys.stdout
+
+    def emit(self, event: str, **fields) -> None:
+        self.stream.write(json.dumps(dict(event=event, **fields), ensure_ascii=True) + "\n")
+        self.stream.flush()
+
+    def __call__(self, done: int, total: int, postfix: str = "") -> None:
+        self.emit("progress", done=int(done), total=int(total))
+
+    def message(self, text: str, level: str = "info") -> None:
+        self.emit("message", level=level, text=str(text))
+
+    def error(self, text: str) -> None:
+        self.emit("error", text=str(text))
+
+    def done(self, output) -> None:
+        self.emit("done", output=str(output))
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "JsonLinesReporter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -30,10 +30,12 @@ import os
 import stat
 import struct
 from pathlib import Path
-from typing import BinaryIO, Dict, Tuple
+from typing import TYPE_CHECKING, BinaryIO, Dict, Tuple
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported only to read or write tensors: headers are read without it
+    import torch
 
 from .output import replaced_atomically
 from .errors import ModelFileError
@@ -52,20 +54,19 @@ PICKLE_MESSAGE = ("this looks like a pickled PyTorch checkpoint; RevGAN never un
                   "(unpickling can run arbitrary code). Convert it to a RevGAN model file (safetensors "
                   "+ metadata) with RevGANCore.modelfile.save_model")
 
-# safetensors dtype name -> (little-endian numpy dtype used for the bytes, torch dtype)
-DTYPES: Dict[str, Tuple[str, torch.dtype]] = {
-    "F64": ("<f8", torch.float64),
-    "F32": ("<f4", torch.float32),
-    "F16": ("<f2", torch.float16),
-    "BF16": ("<i2", torch.bfloat16),  # read as 16-bit integers, then viewed as bfloat16
-    "I64": ("<i8", torch.int64),
-    "I32": ("<i4", torch.int32),
-    "I16": ("<i2", torch.int16),
-    "I8": ("<i1", torch.int8),
-    "U8": ("<u1", torch.uint8),
-    "BOOL": ("<u1", torch.bool),
+# safetensors dtype name -> (little-endian numpy dtype used for the bytes, torch dtype name)
+DTYPES: Dict[str, Tuple[str, str]] = {
+    "F64": ("<f8", "float64"),
+    "F32": ("<f4", "float32"),
+    "F16": ("<f2", "float16"),
+    "BF16": ("<i2", "bfloat16"),  # read as 16-bit integers, then viewed as bfloat16
+    "I64": ("<i8", "int64"),
+    "I32": ("<i4", "int32"),
+    "I16": ("<i2", "int16"),
+    "I8": ("<i1", "int8"),
+    "U8": ("<u1", "uint8"),
+    "BOOL": ("<u1", "bool"),
 }
-_TORCH_TO_NAME = {torch_dtype: name for name, (_, torch_dtype) in DTYPES.items()}
 # Names the format defines that this reader does not load (it says so, rather than "unknown").
 _KNOWN_UNSUPPORTED = ("U16", "U32", "U64", "F8_E4M3", "F8_E5M2", "F8_E8M0", "F4", "F6_E2M3", "F6_E3M2",
                       "C64")
@@ -225,10 +226,13 @@ def read_safetensors_tensors(path, header: dict, start: int, size: int) -> Dict[
         raise ModelFileError(f"{path}: cannot be read ({error.strerror or error})") from None
     if len(data) != size:
         raise ModelFileError(f"{path}: is truncated")
+    import torch
+
     tensors: Dict[str, torch.Tensor] = {}
     for name, entry in header.items():
         begin, end = entry["data_offsets"]
-        numpy_dtype, torch_dtype = DTYPES[entry["dtype"]]
+        numpy_dtype, torch_name = DTYPES[entry["dtype"]]
+        torch_dtype = getattr(torch, torch_name)
         count = (end - begin) // np.dtype(numpy_dtype).itemsize
         native = np.dtype(numpy_dtype).newbyteorder("=")
         if count == 0:
@@ -250,12 +254,15 @@ def load_safetensors(path) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
 
 
 def _tensor_bytes(name: str, tensor: torch.Tensor) -> Tuple[str, bytes]:
+    import torch
+
     if not isinstance(tensor, torch.Tensor):
         raise ModelFileError(f"tensor {name!r} is a {type(tensor).__name__}, not a torch.Tensor")
     tensor = tensor.detach().cpu().contiguous()
-    if tensor.dtype not in _TORCH_TO_NAME:
+    names = {getattr(torch, torch_name): name for name, (_, torch_name) in DTYPES.items()}
+    if tensor.dtype not in names:
         raise ModelFileError(f"tensor {name!r} has dtype {tensor.dtype}, which RevGAN model files do not store")
-    dtype_name = _TORCH_TO_NAME[tensor.dtype]
+    dtype_name = names[tensor.dtype]
     numpy_dtype = DTYPES[dtype_name][0]
     if tensor.dtype == torch.bfloat16:
         array = tensor.view(torch.int16).numpy()

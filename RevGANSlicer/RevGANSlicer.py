@@ -25,6 +25,7 @@ ensureRevGANCoreImportable()
 
 from RevGANSlicerLib import dependencies, engine  # noqa: E402
 from RevGANSlicerLib.logic import LARGE_OUTPUT_BYTES, TranslationLogic  # noqa: E402
+from RevGANSlicerLib.process import parseEvent  # noqa: E402
 from RevGANSlicerLib.tasks import Direction, Task, domainLabel, taskInfo  # noqa: E402
 
 # Not "from __future__ import annotations": the parameter node wrapper reads the
@@ -128,7 +129,6 @@ class RevGANSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._job = None
-        self._running = False
         self._cancelRequested = False
         self._deviceNames = ["auto", "cpu"]
         self._devicesListed = False
@@ -145,8 +145,7 @@ class RevGANSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.logic = RevGANSlicerLogic()
 
-        self.ui.modelPathLineEdit.nameFilters = [_("RevGAN model files (*.safetensors *.revgan *.json)"),
-                                                 _("All files (*)")]
+        self.ui.modelPathLineEdit.nameFilters = [_("RevGAN model files (*.safetensors)"), _("All files (*)")]
         self.ui.deviceComboBox.clear()
         self.ui.deviceComboBox.addItem(_("auto (first GPU if any, else CPU)"))
         self.ui.deviceComboBox.addItem(_("CPU"))
@@ -228,9 +227,12 @@ class RevGANSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             problem = _("Choose a model file.")
         elif node.outputVolume and node.outputVolume.GetID() == node.inputVolume.GetID():
             problem = _("The output must not be the input volume: choose 'Create new volume'.")
-        self.ui.applyButton.enabled = problem is None and not self._running
+        running = self._running
+        self.ui.applyButton.enabled = problem is None and not running
         self.ui.applyButton.toolTip = problem or taskInfo(task).help
-        self.ui.cancelButton.enabled = self._running
+        self.ui.cancelButton.enabled = running
+        for button in (self.ui.loadLowResolutionPhantomButton, self.ui.loadSharpPhantomButton):
+            button.enabled = not running  # a run's input and task must not change under it
         key = (task, node.modelPath if custom else "", node.direction)
         if key != self._cardKey:
             self._cardKey = key
@@ -301,16 +303,28 @@ class RevGANSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.maximum = max(int(total), 1)
         self.ui.progressBar.value = int(done)
 
+    @property
+    def _running(self) -> bool:
+        # One source of truth: the Logic knows whether it installs or translates.
+        return self.logic is not None and self.logic.busy
+
     def _setRunning(self, running: bool) -> None:
-        self._running = running
+        """Show (or hide) the progress bar; the running state itself is the Logic's."""
         self.ui.progressBar.setVisible(running)
         if running:
-            self.ui.progressBar.maximum = 0  # busy indicator until the first tile is done
+            self.ui.progressBar.maximum = 0  # busy indicator until the first progress event
             self.ui.progressBar.value = 0
         self._updateGUI()
 
+    def _log(self, text: str) -> None:
+        """A message of the run: the Python console (INFO) and the panel's log box."""
+        logging.info(f"RevGANSlicer: {text}")
+        self.ui.logTextEdit.appendPlainText(text)
+
     # ------------------------------------------------------------------ actions
     def onLoadPhantom(self, kind: str) -> None:
+        if self._running:
+            return
         with slicer.util.tryWithErrorDisplay(_("Could not generate the phantom."), waitCursor=True):
             self._showStatus(_("Generating a chest phantom..."))
             slicer.app.processEvents()
@@ -332,7 +346,7 @@ class RevGANSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._showStatus(_("Checking PyTorch..."))
             slicer.app.processEvents()
             with slicer.util.WaitCursor():
-                summary = self.logic.ensureDependencies(askUser=True)
+                summary = self.logic.ensureDependencies(askUser=True)  # BusyError on a second click
             self._listDevices()
             modelPath = node.modelPath if node.task is Task.CustomModel else ""
             path = self.logic.modelPathForTask(node.task, modelPath)
@@ -343,9 +357,11 @@ class RevGANSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             options = dict(task=node.task, modelPath=modelPath, direction=node.direction, device=node.device,
                            tileSize=node.tileSize, outputNode=node.outputVolume)
             self._cancelRequested = False
-            logging.info(f"RevGANSlicer: {summary}")
+            self.ui.logTextEdit.clear()
+            self._log(summary)
             if node.runInSeparateProcess:
-                self._job = self.logic.startTranslation(node.inputVolume, onLine=_logProcessLine, **options)
+                with slicer.util.WaitCursor():  # writes the input to a temporary file
+                    self._job = self.logic.startTranslation(node.inputVolume, onLine=self._logProcessLine, **options)
                 self._setRunning(True)
                 self._showStatus(_("Running: {what}").format(what=self._job.description))
                 self._pollTimer.start()
@@ -363,10 +379,14 @@ class RevGANSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.app.processEvents()
             return self._cancelRequested
 
-        self._setRunning(True)
+        def message(text):
+            self._log(text)
+            self._showStatus(text)
+
         self._showStatus(_("Running inside Slicer, tile by tile..."))
+        self.ui.progressBar.setVisible(True)
         try:
-            outputNode = self.logic.translate(inputNode, progress=progress, cancel=cancel, message=self._showStatus,
+            outputNode = self.logic.translate(inputNode, progress=progress, cancel=cancel, message=message,
                                               **options)
         except CancelledError:
             self._showStatus(_("Cancelled: no result was created."))
@@ -389,12 +409,12 @@ class RevGANSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self._pollTimer.stop()
         self._job = None
-        self._setRunning(False)
         from RevGANCore.errors import CancelledError
 
         inputNode = slicer.mrmlScene.GetNodeByID(job.inputNodeID)
         try:
-            outputNode = self.logic.finishTranslation(job)
+            with slicer.util.WaitCursor():  # reads the result (GBs for a large super-resolution)
+                outputNode = self.logic.finishTranslation(job)  # the Logic is idle afterwards
         except CancelledError:
             self._showStatus(_("Cancelled: no result was created."))
             return
@@ -402,6 +422,8 @@ class RevGANSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._showStatus(_("Failed."))
             slicer.util.errorDisplay(_("RevGAN translation failed."), detailedText=str(error))
             return
+        finally:
+            self._setRunning(False)
         self._showResult(inputNode, outputNode)
 
     def _showResult(self, inputNode, outputNode) -> None:
@@ -409,7 +431,7 @@ class RevGANSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.showSideBySide(inputNode, outputNode)
         else:
             slicer.util.setSliceViewerLayers(background=outputNode, fit=True)
-        seconds = getattr(self.logic, "lastDuration", None)
+        seconds = self.logic.lastDuration
         note = self.ui.statusLabel.text if "memory" in self.ui.statusLabel.text.lower() else ""
         message = _("Done: {name}").format(name=outputNode.GetName())
         if seconds:
@@ -423,16 +445,23 @@ class RevGANSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._job.cancel()  # kills the process tree; onPollJob then reports it
 
     def _stopJob(self) -> None:
+        """Stop any run (scene close, module reload) and leave the panel idle: Apply enabled,
+        progress hidden, Cancel disabled."""
         self._cancelRequested = True
-        if self._job is not None:
-            self._job.cancel()
-            self._job = None
         if self._pollTimer is not None:
             self._pollTimer.stop()
+        self._job = None
+        if self.logic is not None:
+            self.logic.stopActiveJob()
+        self._setRunning(False)
 
-
-def _logProcessLine(line: str) -> None:
-    logging.debug(f"RevGANSlicer process: {line}")
+    def _logProcessLine(self, line: str) -> None:
+        """An output line of the separate process: its JSON events' text, or the raw line."""
+        event = parseEvent(line)
+        if event is None:
+            self._log(line)
+        elif event.get("event") in ("message", "error"):
+            self._log(str(event.get("text", "")))
 
 
 def _escape(text) -> str:
@@ -454,10 +483,6 @@ class RevGANSlicerLogic(ScriptedLoadableModuleLogic, TranslationLogic):
 
     def getParameterNode(self):
         return RevGANSlicerParameterNode(super().getParameterNode())
-
-    def ensureDependencies(self, askUser: bool = True) -> str:
-        """Check (and after asking, install) PyTorch; see RevGANSlicerLib.dependencies."""
-        return dependencies.ensureDependencies(askUser=askUser)
 
     def availableDevices(self):
         return engine.availableDevices()

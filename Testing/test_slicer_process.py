@@ -11,28 +11,20 @@ import pytest
 import slicer_helpers  # noqa: F401  (puts RevGANSlicer/ on sys.path)
 
 from RevGANSlicerLib import engine  # noqa: E402
-from RevGANSlicerLib.process import ConsoleProcess, isNoteworthy, parseProgress  # noqa: E402
+from RevGANSlicerLib.process import ConsoleProcess, parseEvent  # noqa: E402
 
 
 @pytest.mark.parametrize("line, expected", [
-    ("translate: tile 3/12", (3, 12)),
-    ("Tiles 5 of 8 done", (5, 8)),
-    ("translating:  42%|####      | 5/12 [00:03<00:04,  1.7tile/s]", (5, 12)),
-    ("progress 7 / 9", (7, 9)),
-    ("  55%", (55, 100)),
-    ("reading /data/case/12/34/input.nrrd", None),
-    ("model ngf=16 depth=4", None),
-    ("spacing 0.8/1.25 mm", None),
-    ("13/12", None),
+    ('{"event": "progress", "done": 3, "total": 12}', {"event": "progress", "done": 3, "total": 12}),
+    ('  {"event": "message", "level": "info", "text": "t"}  ', {"event": "message", "level": "info", "text": "t"}),
+    ("plan: 20% recomputed, tile 3/12", None),  # text meant for people is never progress
+    ("translating:  42%|####      | 5/12 [00:03<00:04,  1.7tile/s]", None),
+    ('{"done": 1, "total": 2}', None),  # no event name
+    ('{"event": "progress", "done": 1', None),  # cut short
+    ("[1, 2]", None),
 ])
-def test_progress_lines_are_parsed(line, expected):
-    assert parseProgress(line) == expected
-
-
-def test_memory_fallback_lines_are_noteworthy():
-    assert isNoteworthy("CUDA out of memory at tile 64: halving the tile to 32")
-    assert isNoteworthy("falling back to the CPU")
-    assert not isNoteworthy("tile 3/12")
+def test_only_json_lines_with_an_event_are_events(line, expected):
+    assert parseEvent(line) == expected
 
 
 def _script(tmp_path, body: str) -> str:
@@ -41,26 +33,32 @@ def _script(tmp_path, body: str) -> str:
     return str(path)
 
 
-def test_output_progress_and_exit_code_arrive(tmp_path):
+def test_output_events_and_exit_code_arrive(tmp_path):
     child = _script(tmp_path, r"""
-        import sys, time
-        sys.stdout.write("starting\n"); sys.stdout.flush()
-        for done in range(1, 5):
-            sys.stderr.write(f"\rtranslating: {done}/4 [00:00<00:00]"); sys.stderr.flush()
+        import json, sys, time
+        def event(**fields):
+            sys.stdout.write(json.dumps(fields) + "\n"); sys.stdout.flush()
+        sys.stderr.write("plan: 20% recomputed\n"); sys.stderr.flush()
+        for done in range(0, 5):
+            event(event="progress", done=done, total=4)
             time.sleep(0.05)
-        sys.stderr.write("\nCUDA out of memory: halving the tile\n")
-        print("written out.nrrd")
+        event(event="message", level="info", text="CUDA out of memory: halving the tile")
+        event(event="error", text="out.nrrd: disk full")
+        sys.stderr.write("\rredrawn 1\rredrawn 2\n")
         sys.exit(3)
     """)
     seen = []
+    progress = []
     process = ConsoleProcess([sys.executable, child], onLine=seen.append).start()
-    assert process.wait(timeout=30) == 3
-    assert "starting" in seen and "written out.nrrd" in seen
-    # Carriage-return progress (tqdm style) arrives as separate lines.
-    assert [line for line in seen if line.startswith("translating")] == [
-        f"translating: {n}/4 [00:00<00:00]" for n in range(1, 5)]
-    assert process.progress == (4, 4)
-    assert "out of memory" in process.lastMessage
+    while process.poll() is None:
+        if process.progress is not None and process.progress not in progress:
+            progress.append(process.progress)
+        time.sleep(0.01)
+    assert process.returncode == 3
+    assert "plan: 20% recomputed" in seen and "redrawn 1" in seen and "redrawn 2" in seen
+    assert progress[0] == (0, 4) and process.progress == (4, 4)
+    assert process.lastMessage == "CUDA out of memory: halving the tile"
+    assert process.errorMessage == "out.nrrd: disk full"
     assert not process.running
 
 
@@ -139,5 +137,39 @@ def test_translate_command_options():
                                       python="PythonSlicer")
     tail = command[4:]
     assert tail == ["translate", "a.nrrd", "b.nrrd", "--model", "m", "--direction", "inverse", "--device",
-                    "cuda:1", "--tile", "48"]
+                    "cuda:1", "--dtype", "int16", "--progress", "jsonl", "--tile", "48"]
     assert "--tile" not in engine.translateCommand("a", "b", "m", python="p")
+
+
+def test_a_real_translate_run_reports_json_lines_from_zero(tmp_path):
+    """``revgan translate --progress jsonl`` in a real process: every progress event is
+    read as data, the first is 0 of N, the last N of N, then the written file."""
+    from model_helpers import save_two_way_model
+    from RevGANCore.volume import Volume
+    from RevGANCore.volume_io import write_volume
+
+    import numpy as np
+
+    model = save_two_way_model(tmp_path / "model.safetensors")
+    array = np.full((36, 36, 36), -1000.0, dtype=np.float32)
+    array[8:28, 8:28, 8:28] = 40.0
+    write_volume(Volume(array, spacing=(1.0, 1.0, 2.0)), tmp_path / "in.nrrd", dtype="float32")
+    command = engine.translateCommand(tmp_path / "in.nrrd", tmp_path / "out.nrrd", model, tileSize=32,
+                                      device="cpu", python=sys.executable)
+    process = ConsoleProcess(command, env=engine.processEnvironment(), cwd=str(tmp_path)).start()
+    assert process.wait(timeout=300) == 0, process.outputTail()
+    events = [parseEvent(line) for line in process.lines]
+    progress = [(event["done"], event["total"]) for event in events if event and event["event"] == "progress"]
+    total = progress[0][1]
+    assert total > 1 and progress[0] == (0, total) and progress[-1] == (total, total)
+    assert [done for done, _ in progress] == sorted(done for done, _ in progress)
+    assert any(event and event["event"] == "message" for event in events)
+    assert process.writtenPath == str(tmp_path / "out.nrrd")
+
+
+def test_a_failing_run_reports_its_error_as_an_event(tmp_path):
+    command = engine.translateCommand(tmp_path / "missing.nrrd", tmp_path / "out.nrrd", tmp_path / "none.safetensors",
+                                      python=sys.executable)
+    process = ConsoleProcess(command, env=engine.processEnvironment(), cwd=str(tmp_path)).start()
+    assert process.wait(timeout=120) == 1
+    assert "none.safetensors" in process.errorMessage and "\n" not in process.errorMessage

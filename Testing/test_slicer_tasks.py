@@ -52,11 +52,13 @@ def test_model_card_rows_from_metadata(tmp_path):
     model = tmp_path / "kernel.safetensors"
     model.write_bytes(b"")
     (tmp_path / "kernel.md").write_text("# Kernel model\n")
-    rows = dict(engine.modelCard({
-        "task": "kernel", "description": "sharp <-> smooth", "domains": {"x": "sharp", "y": "smooth"},
-        "hu_window": [-1150, 350], "caveats": ["phantoms only", "not for diagnosis"],
-        "training": {"dataset": "phantoms, 40 cases", "iterations": 20000, "config": {"long": "x" * 1000}}},
-        str(model)))
+    from RevGANCore.modelmetadata import ModelMetadata
+
+    metadata = ModelMetadata(task="kernel", description="sharp <-> smooth", domains={"x": "sharp", "y": "smooth"},
+                             hu_window=(-1150, 350), caveats="phantoms only; not for diagnosis",
+                             training={"dataset": "phantoms, 40 cases", "iterations": 20000,
+                                       "config": {"long": "x" * 1000}})
+    rows = dict(engine.modelCard(metadata, str(model)))
     assert rows["Training"] == "dataset: phantoms, 40 cases; iterations: 20000"
     assert rows["Task"] == "kernel"
     assert rows["Domains"] == "x = sharp, y = smooth"

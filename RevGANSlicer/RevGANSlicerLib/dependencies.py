@@ -20,16 +20,21 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import platform
 from typing import Callable, Dict, List, Optional
 
-#: Import name -> pip requirement. Ranges only: inside Slicer the PyTorch extension may
-#: bring its own torch, and pinning would fight it.
+#: Import name -> pip requirement: the packages RevGANCore imports that Slicer does not
+#: ship (model files are read by RevGANCore's own safetensors reader; tqdm is optional).
+#: Ranges only: inside Slicer the PyTorch extension may bring its own torch, and pinning
+#: would fight it.
 REQUIREMENTS: Dict[str, str] = {
     "torch": "torch>=2.1",
-    "safetensors": "safetensors>=0.4",
 }
 #: Packages Slicer itself ships (checked, never installed by this module).
 BUNDLED = ("numpy", "SimpleITK")
+#: Packages RevGANCore imports only when present, for extras the module never uses:
+#: tqdm (terminal bars), tomli/yaml (training configuration files), monai (a benchmark).
+OPTIONAL = ("monai", "tomli", "tqdm", "yaml")
 MINIMUM_TORCH = (2, 1)
 
 
@@ -117,14 +122,27 @@ def _installTorch(askUser: bool) -> None:
         if torch is None:
             raise DependencyError("PyTorch could not be installed by the PyTorch extension")
         return
-    if askUser and not _confirm(
-            "RevGANSlicer needs PyTorch, and the PyTorch extension (which picks the build matching your GPU "
-            "driver) is not installed. Install PyTorch with pip now? (Needs a network connection; on "
-            "Linux and Windows pip may download a large CUDA build. Cancel to install the PyTorch "
-            "extension from the Extensions Manager first.)"):
+    if askUser and not _confirm(pipFallbackQuestion()):
         raise DependencyError("PyTorch is needed and its installation was cancelled; install the PyTorch "
                               "extension from the Extensions Manager, or allow the pip installation")
     _pipInstall([REQUIREMENTS["torch"]])
+
+
+def pipFallbackQuestion(system: Optional[str] = None) -> str:
+    """What a plain ``pip install torch`` gets on this operating system (``system`` as
+    ``platform.system()`` names it), asked before doing it."""
+    system = system or platform.system()
+    builds = {
+        "Windows": "On Windows, pip installs a CPU-only PyTorch (PyPI has no CUDA builds for Windows): "
+                   "it will not use an NVIDIA GPU.",
+        "Linux": "On Linux, pip downloads a large (several GB) CUDA build, whether or not this computer "
+                 "has an NVIDIA GPU, and its CUDA version may not match the driver.",
+        "Darwin": "On macOS, pip installs the build for Apple computers (CPU, and Apple GPUs through MPS).",
+    }
+    return ("RevGANSlicer needs PyTorch, and the PyTorch extension (which picks the build matching your GPU "
+            "driver) is not installed. Install PyTorch with pip now? (Needs a network connection.) "
+            + builds.get(system, "")
+            + " Cancel to install the PyTorch extension from the Extensions Manager first.")
 
 
 def _pipInstall(requirements: List[str]) -> None:
@@ -142,7 +160,7 @@ def _pipInstall(requirements: List[str]) -> None:
 
 def ensureDependencies(askUser: bool = True, log: Optional[Callable[[str], None]] = None) -> str:
     """Inside Slicer: make sure torch (and the other :data:`REQUIREMENTS`) are installed
-    and working, installing them after asking. Returns :func:`checkTorchWorks`'s summary.
+    and working, installing them after asking; nothing is installed when they are there. Returns :func:`checkTorchWorks`'s summary.
     Raises :class:`DependencyError` when something is missing and not installed."""
     report = log or logging.info
     for name in BUNDLED:

@@ -3,30 +3,32 @@
 Everything the module needs from the core goes through these functions, so a change in
 the core's interface is adapted here and nowhere else:
 
-- :func:`defaultModel`, :func:`shippedModels`, :func:`resolveModel`, :func:`loadModel`,
-  :func:`modelMetadata`, :func:`modelCard`: RevGANCore.modelfile;
+- :func:`defaultModel`, :func:`shippedModels`, :func:`resolveModel`, :func:`loadModel`:
+  RevGANCore.modelfile; :func:`readMetadata`: RevGANCore.modelmetadata (torch-free);
 - :func:`translateVolume`: RevGANCore.inference.translate, in this process;
 - :func:`translateCommand`: the ``revgan translate`` command line for a separate process;
 - :func:`availableDevices`: torch's devices (imports torch: call on first use only).
 
-Nothing here imports torch at module level.
+Nothing here imports torch at module level, and the model card's path (the registry,
+:func:`readMetadata`, :func:`modelCard`) never imports it.
 """
 
 from __future__ import annotations
 
-import inspect
-import logging
 import os
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from .corepath import coreParentFolder, ensureRevGANCoreImportable
-from .tasks import metadataValue
 
 ensureRevGANCoreImportable()
 
 from RevGANCore.errors import ModelFileError  # noqa: E402
 
 ProgressCallback = Callable[[int, int], None]
+
+#: Voxel type of every result in Slicer, in this process or a separate one: whole HU, half
+#: the memory of float32 (the model's output carries no meaningful sub-HU detail).
+RESULT_DTYPE = "int16"
 
 #: Python code run by the separate process: make RevGANCore importable from the folder
 #: the module found it in, then run ``python -m RevGANCore`` with the remaining arguments.
@@ -39,45 +41,22 @@ _BOOTSTRAP = ("import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
 # =========================================================================== models
 
 
-def _modelfile():
-    """RevGANCore.modelfile, or None when this RevGANCore has no such module. (An import
-    error inside it, e.g. a missing torch, is raised: it needs another message.)"""
-    try:
-        from RevGANCore import modelfile
-    except ModuleNotFoundError as error:
-        if error.name in ("RevGANCore.modelfile", "RevGANCore"):
-            return None
-        raise
-    return modelfile
-
-
 def shippedModels() -> List[Any]:
-    """The registry's models (empty when none is installed or the registry is missing)."""
-    modelfile = _modelfile()
-    if modelfile is None:
-        return []
-    try:
-        return list(modelfile.list_models())
-    except ModelFileError:
-        return []
+    """The registry's models (empty when none is installed)."""
+    from RevGANCore import modelfile
+
+    return list(modelfile.list_models())
 
 
 def defaultModel(modelTask: str) -> Optional[str]:
     """Path of the shipped model for ``modelTask`` ("super_resolution" or "kernel"), or
     None when no such model is installed."""
-    modelfile = _modelfile()
-    if modelfile is None:
-        return None
+    from RevGANCore import modelfile
+
     try:
-        chosen = modelfile.default_model(modelTask)
-    except (ModelFileError, KeyError, LookupError):
+        return str(modelfile.default_model(modelTask).path)
+    except ModelFileError:
         return None
-    if chosen is None:
-        return None
-    path = getattr(chosen, "path", None)
-    if path is None:
-        path = modelfile.get_model_path(getattr(chosen, "name", chosen))
-    return str(path)
 
 
 def resolveModel(nameOrPath: str) -> str:
@@ -96,22 +75,12 @@ def loadModel(nameOrPath: str, device: str = "cpu"):
     return modelfile.load_model(resolveModel(nameOrPath), device=device)
 
 
-def modelMetadata(model: Any) -> Any:
-    """The metadata of a loaded model (a mapping or an object)."""
-    return getattr(model, "metadata", None)
-
-
 def readMetadata(nameOrPath: str) -> Any:
-    """A model file's metadata, without keeping the model (weights are read only when the
-    core has no metadata-only reader)."""
-    from RevGANCore import modelfile
+    """A model file's validated metadata from its header alone: no weights are read and
+    torch is not imported (the panel shows the model card with it)."""
+    from RevGANCore.modelmetadata import read_metadata
 
-    path = resolveModel(nameOrPath)
-    for reader in ("read_metadata", "load_metadata"):
-        function = getattr(modelfile, reader, None)
-        if function is not None:
-            return function(path)
-    return modelMetadata(modelfile.load_model(path, device="cpu"))
+    return read_metadata(resolveModel(nameOrPath))
 
 
 def modelCardPath(modelPath: str) -> Optional[str]:
@@ -138,55 +107,27 @@ def _text(value: Any) -> str:
 
 
 def modelCard(metadata: Any, modelPath: str = "") -> List[Tuple[str, str]]:
-    """(label, text) rows summarising a model for the panel: what it was trained on, its
-    domains, scale factors, HU window and caveats."""
-    rows: List[Tuple[str, str]] = []
-
-    def add(label: str, *keys: str) -> None:
-        for key in keys:
-            value = _text(metadataValue(metadata, key, None))
-            if value:
-                rows.append((label, value))
-                return
-
-    add("Description", "description", "summary")
-    add("Task", "task")
-    domains = metadataValue(metadata, "domains", None)
-    if isinstance(domains, dict) and domains:
-        rows.append(("Domains", f"x = {_text(domains.get('x'))}, y = {_text(domains.get('y'))}"))
-    add("Scale factors (x, y, z)", "scale_factors_xyz", "factors_xyz")
-    add("HU window", "hu_window")
-    training = metadataValue(metadata, "training", None)
-    if isinstance(training, dict) and training:
-        keys = [key for key in ("dataset", "data", "iterations", "metrics", "date") if key in training]
-        summary = "; ".join(f"{key}: {_text(training[key])}" for key in keys) or _text(training)
-        rows.append(("Training", summary if len(summary) <= 400 else summary[:397] + "..."))
-    else:
-        add("Training", "training_data", "training", "provenance")
-    add("Caveats", "caveats", "limitations")
+    """(label, text) rows summarising a model (its RevGANCore ModelMetadata) for the panel:
+    what it was trained on, its domains, scale factors, HU window and caveats."""
+    rows: List[Tuple[str, str]] = [("Description", metadata.description), ("Task", metadata.task),
+                                   ("Domains", f"x = {metadata.domains['x']}, y = {metadata.domains['y']}")]
+    if metadata.scale_factors_xyz:
+        rows.append(("Scale factors (x, y, z)", _text(metadata.scale_factors_xyz)))
+    rows.append(("HU window", _text(metadata.hu_window)))
+    training = metadata.training
+    keys = [key for key in ("dataset", "data", "iterations", "metrics", "date") if key in training]
+    summary = "; ".join(f"{key}: {_text(training[key])}" for key in keys) or _text(training)
+    rows.append(("Training", summary if len(summary) <= 400 else summary[:397] + "..."))
+    rows.append(("Caveats", metadata.caveats))
     if modelPath:
         rows.append(("File", modelPath))
         card = modelCardPath(modelPath)
         if card:
             rows.append(("Model card", card))
-    return rows
+    return [(label, text) for label, text in rows if text]
 
 
 # =========================================================================== running
-
-
-class _MessageCollector(logging.Handler):
-    """Forwards the core's warnings (e.g. "out of memory: halving the tile") to a callback."""
-
-    def __init__(self, callback: Callable[[str], None]):
-        super().__init__(level=logging.INFO)
-        self.callback = callback
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.callback(record.getMessage())
-        except Exception:  # a status line must never break the computation
-            pass
 
 
 def translateVolume(model: Any, volume: Any, direction: str = "forward", tileSize: int = 0,
@@ -194,31 +135,15 @@ def translateVolume(model: Any, volume: Any, direction: str = "forward", tileSiz
                     cancel: Optional[Callable[[], bool]] = None,
                     message: Optional[Callable[[str], None]] = None) -> Any:
     """Translate ``volume`` (a RevGANCore Volume in HU) in this process; returns the new
-    Volume (super-resolution: on the finer grid). ``tileSize`` 0 lets the core choose.
-    ``progress(done, total)`` is called per tile, ``cancel()`` is polled between tiles
-    (RevGANCore.errors.CancelledError when it returns True) and ``message(text)``
-    receives the core's notes (memory fallbacks)."""
+    Volume (super-resolution: on the finer grid), int16 whole HU like the separate
+    process's result. ``tileSize`` 0 lets the core choose. ``progress(done, total)`` is
+    called before the first tile and after each, ``cancel()`` is polled between tiles
+    (RevGANCore.errors.CancelledError when it returns True) and ``message(text)`` receives
+    the core's notes (plan, device, memory fallbacks)."""
     from RevGANCore.inference import translate
 
-    options = dict(direction=direction, tile_size=int(tileSize) or None, device=device,
-                   progress=progress, cancel=cancel)
-    parameters = inspect.signature(translate).parameters
-    if message is not None:
-        for name in ("message", "on_message", "log"):
-            if name in parameters:
-                options[name] = message
-                break
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        options = {key: value for key, value in options.items() if key in parameters or key == "direction"}
-    logger = logging.getLogger("RevGANCore")
-    collector = _MessageCollector(message) if message is not None else None
-    if collector is not None:
-        logger.addHandler(collector)
-    try:
-        return translate(model, volume, **options)
-    finally:
-        if collector is not None:
-            logger.removeHandler(collector)
+    return translate(model, volume, direction=direction, tile_size=int(tileSize) or None, device=device,
+                     progress=progress, cancel=cancel, out_dtype=RESULT_DTYPE, log=message)
 
 
 def revganCommand(arguments: Sequence[str], python: Optional[str] = None) -> List[str]:
@@ -236,7 +161,8 @@ def translateCommand(inputPath: str, outputPath: str, modelPath: str, direction:
     """The command that runs ``revgan translate`` in a separate process (PythonSlicer
     inside Slicer)."""
     command = revganCommand(["translate", str(inputPath), str(outputPath), "--model", str(modelPath),
-                             "--direction", direction, "--device", device or "auto"], python=python)
+                             "--direction", direction, "--device", device or "auto", "--dtype", RESULT_DTYPE,
+                             "--progress", "jsonl"], python=python)
     if tileSize:
         command += ["--tile", str(int(tileSize))]
     return command
@@ -254,34 +180,14 @@ def processEnvironment(base: Optional[dict] = None) -> dict:
     return environment
 
 
-def generatorConfig(modelOrMetadata: Any) -> Any:
-    """The generator configuration of a loaded model or of a model file's metadata (None
-    when it cannot be told)."""
-    from RevGANCore.networks import GeneratorConfig
-
-    generator = getattr(modelOrMetadata, "generator", None)
-    config = getattr(generator, "config", None)
-    if isinstance(config, GeneratorConfig):
-        return config
-    values = metadataValue(modelOrMetadata, "generator", None)
-    if isinstance(values, GeneratorConfig):
-        return values
-    if isinstance(values, dict) and values:
-        return GeneratorConfig.from_dict(values)
-    return None
-
-
-def minimumTileSize(config: Any) -> int:
-    """Smallest tile edge the core accepts for a generator: a halo of the receptive-field
-    radius (rounded up to the stride) on both sides of at least one stride of core."""
+def minimumTileSize(metadata: Any) -> int:
+    """Smallest tile edge the core accepts for a model (its ModelMetadata): a
+    halo of the receptive-field radius (rounded up to the stride) on both sides of at
+    least one stride of core."""
     from RevGANCore.networks import receptive_field
+    from RevGANCore.tiling import halo_for, minimum_window
 
-    field = receptive_field(config)
-    try:
-        from RevGANCore.tiling import halo_for, minimum_window
-    except ImportError:
-        halo = -(-field.radius // field.stride) * field.stride
-        return 2 * halo + field.stride
+    field = receptive_field(metadata.generator_config)
     return int(minimum_window(halo_for(field.radius, field.stride), field.stride))
 
 

@@ -24,6 +24,7 @@ result is a NEW node named after the input and the task, with the input's window
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -32,10 +33,10 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from . import engine
+from . import dependencies, engine
 from .nodes import createOutputNode, isScalarVolumeNode, volumeFromNode
 from .process import ConsoleProcess
-from .tasks import Direction, Task, checkModelForTask, directionFor, metadataValue, outputName, taskInfo
+from .tasks import Direction, Task, checkModelForTask, directionFor, outputName, taskInfo
 
 from RevGANCore.errors import CancelledError, ModelFileError, RevGANError, VolumeError  # noqa: E402
 
@@ -43,12 +44,17 @@ from RevGANCore.errors import CancelledError, ModelFileError, RevGANError, Volum
 LARGE_OUTPUT_BYTES = 4 * 2 ** 30
 
 
+class BusyError(RevGANError):
+    """The Logic is already installing packages or translating: a second click must not
+    start a second installation or run, nor change the input mid-run."""
+
+
 class TranslationJob:
     """A translation running in a separate process (see :meth:`TranslationLogic.startTranslation`).
 
     Poll it from a timer: :meth:`poll` returns None while it runs and the process's return
     code when it has ended; :attr:`progress` is the last (done, total) and
-    :attr:`statusMessage` the last noteworthy line (e.g. a GPU memory fallback)."""
+    :attr:`statusMessage` the process's last message (e.g. a GPU memory fallback)."""
 
     def __init__(self, process: ConsoleProcess, folder: str, outputPath: str, inputNodeID: str,
                  outputNodeID: Optional[str], outputName: str, task: Task, description: str):
@@ -97,6 +103,45 @@ class TranslationLogic:
         self._scene = scene
         self._metadataCache: Dict[Tuple[str, float], Any] = {}
         self.lastDuration: Optional[float] = None  # seconds taken by the last translation
+        self._busyWith: Optional[str] = None  # what runs in this process (install, translation)
+        self.activeJob: Optional[TranslationJob] = None  # the separate-process run, until finished
+
+    # ------------------------------------------------------------------ busy state
+    @property
+    def busy(self) -> bool:
+        """Whether an installation or a translation (here or in a separate process) runs."""
+        return self._busyWith is not None or self.activeJob is not None
+
+    def _checkNotBusy(self) -> None:
+        if self._busyWith is not None:
+            raise BusyError(f"RevGANSlicer is busy {self._busyWith}; wait for it to finish")
+        if self.activeJob is not None:
+            raise BusyError("RevGANSlicer is busy translating in a separate process; wait or cancel it")
+
+    @contextlib.contextmanager
+    def busyWith(self, what: str):
+        """Hold the Logic busy while ``what`` runs in this process (its event processing
+        lets clicks through: they get BusyError)."""
+        self._checkNotBusy()
+        self._busyWith = what
+        try:
+            yield
+        finally:
+            self._busyWith = None
+
+    def stopActiveJob(self) -> None:
+        """Cancel the separate-process run, if any (kills its process tree, deletes its
+        files) and leave the Logic idle, e.g. when the scene closes."""
+        job, self.activeJob = self.activeJob, None
+        if job is not None and not job.finished:
+            job.cancel()
+            job.finished = True
+
+    def ensureDependencies(self, askUser: bool = True) -> str:
+        """Check (and after asking, install) PyTorch; see RevGANSlicerLib.dependencies.
+        A second call while the first is installing raises BusyError."""
+        with self.busyWith("installing Python packages"):
+            return dependencies.ensureDependencies(askUser=askUser)
 
     # ------------------------------------------------------------------ scene
     @property
@@ -161,30 +206,27 @@ class TranslationLogic:
         return directionFor(task, metadata, customDirection)
 
     def estimateOutputBytes(self, inputNode, task: Task, metadata: Any = None) -> int:
-        """Size of the result in memory (float32), to warn before huge super-resolutions."""
+        """Size of the result in memory (int16), to warn before huge super-resolutions."""
         image = inputNode.GetImageData() if inputNode is not None else None
         if image is None:
             return 0
         voxels = float(np.prod(image.GetDimensions()))
-        if Task(task) is Task.SuperResolution or metadataValue(metadata, "task") == "super_resolution":
-            factors = metadataValue(metadata, "scale_factors_xyz", None) or (2, 2, 4)
-            voxels *= float(np.prod([float(f) for f in factors]))
-        return int(voxels * 4)
+        if metadata is not None and metadata.scale_factors_xyz:
+            voxels *= float(np.prod(metadata.scale_factors_xyz))
+        elif Task(task) is Task.SuperResolution:
+            voxels *= 2 * 2 * 4
+        return int(voxels * np.dtype(engine.RESULT_DTYPE).itemsize)
 
     # ------------------------------------------------------------------ checks
     @staticmethod
-    def usableTileSize(tileSize: int, modelOrMetadata: Any,
-                       message: Optional[Callable[[str], None]] = None) -> int:
+    def usableTileSize(tileSize: int, metadata: Any, message: Optional[Callable[[str], None]] = None) -> int:
         """``tileSize`` raised to the smallest tile the model allows (0 stays 0: automatic).
         The core refuses tiles smaller than twice its receptive-field halo; the panel's
         spin box does not know the model, so the Logic adjusts and says so."""
         tileSize = int(tileSize or 0)
         if tileSize <= 0:
             return 0
-        config = engine.generatorConfig(modelOrMetadata)
-        if config is None:
-            return tileSize
-        smallest = engine.minimumTileSize(config)
+        smallest = engine.minimumTileSize(metadata)
         if tileSize < smallest:
             if message is not None:
                 message(f"Tile size {tileSize} is below this model's minimum; using {smallest} voxels.")
@@ -220,15 +262,21 @@ class TranslationLogic:
         loaded model instead (its metadata decides the direction). ``tileSize`` 0 lets the
         core choose. ``progress(done, total)``/``cancel()``/``message(text)``: see
         :func:`RevGANSlicerLib.engine.translateVolume`. Raises CancelledError when cancelled
-        (no node is left behind)."""
-        task = Task(task)
+        (no node is left behind). BusyError while another run or installation is going on:
+        ``progress`` processes Slicer's events, so the panel's buttons stay clickable."""
+        with self.busyWith("translating"):
+            return self._translateHere(inputNode, Task(task), modelPath, direction, device, tileSize, outputNode,
+                                       name, progress, cancel, message, model)
+
+    def _translateHere(self, inputNode, task: Task, modelPath, direction, device, tileSize, outputNode, name,
+                       progress, cancel, message, model):
         self.checkInputOutput(inputNode, outputNode)
         if model is None:
             path = self.modelPathForTask(task, modelPath)
             model = engine.loadModel(path, device="cpu")
-        metadata = engine.modelMetadata(model)
+        metadata = model.metadata
         chosen = directionFor(task, metadata, direction)
-        tileSize = self.usableTileSize(tileSize, model, message)
+        tileSize = self.usableTileSize(tileSize, metadata, message)
         volume = volumeFromNode(inputNode)
         started = time.monotonic()
         try:
@@ -238,7 +286,7 @@ class TranslationLogic:
             engine.releaseMemory()
         self.lastDuration = time.monotonic() - started
         return createOutputNode(result, name or outputName(inputNode.GetName(), task), referenceNode=inputNode,
-                                outputNode=outputNode, scene=self.scene)
+                                outputNode=outputNode, scene=self.scene, dtype=engine.RESULT_DTYPE)
 
     # ------------------------------------------------------------------ separate process
     def startTranslation(self, inputNode, task: Task = Task.SuperResolution, modelPath: str = "",
@@ -247,9 +295,11 @@ class TranslationLogic:
                          onLine: Optional[Callable[[str], None]] = None) -> TranslationJob:
         """Start ``revgan translate`` on ``inputNode`` in a separate process and return the
         job at once. The input is written to a temporary file first (a copy: the node is
-        not touched), the output is read back by :meth:`finishTranslation`."""
+        not touched), the output is read back by :meth:`finishTranslation`. The job is the
+        Logic's :attr:`activeJob` (busy) until finished or stopped."""
         from RevGANCore.volume_io import write_volume
 
+        self._checkNotBusy()
         task, path, name = self._prepare(inputNode, task, modelPath, outputNode, name)
         metadata = self.modelMetadata(path)
         chosen = directionFor(task, metadata, direction)
@@ -269,8 +319,10 @@ class TranslationLogic:
         if notes:
             process.lastMessage = notes[-1]
         description = f"{taskInfo(task).buttonText} with {os.path.basename(path)} ({chosen}) on {device}"
-        return TranslationJob(process, folder, outputPath, inputNode.GetID(),
-                              outputNode.GetID() if outputNode is not None else None, name, task, description)
+        self.activeJob = TranslationJob(process, folder, outputPath, inputNode.GetID(),
+                                        outputNode.GetID() if outputNode is not None else None, name, task,
+                                        description)
+        return self.activeJob
 
     def finishTranslation(self, job: TranslationJob):
         """After the job ended: load its result into a new (or the chosen) output node and
@@ -284,17 +336,19 @@ class TranslationLogic:
             if job.cancelled:
                 raise CancelledError("the translation was cancelled")
             if job.process.returncode != 0 or not os.path.isfile(job.outputPath):
-                raise RevGANError(f"the translation failed (exit code {job.process.returncode}):\n"
-                                  + job.process.outputTail(15))
+                reason = job.process.errorMessage or job.process.outputTail(15)
+                raise RevGANError(f"the translation failed (exit code {job.process.returncode}): {reason}")
             result = read_volume(job.outputPath, expect_ct=False)
             inputNode = self.scene.GetNodeByID(job.inputNodeID)
             outputNode = self.scene.GetNodeByID(job.outputNodeID) if job.outputNodeID else None
             self.lastDuration = ((job.process.endTime or time.monotonic()) - (job.process.startTime or 0.0))
             return createOutputNode(result, job.outputName, referenceNode=inputNode, outputNode=outputNode,
-                                    scene=self.scene)
+                                    scene=self.scene, dtype=engine.RESULT_DTYPE)
         finally:
             job.finished = True
             job.cleanup()
+            if self.activeJob is job:
+                self.activeJob = None
 
     def translateInSeparateProcess(self, inputNode, task: Task = Task.SuperResolution, timeout: Optional[float] = None,
                                    progress: Optional[Callable[[int, int], None]] = None, **options):
@@ -309,7 +363,7 @@ class TranslationLogic:
                 seen = job.progress
                 progress(*seen)
             if deadline is not None and time.monotonic() > deadline:
-                job.cancel()
+                self.stopActiveJob()
                 raise RevGANError(f"the translation did not finish within {timeout:g} s")
             if application is not None:
                 application.processEvents()
@@ -341,7 +395,9 @@ class TranslationLogic:
     def loadPhantoms(self, kinds=("lr", "sharp"), seed: int = 0, shape=None,
                      volumes: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         """Generate a chest phantom case (or use ``volumes``, one already generated) and add
-        the chosen kinds ("lr", "hr", "sharp", "smooth") as new nodes; see sampledata."""
+        the chosen kinds ("lr", "hr", "sharp", "smooth") as new nodes; see sampledata.
+        BusyError during a run: the run's input must not change under it."""
+        self._checkNotBusy()
         from .sampledata import DEFAULT_SHAPE, loadPhantomNodes
 
         return loadPhantomNodes(kinds, seed=seed, shape=shape or DEFAULT_SHAPE, scene=self.scene, volumes=volumes)

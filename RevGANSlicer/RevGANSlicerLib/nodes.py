@@ -96,16 +96,24 @@ def volumeFromNode(node, dtype=np.float32) -> Volume:
 
 
 def updateNodeFromVolume(node, volume: Volume, dtype=None) -> None:
-    """Write ``volume``'s voxels (as ``dtype``, default: the volume's) and geometry into ``node``."""
+    """Write ``volume``'s voxels (as ``dtype``, default: the volume's) and geometry into
+    ``node``. Floats become an integer ``dtype`` rounded and clipped to its range."""
     import slicer.util
 
-    array = volume.array if dtype is None else volume.array.astype(dtype, copy=False)
+    array = volume.array if dtype is None else _converted(volume.array, np.dtype(dtype))
     wasModifying = node.StartModify()
     try:
         node.SetIJKToRASMatrix(_arrayToVtkMatrix(ijkToRasFromVolume(volume)))
         slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(array))
     finally:
         node.EndModify(wasModifying)
+
+
+def _converted(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if dtype.kind in "iu" and array.dtype.kind == "f":
+        limits = np.iinfo(dtype)
+        return np.clip(np.rint(array), limits.min, limits.max).astype(dtype)
+    return array.astype(dtype, copy=False)
 
 
 def copyDisplaySettings(source, target) -> None:
@@ -153,9 +161,9 @@ def _placeLikeReference(node, reference) -> None:
             hierarchy.SetItemParent(item, parent)
 
 
-def createOutputNode(volume: Volume, name: str, referenceNode=None, outputNode=None, scene=None):
+def createOutputNode(volume: Volume, name: str, referenceNode=None, outputNode=None, scene=None, dtype=None):
     """Put ``volume`` into the scene: into ``outputNode`` when given, else a NEW scalar
-    volume node named ``name``. Display settings (window/level, colours) are copied from
+    volume node named ``name``, with voxels of ``dtype`` (default: the volume's). Display settings (window/level, colours) are copied from
     ``referenceNode``; the node goes under the reference's transform and folder.
 
     ``outputNode`` must not be ``referenceNode``: the input is never overwritten."""
@@ -173,7 +181,7 @@ def createOutputNode(volume: Volume, name: str, referenceNode=None, outputNode=N
     created = outputNode is None
     node = scene.AddNewNodeByClass(SCALAR_VOLUME_CLASS, name) if created else outputNode
     try:
-        updateNodeFromVolume(node, volume, dtype=np.float32)
+        updateNodeFromVolume(node, volume, dtype=dtype)
         if referenceNode is not None:
             copyDisplaySettings(referenceNode, node)
         elif node.GetDisplayNode() is None:

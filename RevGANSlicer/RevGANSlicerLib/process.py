@@ -11,14 +11,16 @@ launcher would leave the computation running on the GPU. So:
 - Windows: the process starts in a new process group without a console window; cancel
   runs ``taskkill /T /F`` on it (the tree).
 
-Output is read by a background thread in raw chunks and split on both "\\n" and "\\r",
-so progress bars that redraw one line with carriage returns (tqdm) arrive as they are
-drawn. The GUI thread calls :meth:`ConsoleProcess.poll` (from a ``qt.QTimer``); nothing
-here needs Qt, so it is tested in plain Python.
+Output is read by a background thread in raw chunks and split on both "\\n" and "\\r"
+(lines of commands without ``--progress jsonl`` may redraw with carriage returns).
+Progress and messages arrive as JSON lines and are read as data. The GUI thread calls
+:meth:`ConsoleProcess.poll` (from a ``qt.QTimer``); nothing here needs Qt, so it is
+tested in plain Python.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -27,41 +29,29 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-# "tile 3/12", "tiles 3 of 12", "3/12 tiles"; a bare "3/12" as tqdm draws it ("3/12 [00:01<...]").
-_TILE_PATTERN = re.compile(r"\btiles?\b\D{0,3}?(\d+)\s*(?:/|of)\s*(\d+)", re.IGNORECASE)
-_FRACTION_PATTERN = re.compile(r"(?<![\w/.:\\-])(\d+)\s*/\s*(\d+)(?![\w/.:\\-])")
-_PERCENT_PATTERN = re.compile(r"(?<![\w.])(\d{1,3}(?:\.\d+)?)\s*%")
-_NOTEWORTHY = re.compile(
-    r"out of memory|\boom\b|fall(?:ing)?\s*back|fallback|halv|smaller tile|switch(?:ing)? to (?:the )?cpu|"
-    r"warning|error", re.IGNORECASE)
-
-
-def parseProgress(line: str) -> Optional[Tuple[int, int]]:
-    """(done, total) from a progress line, or None. Recognises "tile 3/12", "tiles 3 of 12"
-    and tqdm's "3/12"; a percentage alone gives (percent, 100)."""
-    match = _TILE_PATTERN.search(line)
-    if match is None:
-        for candidate in _FRACTION_PATTERN.finditer(line):
-            if int(candidate.group(2)) > 0:
-                match = candidate
-                break
-    if match is not None:
-        done, total = int(match.group(1)), int(match.group(2))
-        if total > 0 and 0 <= done <= total:
-            return done, total
-    percent = _PERCENT_PATTERN.search(line)
-    if percent is not None:
-        value = float(percent.group(1))
-        if 0 <= value <= 100:
-            return int(round(value)), 100
-    return None
+def parseEvent(line: str) -> Optional[Dict[str, Any]]:
+    """The event of a ``--progress jsonl`` line ({"event": "progress", "done": 3, "total": 12},
+    "message", "error", "done"), or None for any other line (those are only logged: progress
+    is never guessed from text meant for people)."""
+    text = line.strip()
+    if not text.startswith("{"):
+        return None
+    try:
+        event = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(event, dict) or not isinstance(event.get("event"), str):
+        return None
+    return event
 
 
-def isNoteworthy(line: str) -> bool:
-    """Lines the status line should show: memory fallbacks, warnings, errors."""
-    return bool(_NOTEWORTHY.search(line))
+def _progressOf(event: Dict[str, Any]) -> Optional[Tuple[int, int]]:
+    done, total = event.get("done"), event.get("total")
+    if not all(isinstance(value, int) and not isinstance(value, bool) for value in (done, total)):
+        return None
+    return (done, total) if 0 <= done <= total else None
 
 
 def killProcessTree(process: subprocess.Popen, grace: float = 3.0) -> None:
@@ -113,8 +103,10 @@ class ConsoleProcess:
     """A command whose output is collected in the background and handed out by :meth:`poll`.
 
     ``onLine(line)`` is called (from :meth:`poll`, so on the caller's thread) for every
-    output line; :attr:`progress` holds the last (done, total) seen and
-    :attr:`lastMessage` the last noteworthy line (memory fallback, warning, error)."""
+    output line. JSON-lines events (``revgan ... --progress jsonl``) are read as data:
+    :attr:`progress` holds the last (done, total), :attr:`lastMessage` the last message's
+    text, :attr:`errorMessage` the error the command reported and :attr:`writtenPath` the
+    file it wrote."""
 
     def __init__(self, args: Sequence[str], env: Optional[Dict[str, str]] = None, cwd: Optional[str] = None,
                  onLine: Optional[Callable[[str], None]] = None, keepLines: int = 2000):
@@ -126,6 +118,8 @@ class ConsoleProcess:
         self.lines: List[str] = []
         self.progress: Optional[Tuple[int, int]] = None
         self.lastMessage = ""
+        self.errorMessage = ""
+        self.writtenPath: Optional[str] = None
         self.returncode: Optional[int] = None
         self.cancelled = False
         self.startTime: Optional[float] = None
@@ -198,11 +192,16 @@ class ConsoleProcess:
         self.lines.append(line)
         if len(self.lines) > self.keepLines:
             del self.lines[: len(self.lines) - self.keepLines]
-        progress = parseProgress(line)
-        if progress is not None:
-            self.progress = progress
-        elif isNoteworthy(line):
-            self.lastMessage = line
+        event = parseEvent(line)
+        kind = event.get("event") if event is not None else None
+        if kind == "progress":
+            self.progress = _progressOf(event) or self.progress
+        elif kind == "message":
+            self.lastMessage = str(event.get("text", ""))
+        elif kind == "error":
+            self.errorMessage = str(event.get("text", ""))
+        elif kind == "done":
+            self.writtenPath = str(event.get("output", ""))
         if self.onLine is not None:
             self.onLine(line)
 
