@@ -16,7 +16,8 @@ from RevGANCore.degradations import gaussian_inplane, kernel_oracle, low_resolut
 from RevGANCore.errors import ModelFileError
 from RevGANCore.inference import translate
 from RevGANCore.metrics import compare_volumes
-from RevGANCore.modelfile import ModelMetadata, list_models, load_model, save_model
+from RevGANCore.modelfile import ModelMetadata, load_model, save_model
+from RevGANCore.registry import list_models
 from RevGANCore.networks import RevGANGenerator3d
 from RevGANCore.phantom import generate_chest_phantom
 from RevGANCore.phantom_dataset import PhantomRecipe, case_seeds, make_phantom_case

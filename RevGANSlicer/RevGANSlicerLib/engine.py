@@ -4,7 +4,7 @@ Everything the module needs from the core goes through these functions, so a cha
 the core's interface is adapted here and nowhere else:
 
 - :func:`defaultModel`, :func:`shippedModels`, :func:`resolveModel`, :func:`loadModel`,
-  :func:`modelMetadata`, :func:`modelCard`: RevGANCore.modelfile;
+  :func:`modelMetadata`, :func:`modelCard`: RevGANCore.registry and RevGANCore.modelfile;
 - :func:`translateVolume`: RevGANCore.inference.translate, in this process;
 - :func:`translateCommand`: the ``revgan translate`` command line for a separate process;
 - :func:`availableDevices`: torch's devices (imports torch: call on first use only).
@@ -39,25 +39,12 @@ _BOOTSTRAP = ("import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
 # =========================================================================== models
 
 
-def _modelfile():
-    """RevGANCore.modelfile, or None when this RevGANCore has no such module. (An import
-    error inside it, e.g. a missing torch, is raised: it needs another message.)"""
-    try:
-        from RevGANCore import modelfile
-    except ModuleNotFoundError as error:
-        if error.name in ("RevGANCore.modelfile", "RevGANCore"):
-            return None
-        raise
-    return modelfile
-
-
 def shippedModels() -> List[Any]:
-    """The registry's models (empty when none is installed or the registry is missing)."""
-    modelfile = _modelfile()
-    if modelfile is None:
-        return []
+    """The registry's models (empty when none is installed or the registry is broken)."""
+    from RevGANCore import registry
+
     try:
-        return list(modelfile.list_models())
+        return registry.list_models()
     except ModelFileError:
         return []
 
@@ -65,28 +52,21 @@ def shippedModels() -> List[Any]:
 def defaultModel(modelTask: str) -> Optional[str]:
     """Path of the shipped model for ``modelTask`` ("super_resolution" or "kernel"), or
     None when no such model is installed."""
-    modelfile = _modelfile()
-    if modelfile is None:
-        return None
+    from RevGANCore import registry
+
     try:
-        chosen = modelfile.default_model(modelTask)
-    except (ModelFileError, KeyError, LookupError):
+        return str(registry.default_model(modelTask).path)
+    except ModelFileError:
         return None
-    if chosen is None:
-        return None
-    path = getattr(chosen, "path", None)
-    if path is None:
-        path = modelfile.get_model_path(getattr(chosen, "name", chosen))
-    return str(path)
 
 
 def resolveModel(nameOrPath: str) -> str:
     """A model file path from a path or a shipped model's name (ModelFileError if neither)."""
     if not nameOrPath:
         raise ModelFileError("no model file chosen")
-    from RevGANCore import modelfile
+    from RevGANCore import registry
 
-    return str(modelfile.get_model_path(nameOrPath))
+    return str(registry.get_model_path(nameOrPath))
 
 
 def loadModel(nameOrPath: str, device: str = "cpu"):
