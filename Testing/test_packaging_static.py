@@ -141,3 +141,17 @@ def test_changing_the_catalog_entry_updates_every_derived_file(tmp_path):
         text = (tmp_path / name).read_text()
         assert new_home in text and old_home not in text, name
     assert _s4ext(tmp_path / "RevGANSlicer.s4ext")["scmurl"] == new_home + ".git"
+
+
+def test_design_citations_point_at_the_design_page_in_the_repository():
+    design = (ROOT / "docs" / "design.md").read_text()
+    decisions = set(re.findall(r"^(\d+)\. \*\*", design, re.MULTILINE))
+    cited = []
+    for path in sorted(ROOT.glob("**/*")):
+        if path.suffix in (".py", ".md") and ".git" not in path.parts and path.is_file():
+            text = path.read_text(encoding="utf-8", errors="replace")
+            assert not re.search(r"\bDESIGN\.md", text), \
+                f"{path.relative_to(ROOT)} cites a design file that is not in the repository"
+            for first, last in re.findall(r"docs/design\.md, decisions? (\d+)(?:-(\d+))?", text):
+                cited += [str(n) for n in range(int(first), int(last or first) + 1)]
+    assert cited and set(cited) <= decisions, f"cited decisions {sorted(set(cited) - decisions)} do not exist"
