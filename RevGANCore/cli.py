@@ -64,7 +64,7 @@ def _setup_bench(commands: argparse._SubParsersAction) -> None:
     quality = kinds.add_parser(
         "quality", help="the seed's Table 2 on held-out phantoms: RevGAN variants vs classical baselines")
     quality.add_argument("--models", default=None,
-                         help="folder with table2.json and the variant models (default: Resources/Models/table2)")
+                         help="folder with table2.json and the variant models (default: the shipped table2 folder)")
     quality.add_argument("--data", default="data", help="where the test phantoms are generated (default: data)")
     quality.add_argument("--cases", type=int, default=5, help="held-out test cases (default 5)")
     quality.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -255,8 +255,9 @@ def _tile_argument(values: Optional[List[int]]):
 
 def _run_translation(args: argparse.Namespace, model_name: str, task: Optional[str], direction: str) -> int:
     from .inference import translate_file
-    from .modelfile import check_task, get_model_path, load_model
+    from .modelfile import check_task, load_model
     from .progress import JsonLinesReporter, progress_bar
+    from .registry import get_model_path
     from .volume_io import check_volume_output
 
     tile = _tile_argument(args.tile)
@@ -294,7 +295,7 @@ def _run_translate(args: argparse.Namespace) -> int:
 def _run_super_resolve(args: argparse.Namespace) -> int:
     model = args.model
     if model is None:
-        from .modelfile import default_model
+        from .registry import default_model
 
         model = str(default_model("super_resolution").path)
     return _run_translation(args, model, "super_resolution", "forward")
@@ -352,7 +353,7 @@ def _setup_models(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_models(args: argparse.Namespace) -> int:
-    from .modelfile import list_models, models_dir, models_dir_candidates
+    from .registry import MODELS_DIR_ENV, list_models, models_dir, models_dir_candidates
 
     folder = models_dir()
     entries = list_models()
@@ -364,7 +365,7 @@ def _run_models(args: argparse.Namespace) -> int:
         return 0
     if not entries:
         searched = ", ".join(str(path) for path in models_dir_candidates())
-        print(f"no models are shipped (searched {searched}; set REVGAN_MODELS_DIR to use another folder)")
+        print(f"no models are shipped (searched {searched}; set {MODELS_DIR_ENV} to use another folder)")
         return 0
     print(f"models in {folder}:")
     for entry in entries:

@@ -35,10 +35,11 @@ def run_demo(out_dir: Path, device: str = "auto", case_index: int = 0, log: Log 
     from .degradations import gaussian_inplane, kernel_oracle
     from .inference import translate
     from .metrics import compare_volumes
-    from .modelfile import default_model, load_model
+    from .modelfile import load_model
     from .phantom_dataset import PhantomRecipe, case_seeds, make_phantom_case
     from .preview import LUNG_WINDOW, write_png
     from .progress import progress_bar
+    from .registry import default_model
     from .volume_io import write_volume
 
     out = Path(out_dir)

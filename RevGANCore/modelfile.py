@@ -1,4 +1,4 @@
-"""RevGAN model files (data, not code) and the registry of shipped models.
+"""RevGAN model files (data, not code).
 
 A model file is a safetensors file (see :mod:`RevGANCore.tensorfile`): the tensors are
 the generator's ``state_dict`` and the header's ``__metadata__`` holds one key,
@@ -34,33 +34,21 @@ dtypes in the header are compared with the architecture it describes
 file that describes a huge network is refused at once. :func:`read_metadata` does all of
 that without reading the weights (the Slicer model card uses it).
 
-Registry. Shipped models live in a folder with a ``models.json`` index::
-
-    {"format": "revgan-model-registry", "format_version": 1,
-     "models": {"NAME": {"file": "NAME.safetensors", "card": "NAME.md",
-                         "task": "super_resolution", "description": "one line",
-                         "default": true}}}
-
-(``file`` and ``card`` relative to the folder). The folder is the first of:
-``$REVGAN_MODELS_DIR`` (if set, it must exist); ``<package>/../Resources/Models`` (the
-repository layout, and the Slicer module layout where ``RevGANCore/`` and ``Resources/``
-are installed side by side); ``<package>/Resources/Models`` (models copied inside the
-package) -- the first one holding a ``models.json``. No folder means no shipped models.
+Model names (as opposed to paths) are resolved by :mod:`RevGANCore.registry`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import List, Optional, Union
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional, Union
 
 from .errors import ConfigError, ModelFileError
-from .modelmetadata import (DEFAULT_HU_WINDOW, FLOAT_DTYPES, METADATA_KEY, MODEL_FORMAT, MODEL_FORMAT_VERSION,
-                            TASKS, ModelMetadata, check_text, read_model_header)
+from .modelmetadata import (DEFAULT_HU_WINDOW, METADATA_KEY, MODEL_FORMAT, MODEL_FORMAT_VERSION, TASKS,
+                            ModelMetadata, read_model_header)
 from .printable import printable
+from .registry import get_model_path
 from .tensorfile import read_safetensors_tensors, save_safetensors
 
 if TYPE_CHECKING:  # torch and the networks are imported where weights are used: metadata and the registry
@@ -71,13 +59,8 @@ if TYPE_CHECKING:  # torch and the networks are imported where weights are used:
 __all__ = [
     "MODEL_FORMAT", "MODEL_FORMAT_VERSION", "METADATA_KEY", "TASKS", "DEFAULT_HU_WINDOW",
     "ModelMetadata", "TranslationModel", "save_model", "load_model", "read_metadata", "as_model", "check_task",
-    "ModelEntry", "models_dir", "models_dir_candidates", "list_models", "get_model_path",
-    "default_model", "MODELS_DIR_ENV",
 ]
 
-REGISTRY_FORMAT = "revgan-model-registry"
-REGISTRY_FILE = "models.json"
-MODELS_DIR_ENV = "REVGAN_MODELS_DIR"
 
 
 @dataclass
@@ -185,123 +168,3 @@ def check_task(model: TranslationModel, expected_task: str) -> None:
         domains = model.metadata.domains
         raise ModelFileError(printable(f"{where}: is a {model.task!r} model ({domains['x']} -> {domains['y']}), "
                                        f"but this needs a {expected_task!r} model"))
-
-
-# =========================================================================== registry
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    """One shipped model in the registry."""
-
-    name: str
-    path: Path
-    card: Optional[Path]
-    task: str
-    description: str
-    default: bool = False
-
-    @property
-    def available(self) -> bool:
-        return self.path.is_file()
-
-
-def models_dir_candidates() -> List[Path]:
-    """Folders searched for ``models.json``, in order (see the module documentation)."""
-    override = os.environ.get(MODELS_DIR_ENV)
-    if override:
-        return [Path(override).expanduser()]
-    package = Path(__file__).resolve().parent
-    return [package.parent / "Resources" / "Models", package / "Resources" / "Models"]
-
-
-def models_dir() -> Optional[Path]:
-    """The registry folder in use, or None when no models are shipped."""
-    override = os.environ.get(MODELS_DIR_ENV)
-    if override and not Path(override).expanduser().is_dir():
-        raise ModelFileError(f"{MODELS_DIR_ENV}={override}: no such folder")
-    for candidate in models_dir_candidates():
-        if (candidate / REGISTRY_FILE).is_file():
-            return candidate
-    return None
-
-
-def list_models() -> List[ModelEntry]:
-    """Every model in the registry, in the order of ``models.json`` (empty if none)."""
-    folder = models_dir()
-    if folder is None:
-        return []
-    index = folder / REGISTRY_FILE
-    try:
-        raw = json.loads(index.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise ModelFileError(f"{index}: cannot be read as a model registry ({error})") from None
-    if not isinstance(raw, dict) or raw.get("format") != REGISTRY_FORMAT:
-        raise ModelFileError(f"{index}: not a RevGAN model registry (\"format\" must be \"{REGISTRY_FORMAT}\")")
-    if raw.get("format_version") != 1:
-        raise ModelFileError(f"{index}: unsupported registry format_version {raw.get('format_version')!r}")
-    models = raw.get("models")
-    if not isinstance(models, dict):
-        raise ModelFileError(f"{index}: \"models\" must be an object mapping names to entries")
-    entries = []
-    for name, entry in models.items():
-        where = f"{index}: model {name!r}"
-        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or not entry["file"]:
-            raise ModelFileError(f"{where} needs a \"file\"")
-        if entry.get("task") not in TASKS:
-            raise ModelFileError(f"{where}: task must be one of {', '.join(TASKS)}")
-        card = entry.get("card")
-        if card is not None and not isinstance(card, str):
-            raise ModelFileError(f"{where}: \"card\" must be a file name")
-        try:  # names and descriptions are printed by `revgan models`: no terminal escapes
-            check_text(name, "the model name")
-            description = check_text(entry.get("description", ""), "its description")
-        except ConfigError as error:
-            raise ModelFileError(f"{index}: {error}") from None
-        entries.append(ModelEntry(name=name, path=folder / entry["file"], card=folder / card if card else None,
-                                  task=entry["task"], description=description,
-                                  default=bool(entry.get("default", False))))
-    return entries
-
-
-def get_model_path(name_or_path) -> Path:
-    """A model file path from a path or a registry name. A path that does not exist, or a
-    name that is not registered, raises :class:`ModelFileError`."""
-    text = os.fspath(name_or_path)
-    candidate = Path(text).expanduser()
-    looks_like_path = (candidate.suffix != "" or os.sep in text or (os.altsep or os.sep) in text
-                       or candidate.exists())
-    if looks_like_path:
-        if not candidate.exists():
-            raise ModelFileError(f"{candidate}: no such model file")
-        if candidate.is_dir():
-            raise ModelFileError(f"{candidate}: is a folder, not a model file")
-        return candidate
-    entries = list_models()
-    for entry in entries:
-        if entry.name == text:
-            if not entry.available:
-                raise ModelFileError(f"model {text!r} is registered but its file {entry.path} is missing "
-                                     "(a Git LFS file not fetched?)")
-            return entry.path
-    if not entries:
-        raise ModelFileError(f"no model file or shipped model named {text!r} (no models are shipped in "
-                             f"{_searched()})")
-    names = ", ".join(entry.name for entry in entries)
-    raise ModelFileError(f"no model file or shipped model named {text!r}; shipped models: {names}")
-
-
-def default_model(task: str) -> ModelEntry:
-    """The registry's default model for ``task`` (the one marked default, else the first)."""
-    if task not in TASKS:
-        raise ConfigError(f"unknown task {task!r}; tasks are {', '.join(TASKS)}")
-    matching = [entry for entry in list_models() if entry.task == task]
-    if not matching:
-        raise ModelFileError(f"no {task} model is shipped yet (searched {_searched()}); pass a model "
-                             "file with --model")
-    defaults = [entry for entry in matching if entry.default]
-    return (defaults or matching)[0]
-
-
-def _searched() -> str:
-    return ", ".join(str(path) for path in models_dir_candidates())

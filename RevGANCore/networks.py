@@ -10,7 +10,7 @@ transposed conv to ngf, 5^3 conv to the image) around a reversible core of ``dep
 additive couplings working at half resolution. Every coupling function is conv-act-conv
 with its last conv zero-initialised, so each block starts as the identity.
 
-Design choices (see DESIGN.md, decisions 1-3):
+Design choices (see docs/design.md, decisions 1-3):
 - The core uses a smooth activation (SiLU by default): with ReLU, the ~1e-6 reconstruction
   error of float32 flips activation masks and gives ~4e-3 relative gradient error at depth 8.
 - No per-sample statistics by default (``norm="none"``), so a voxel's value does not depend

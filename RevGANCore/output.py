@@ -1,6 +1,6 @@
 """The one door every file the project writes goes through.
 
-Rules it enforces (DESIGN.md, decision 10):
+Rules it enforces (docs/design.md, decision 9):
 
 - **Names first.** An output is checked before any work: a known kind, not a folder, a
   location we can write to, and no file it would create or replace may be one of the

@@ -1,6 +1,6 @@
 """Exact overlap-tile evaluation of a convolutional network over a 3D array.
 
-Why tiling can be exact (DESIGN.md, decision 4). For a network without per-sample
+Why tiling can be exact (docs/design.md, decision 4). For a network without per-sample
 statistics, output voxel ``p`` depends only on input voxels within ``radius`` voxels of
 ``p`` along each axis (its receptive field), and the network's strided layers sample the
 input on a lattice of period ``stride`` starting at index 0. A *window* of the input that

@@ -64,7 +64,7 @@ what each model was trained on and its limits. Results depend on how close a sca
 data. For research use, not for clinical decisions.</p>
 <p>Runs on a CUDA GPU when there is one, else on the CPU (slower). Large volumes are processed in
 tiles; if the GPU runs out of memory the tiles are made smaller, then the CPU takes over.
-See <a href="https://github.com/OWNER/SlicerRevGAN/blob/main/docs/slicer.md">the documentation</a>.</p>
+See <a href="https://github.com/revgan-slicer/SlicerRevGAN/blob/main/docs/slicer.md">the documentation</a>.</p>
 """)
         self.parent.acknowledgementText = _("""
 Based on T. F. A. van der Ouderaa, D. E. Worrall, B. van Ginneken, "Chest CT super-resolution and

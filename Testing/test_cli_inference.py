@@ -14,7 +14,7 @@ import SimpleITK as sitk
 import torch
 
 from RevGANCore.cli import main
-from RevGANCore.modelfile import MODELS_DIR_ENV
+from RevGANCore.registry import MODELS_DIR_ENV
 from RevGANCore.tensorfile import load_safetensors, save_safetensors
 from RevGANCore.volume_io import read_volume, write_volume
 

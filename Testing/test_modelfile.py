@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from RevGANCore.errors import ConfigError, ModelFileError
-from RevGANCore.modelfile import (MODELS_DIR_ENV, ModelMetadata, check_task, default_model, get_model_path,
-                                  list_models, load_model, models_dir, read_metadata, save_model)
+from RevGANCore.modelfile import ModelMetadata, check_task, load_model, read_metadata, save_model
+from RevGANCore.registry import MODELS_DIR_ENV, default_model, get_model_path, list_models, models_dir
 from RevGANCore.networks import GeneratorConfig, RevGANGenerator3d, generator_state_shapes
 from RevGANCore.printable import printable
 from RevGANCore.tensorfile import load_safetensors, save_safetensors
@@ -391,7 +391,7 @@ def test_registry_is_found_beside_a_copied_package(tmp_path):
               {"m": {"file": "m.safetensors", "task": "kernel", "description": "d"}})
     env = {k: v for k, v in os.environ.items() if k not in (MODELS_DIR_ENV, "PYTHONPATH")}
     env["PYTHONPATH"] = str(module_dir)
-    code = ("import RevGANCore.modelfile as m; print(m.models_dir()); "
+    code = ("import RevGANCore.registry as m; print(m.models_dir()); "
             "print([e.name for e in m.list_models()])")
     output = subprocess.run([sys.executable, "-c", code], env=env, cwd=str(tmp_path), capture_output=True,
                             text=True, check=True).stdout.split("\n")

@@ -16,10 +16,11 @@ from RevGANCore.degradations import gaussian_inplane, kernel_oracle, low_resolut
 from RevGANCore.errors import ModelFileError
 from RevGANCore.inference import translate
 from RevGANCore.metrics import compare_volumes
-from RevGANCore.modelfile import ModelMetadata, list_models, load_model, save_model
+from RevGANCore.modelfile import ModelMetadata, load_model, save_model
 from RevGANCore.networks import RevGANGenerator3d
 from RevGANCore.phantom import generate_chest_phantom
 from RevGANCore.phantom_dataset import PhantomRecipe, case_seeds, make_phantom_case
+from RevGANCore.registry import MODELS_DIR_ENV, list_models
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = (16, 32, 32)
@@ -144,3 +145,21 @@ def test_shipped_models_beat_the_classical_baselines_on_a_held_out_phantom():
     assert oracle["mae_hu"] < ours["mae_hu"] < gaussian["mae_hu"]
     assert ours["psnr_unit_db"] > gaussian["psnr_unit_db"] and ours["ssim"] > gaussian["ssim"]
     assert np.isfinite(sr.array).all() and np.isfinite(smooth.array).all()
+
+
+@pytest.mark.parametrize("registry_file,message", [
+    (True, "table2/table2.json: no Table-2 model index"),
+    (False, "no models are shipped"),
+])
+def test_quality_benchmark_finds_its_models_through_the_registry(tmp_path, monkeypatch, registry_file, message):
+    """Without --models the benchmark reads the registry's table2 folder, wherever the
+    registry is (here a folder without Table-2 models), not a path of its own."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    if registry_file:
+        (folder / "models.json").write_text(json.dumps({"format": "revgan-model-registry", "format_version": 1,
+                                                        "models": {}}))
+    monkeypatch.setenv(MODELS_DIR_ENV, str(folder))
+    with pytest.raises(ModelFileError, match=message):
+        run_quality_benchmark(data_dir=tmp_path / "data", test_cases=2, device="cpu", log=lambda _: None)
+    assert not (tmp_path / "data").exists()

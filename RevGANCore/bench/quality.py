@@ -8,7 +8,8 @@ data range 2, the seed's convention; the HU-range PSNR is reported too) and 3D S
 
 Test cases are phantoms generated with their own seed, never seen in training; the Gaussian
 baseline's sigma is fitted on training cases only. The models are read from
-``Resources/Models/table2/table2.json`` (or a folder given with ``--models``).
+``table2/table2.json`` in the shipped-model folder (:func:`RevGANCore.registry.table2_dir`),
+or a folder given with ``--models``.
 """
 
 from __future__ import annotations
@@ -32,10 +33,6 @@ VARIANT_LABELS = {"unpaired": "Unpaired", "unpaired_2r": "Unpaired+2R", "paired"
                   "paired_2r": "Paired+2R"}
 TASK_SOURCES = {"super_resolution": ("lr", "hr"), "kernel": ("sharp", "smooth")}
 METRIC_KEYS = (("mae_hu", "mae_hu"), ("psnr", "psnr_unit_db"), ("psnr_hu", "psnr_hu_db"), ("ssim", "ssim"))
-
-
-def default_table_dir() -> Path:
-    return Path(__file__).resolve().parent.parent.parent / "Resources" / "Models" / "table2"
 
 
 @dataclass(frozen=True)
@@ -112,11 +109,12 @@ def run_quality_benchmark(models_dir: Optional[Path] = None, data_dir: Path = Pa
     from ..manifest import load_manifest
     from ..metrics import compare_volumes
     from ..modelfile import load_model
+    from ..registry import table2_dir
     from ..volume_io import read_volume
 
     if test_cases < 2:
         raise ConfigError("the quality benchmark needs at least 2 test cases (for a standard deviation)")
-    table = load_table_index(models_dir or default_table_dir())
+    table = load_table_index(models_dir or table2_dir())
     test_manifest = load_manifest(ensure_phantoms(Path(data_dir) / "phantoms_test", test_cases, TEST_SEED, log,
                                                   shape))
     fit_manifest = load_manifest(ensure_phantoms(Path(data_dir) / "phantoms_fit", len(FIT_CASES) + 1,

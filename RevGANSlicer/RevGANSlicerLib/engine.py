@@ -3,8 +3,9 @@
 Everything the module needs from the core goes through these functions, so a change in
 the core's interface is adapted here and nowhere else:
 
-- :func:`defaultModel`, :func:`shippedModels`, :func:`resolveModel`, :func:`loadModel`:
-  RevGANCore.modelfile; :func:`readMetadata`: RevGANCore.modelmetadata (torch-free);
+- :func:`defaultModel`, :func:`shippedModels`, :func:`resolveModel`: RevGANCore.registry;
+  :func:`loadModel`: RevGANCore.modelfile; :func:`readMetadata`: RevGANCore.modelmetadata
+  (torch-free);
 - :func:`translateVolume`: RevGANCore.inference.translate, in this process;
 - :func:`translateCommand`: the ``revgan translate`` command line for a separate process;
 - :func:`availableDevices`: torch's devices (imports torch: call on first use only).
@@ -43,18 +44,18 @@ _BOOTSTRAP = ("import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
 
 def shippedModels() -> List[Any]:
     """The registry's models (empty when none is installed)."""
-    from RevGANCore import modelfile
+    from RevGANCore import registry
 
-    return list(modelfile.list_models())
+    return list(registry.list_models())
 
 
 def defaultModel(modelTask: str) -> Optional[str]:
     """Path of the shipped model for ``modelTask`` ("super_resolution" or "kernel"), or
     None when no such model is installed."""
-    from RevGANCore import modelfile
+    from RevGANCore import registry
 
     try:
-        return str(modelfile.default_model(modelTask).path)
+        return str(registry.default_model(modelTask).path)
     except ModelFileError:
         return None
 
@@ -63,9 +64,9 @@ def resolveModel(nameOrPath: str) -> str:
     """A model file path from a path or a shipped model's name (ModelFileError if neither)."""
     if not nameOrPath:
         raise ModelFileError("no model file chosen")
-    from RevGANCore import modelfile
+    from RevGANCore import registry
 
-    return str(modelfile.get_model_path(nameOrPath))
+    return str(registry.get_model_path(nameOrPath))
 
 
 def loadModel(nameOrPath: str, device: str = "cpu"):
