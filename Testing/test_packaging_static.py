@@ -82,6 +82,18 @@ def test_citation_file_is_cff_1_2_and_names_both_seed_papers():
         assert re.findall(r'family-names: "([^"]+)"', block) == list(families)
 
 
+def _project_files():
+    """The project's own files: what git tracks (not a virtual environment or build output
+    inside the checkout), or every file outside hidden folders where there is no git."""
+    import subprocess
+
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=str(ROOT), capture_output=True)
+    if listed.returncode == 0 and listed.stdout:
+        return sorted(ROOT / name for name in listed.stdout.decode().split("\0") if name)
+    return sorted(p for p in ROOT.glob("**/*")
+                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(ROOT).parts))
+
+
 def test_one_version_string():
     pyproject = (ROOT / "pyproject.toml").read_text()
     project = pyproject.split("[project]", 1)[1].split("\n[", 1)[0]
@@ -89,8 +101,8 @@ def test_one_version_string():
     assert re.search(r'^dynamic = \[[^\]]*"version"', project, re.MULTILINE)
     assert re.search(r'^version = \{ attr = "RevGANCore\.__version__" \}$', pyproject, re.MULTILINE)
     assigned = []
-    for path in sorted(ROOT.glob("**/*")):
-        if path.suffix in (".py", ".toml", ".cff", ".json", ".s4ext", ".txt", ".cfg") and ".git" not in path.parts:
+    for path in _project_files():
+        if path.suffix in (".py", ".toml", ".cff", ".json", ".s4ext", ".txt", ".cfg"):
             for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
                 if re.match(r"^\s*(__version__|version)\s*[=:]\s*['\"]?\d+\.\d+", line):
                     assigned.append(f"{path.relative_to(ROOT)}: {line.strip()}")
