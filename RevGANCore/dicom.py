@@ -258,11 +258,17 @@ def read_dicom_series(folder, series_uid: Union[None, str, int] = None) -> Volum
     planes (see :mod:`.dicom_tilt`). Raises :class:`VolumeError` for an empty folder, a
     truncated file, equally large competing series, bad geometry tags, mixed or unevenly
     spaced slices, non-CT modality or a single slice."""
-    return read_series(choose_series(folder, series_uid))
+    return read_chosen_series(choose_series(folder, series_uid))
 
 
 def read_series(info: DicomSeriesInfo) -> Volume:
-    """Read a series described by :func:`find_series` or :func:`choose_series`."""
+    """Read a series described by :func:`find_series` (its folder is checked again for
+    DICOM files GDCM skipped)."""
+    return read_dicom_series(info.folder, info.series_uid)
+
+
+def read_chosen_series(info: DicomSeriesInfo) -> Volume:
+    """Read a series returned by :func:`choose_series`, which has checked its folder."""
     folder = info.folder
     stack = _checked_stack(info)
     files = info.files if stack is None else stack.files

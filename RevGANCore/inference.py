@@ -415,7 +415,7 @@ def read_input(input_path, model: TranslationModel, direction: str = "forward",
     location = Path(input_path)
     if not location.is_dir():
         return read_volume(location, series_uid=series), None
-    from .dicom import choose_series, read_series
+    from .dicom import choose_series, read_chosen_series
     from .kernel_match import kernel_mismatch
     from .volume_io import check_ct_range
 
@@ -432,7 +432,7 @@ def read_input(input_path, model: TranslationModel, direction: str = "forward",
             import warnings
 
             warnings.warn(mismatch, stacklevel=3)
-    volume = read_series(info)
+    volume = read_chosen_series(info)
     check_ct_range(volume)
     return volume, info
 
@@ -446,7 +446,7 @@ def derived_series_text(model: TranslationModel, direction: str, source_kernel: 
         what = "super-resolution"
         result_kernel = source_kernel if source_kernel and source_kernel != "unknown" else target_name
     else:
-        what = f"{source_name}->{target_name}"
+        what = f"{model.task} {source_name}->{target_name}"
         result_kernel = target_name
     name = model.name or "unnamed model"
     derivation = (f"{model.task} translation {source_name} -> {target_name} by the RevGAN model {name!r} "

@@ -82,6 +82,8 @@ def test_dicom_in_dicom_out_is_a_derived_series_of_the_source_study(task, tmp_pa
         assert float(header.RescaleSlope) == 1 and float(header.RescaleIntercept) == 0
         assert "NOT FOR DIAGNOSTIC USE" in header.ImageComments
         assert f"tiny-{task}" in header.SeriesDescription and "tiny" in header.DerivationDescription
+        assert header.SeriesDescription.startswith("RevGAN super-resolution" if task == "super_resolution"
+                                                   else "RevGAN kernel sharp_b50f->smooth_b30f")
         assert header.SeriesNumber == 1004
         references = {str(item.ReferencedSOPInstanceUID) for item in header.SourceImageSequence}
         assert references and references <= source_uids
