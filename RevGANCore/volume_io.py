@@ -267,7 +267,8 @@ def check_volume_output(path, inputs: Sequence = ()) -> Path:
     DICOM folders or model files; ``.mhd``/``.nhdr`` data files count). Creates nothing."""
     target = Path(os.path.expanduser(os.fspath(path)))
     if not volume_suffix(target):
-        raise OutputError(f"{target}: unknown output file type; use one of {', '.join(VOLUME_SUFFIXES)}")
+        raise OutputError(f"{target}: unknown output file type; use one of {', '.join(VOLUME_SUFFIXES)} "
+                          "(DICOM is written as a series folder: --format dicom)")
     check_writable_location(target)
     input_files = [item for source in inputs if source for item in volume_input_files(source)]
     refuse_overlap(volume_output_files(target), input_files)
