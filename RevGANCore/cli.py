@@ -213,33 +213,49 @@ def _add_translation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:N")
     parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                         help="CUDA autocast precision (auto: float16; float32 for IEEE float32 throughout)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or messages (warnings still show)")
     parser.add_argument("--progress", default="auto", choices=PROGRESS_STYLES,
                         help="auto: a bar on a terminal, plain lines otherwise; jsonl: one JSON object per line "
                              "on standard output (progress, messages, error, done) for programs")
+
+
+def _add_input_output_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", dest="output_format", default="volume", choices=["volume", "dicom"],
+                        help="volume: a file whose ending names its type; dicom: OUT is a new or empty folder "
+                             "that gets a derived DICOM CT series (int16), in the source's study for DICOM input")
+    parser.add_argument("--series", default=None, metavar="UID_OR_NUMBER",
+                        help="the series of a DICOM folder to read, by SeriesInstanceUID or SeriesNumber "
+                             "(default: the largest)")
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse a DICOM series whose reconstruction kernel looks like the model's target "
+                             "domain (default: a warning)")
 
 
 def _setup_translate(commands: argparse._SubParsersAction) -> None:
     translate = commands.add_parser(
         "translate", help="translate a CT volume with a model (exact tiled inference)")
     translate.add_argument("input", metavar="IN", help="input volume file or DICOM folder (HU)")
-    translate.add_argument("output", metavar="OUT", help="output file (.nii.gz, .nii, .nrrd, .mha, ...)")
+    translate.add_argument("output", metavar="OUT",
+                           help="output file (.nii.gz, .nii, .nrrd, .mha, ...), or a folder with --format dicom")
     translate.add_argument("--model", required=True, help="model file (.safetensors) or shipped model name")
     translate.add_argument("--direction", default="forward", choices=["forward", "inverse"],
                            help="forward: the model's domain x -> y; inverse: y -> x")
     translate.add_argument("--dtype", default="int16", choices=["int16", "float32"],
                            help="output voxel type (int16: whole HU)")
     _add_translation_options(translate)
+    _add_input_output_options(translate)
     translate.set_defaults(handler=_run_translate)
 
     resolve = commands.add_parser(
         "super-resolve", help="super-resolve a CT volume (default: the shipped super-resolution model)")
     resolve.add_argument("input", metavar="IN", help="input volume file or DICOM folder (HU)")
-    resolve.add_argument("output", metavar="OUT", help="output file (.nii.gz, .nii, .nrrd, .mha, ...)")
+    resolve.add_argument("output", metavar="OUT",
+                         help="output file (.nii.gz, .nii, .nrrd, .mha, ...), or a folder with --format dicom")
     resolve.add_argument("--model", default=None, help="super-resolution model file or shipped model name")
     resolve.add_argument("--dtype", default="int16", choices=["int16", "float32"],
                          help="output voxel type (int16: whole HU)")
     _add_translation_options(resolve)
+    _add_input_output_options(resolve)
     resolve.set_defaults(handler=_run_super_resolve)
 
 
@@ -254,24 +270,25 @@ def _tile_argument(values: Optional[List[int]]):
 
 
 def _run_translation(args: argparse.Namespace, model_name: str, task: Optional[str], direction: str) -> int:
-    from .inference import translate_file
+    from .inference import check_translation_output, translate_file
     from .modelfile import check_task, load_model
     from .progress import JsonLinesReporter, progress_bar
     from .registry import get_model_path
-    from .volume_io import check_volume_output
 
     tile = _tile_argument(args.tile)
     model_path = get_model_path(model_name)
-    check_volume_output(args.output, inputs=[args.input, model_path])
+    check_translation_output(args.output, [args.input, model_path], args.output_format, args.dtype)
     model = load_model(model_path)
     if task is not None:
         check_task(model, task)
 
+    options = dict(direction=direction, tile_size=tile, device=args.device, dtype=args.dtype,
+                   precision=args.precision, output_format=args.output_format, series=args.series,
+                   strict=args.strict)
     if args.progress == "jsonl":
         reporter = JsonLinesReporter()
-        written = translate_file(model, args.input, args.output, direction=direction, tile_size=tile,
-                                 device=args.device, dtype=args.dtype, progress=reporter, log=reporter.message,
-                                 precision=args.precision)
+        written = translate_file(model, args.input, args.output, progress=reporter, log=reporter.message,
+                                 warn=lambda text: reporter.message(text, level="warning"), **options)
         reporter.done(written)
         return 0
 
@@ -279,10 +296,11 @@ def _run_translation(args: argparse.Namespace, model_name: str, task: Optional[s
         if not args.quiet:
             print(f"revgan: {message}", file=sys.stderr)
 
+    def warn(message: str) -> None:
+        print(f"revgan: warning: {message}", file=sys.stderr)
+
     with progress_bar("translate", unit="tile", enabled=not args.quiet) as bar:
-        written = translate_file(model, args.input, args.output, direction=direction, tile_size=tile,
-                                 device=args.device, dtype=args.dtype, progress=bar, log=log,
-                                 precision=args.precision)
+        written = translate_file(model, args.input, args.output, progress=bar, log=log, warn=warn, **options)
     if not args.quiet:
         print(f"wrote {written}")
     return 0

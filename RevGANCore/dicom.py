@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -45,6 +45,7 @@ TAG_PATIENT_ID = "0010|0020"
 TAG_ROWS = "0028|0010"
 TAG_COLUMNS = "0028|0011"
 TAG_NUMBER_OF_FRAMES = "0028|0008"
+TAG_SERIES_NUMBER = "0020|0011"
 
 
 @dataclass(frozen=True)
@@ -61,10 +62,20 @@ class DicomSeriesInfo:
     description: str
     patient_id: str
     frame_of_reference_uid: str
+    series_number: Optional[int] = None
+    rows: int = 0
+    columns: int = 0
 
     @property
     def number_of_files(self) -> int:
         return len(self.files)
+
+    def summary(self) -> str:
+        """One line for a log: UID, number, description, kernel and size."""
+        number = "" if self.series_number is None else f" (number {self.series_number})"
+        description = f" {self.description!r}" if self.description else ""
+        return (f"series {self.series_uid}{number}{description}, kernel {self.kernel}, "
+                f"{self.columns}x{self.rows} pixels x {self.number_of_files} files")
 
 
 def _header(path: str) -> Dict[str, str]:
@@ -105,6 +116,13 @@ def _series_files(folder: str, series_uid: str) -> List[str]:
         return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, series_uid))
 
 
+def _optional_int(text: str) -> Optional[int]:
+    try:
+        return int(float(text)) if text.strip() else None
+    except ValueError:
+        return None
+
+
 def describe_series(folder, series_uid: str) -> DicomSeriesInfo:
     """Read the headers of one series in ``folder`` (not its pixels)."""
     folder = str(folder)
@@ -118,6 +136,8 @@ def describe_series(folder, series_uid: str) -> DicomSeriesInfo:
     except ValueError:
         thickness_mm = None
     return DicomSeriesInfo(
+        series_number=_optional_int(tags.get(TAG_SERIES_NUMBER, "")),
+        rows=_optional_int(tags.get(TAG_ROWS, "")) or 0, columns=_optional_int(tags.get(TAG_COLUMNS, "")) or 0,
         series_uid=series_uid, study_uid=tags.get(TAG_STUDY_UID, ""), folder=folder,
         files=tuple(files), modality=tags.get(TAG_MODALITY, "").upper(),
         kernel=normalise_kernel(tags.get(TAG_KERNEL, "")), slice_thickness_mm=thickness_mm,
@@ -150,22 +170,41 @@ def _refuse_skipped_files(folder: str, series: Sequence[DicomSeriesInfo]) -> Non
                           f"in {folder} would be incomplete")
 
 
-def _choose_series(folder: str, series_uid: Optional[str]) -> DicomSeriesInfo:
+def choose_series(folder, series: Union[None, str, int] = None) -> DicomSeriesInfo:
+    """The series of ``folder`` to read: the one whose SeriesInstanceUID is ``series``, or
+    else whose SeriesNumber it is; without ``series``, the largest (equally large competing
+    series are refused). Also refuses a folder in which GDCM silently skipped a DICOM file."""
+    folder = str(folder)
     uids = _series_uids(folder)
-    series = [describe_series(folder, uid) for uid in uids]
-    _refuse_skipped_files(folder, series)
+    found = [describe_series(folder, uid) for uid in uids]
+    _refuse_skipped_files(folder, found)
     if not uids:
         raise VolumeError(f"{folder}: holds no DICOM series (an empty folder, or no DICOM files in it)")
-    if series_uid is not None:
-        if series_uid not in uids:
-            raise VolumeError(f"{folder}: holds no DICOM series {series_uid}; it holds {', '.join(sorted(uids))}")
-        return series[uids.index(series_uid)]
-    series.sort(key=lambda info: -info.number_of_files)
-    if len(series) > 1 and series[0].number_of_files == series[1].number_of_files:
-        tied = [info.series_uid for info in series if info.number_of_files == series[0].number_of_files]
-        raise VolumeError(f"{folder}: holds {len(series)} DICOM series and the largest are equally big "
-                          f"({series[0].number_of_files} files each: {', '.join(tied)}); name one with series_uid")
-    return series[0]
+    if series is not None:
+        return _named_series(folder, found, str(series).strip())
+    found.sort(key=lambda info: -info.number_of_files)
+    if len(found) > 1 and found[0].number_of_files == found[1].number_of_files:
+        tied = [info.series_uid for info in found if info.number_of_files == found[0].number_of_files]
+        raise VolumeError(f"{folder}: holds {len(found)} DICOM series and the largest are equally big "
+                          f"({found[0].number_of_files} files each: {', '.join(tied)}); choose one by "
+                          "SeriesInstanceUID or SeriesNumber (--series)")
+    return found[0]
+
+
+def _named_series(folder: str, found: Sequence[DicomSeriesInfo], wanted: str) -> DicomSeriesInfo:
+    by_uid = [info for info in found if info.series_uid == wanted]
+    if by_uid:
+        return by_uid[0]
+    by_number = [info for info in found if wanted.isdigit() and info.series_number == int(wanted)]
+    if len(by_number) == 1:
+        return by_number[0]
+    if len(by_number) > 1:
+        raise VolumeError(f"{folder}: {len(by_number)} DICOM series have SeriesNumber {wanted} "
+                          f"({', '.join(info.series_uid for info in by_number)}); choose one by its UID")
+    held = ", ".join(f"{info.series_uid} (number {info.series_number})" for info in
+                     sorted(found, key=lambda info: info.series_uid))
+    raise VolumeError(f"{folder}: holds no DICOM series {wanted} (neither a SeriesInstanceUID nor a "
+                      f"SeriesNumber); it holds {held}")
 
 
 def _checked_stack(info: DicomSeriesInfo) -> Optional[SliceStack]:
@@ -212,14 +251,25 @@ def _unreadable_series(info: DicomSeriesInfo, error: RuntimeError) -> VolumeErro
                        f"({message[-1].strip() if message else 'unknown error'}); a file may be corrupt or truncated")
 
 
-def read_dicom_series(folder, series_uid: Optional[str] = None) -> Volume:
-    """The series in ``folder`` (the largest, or ``series_uid``) as a float32 HU Volume;
-    source is the folder. A gantry-tilted series is resampled onto the grid of its slice
+def read_dicom_series(folder, series_uid: Union[None, str, int] = None) -> Volume:
+    """The series in ``folder`` (the largest, or ``series_uid``: a SeriesInstanceUID or a
+    SeriesNumber, see :func:`choose_series`) as a float32 HU Volume; source is the folder.
+    A gantry-tilted series is resampled onto the grid of its slice
     planes (see :mod:`.dicom_tilt`). Raises :class:`VolumeError` for an empty folder, a
     truncated file, equally large competing series, bad geometry tags, mixed or unevenly
     spaced slices, non-CT modality or a single slice."""
-    folder = str(folder)
-    info = _choose_series(folder, series_uid)
+    return read_chosen_series(choose_series(folder, series_uid))
+
+
+def read_series(info: DicomSeriesInfo) -> Volume:
+    """Read a series described by :func:`find_series` (its folder is checked again for
+    DICOM files GDCM skipped)."""
+    return read_dicom_series(info.folder, info.series_uid)
+
+
+def read_chosen_series(info: DicomSeriesInfo) -> Volume:
+    """Read a series returned by :func:`choose_series`, which has checked its folder."""
+    folder = info.folder
     stack = _checked_stack(info)
     files = info.files if stack is None else stack.files
     try:
@@ -230,11 +280,6 @@ def read_dicom_series(folder, series_uid: Optional[str] = None) -> Volume:
         # One file: a single slice (refused as 2D) or a multi-frame volume.
         return image_to_volume(image, files[0])
     return image_to_volume(place_on_slice_grid(image, stack), folder)
-
-
-def read_series(info: DicomSeriesInfo) -> Volume:
-    """Read a series described by :func:`find_series`."""
-    return read_dicom_series(info.folder, info.series_uid)
 
 
 def kernel_sharpness(kernel: str) -> float:

@@ -50,6 +50,7 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from . import __version__
 from .devices import describe_device, resolve_device
 from .errors import ConfigError, RevGANError, VolumeError
 from .modelfile import TranslationModel, as_model
@@ -62,7 +63,7 @@ from .volume_io import CT_VALUE_RANGE, check_volume_output, estimated_file_bytes
 
 __all__ = ["translate", "translate_file", "output_grid", "make_plan", "window_budget_voxels",
            "bytes_per_window_voxel", "OUT_DTYPES", "DEFAULT_CPU_TILE_MIB",
-           "PRECISIONS"]
+           "PRECISIONS", "OUTPUT_FORMATS", "check_translation_output", "read_input", "derived_series_text"]
 
 OUT_DTYPES = ("float32", "int16")
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
@@ -383,13 +384,91 @@ def _fmt(shape: Sequence[int]) -> str:
     return "x".join(str(int(s)) for s in shape)
 
 
+OUTPUT_FORMATS = ("volume", "dicom")
+
+
+def check_translation_output(output_path, inputs: Sequence, output_format: str = "volume",
+                             dtype: str = "int16") -> Path:
+    """Refuse, before any work, an output that cannot be written: a volume file
+    (:func:`~RevGANCore.volume_io.check_volume_output`) or a DICOM series folder
+    (:func:`~RevGANCore.dicom_writer.check_dicom_output`). Creates nothing."""
+    if output_format == "volume":
+        return check_volume_output(output_path, inputs=inputs)
+    if output_format != "dicom":
+        raise ConfigError(f"output format must be one of {', '.join(OUTPUT_FORMATS)}, got {output_format!r}")
+    if dtype != "int16":
+        raise ConfigError(f"{output_path}: DICOM output stores whole HU (int16); dtype {dtype!r} applies to "
+                          "volume files only")
+    from .dicom_writer import check_dicom_output
+
+    return check_dicom_output(output_path, inputs=inputs)
+
+
+def read_input(input_path, model: TranslationModel, direction: str = "forward",
+               series: Union[None, str, int] = None, strict: bool = False, log: Logger = None,
+               warn: Logger = None):
+    """(Volume, DicomSeriesInfo or None): the input file, or the chosen series of a DICOM
+    folder (by SeriesInstanceUID or SeriesNumber; else the largest). The chosen series is
+    reported through ``log``; a reconstruction kernel that looks like the model's target
+    domain rather than its source (:mod:`RevGANCore.kernel_match`) is a warning through
+    ``warn`` (Python's ``warnings`` without one), or with ``strict`` a :class:`VolumeError`."""
+    location = Path(input_path)
+    if not location.is_dir():
+        return read_volume(location, series_uid=series), None
+    from .dicom import choose_series, read_chosen_series
+    from .kernel_match import kernel_mismatch
+    from .volume_io import check_ct_range
+
+    info = choose_series(location, series)
+    _say(log, printable(f"input {info.summary()}"))
+    mismatch = kernel_mismatch(info.kernel, *model.metadata.domain_names(direction))
+    if mismatch is not None:
+        mismatch = printable(f"{location}: series {info.series_uid}: {mismatch}")
+        if strict:
+            raise VolumeError(f"{mismatch} (refused in strict mode)")
+        if warn is not None:
+            warn(mismatch)
+        else:
+            import warnings
+
+            warnings.warn(mismatch, stacklevel=3)
+    volume = read_chosen_series(info)
+    check_ct_range(volume)
+    return volume, info
+
+
+def derived_series_text(model: TranslationModel, direction: str, source_kernel: str = "") -> dict:
+    """SeriesDescription, ConvolutionKernel values, DerivationDescription and model name of
+    a DICOM series computed by ``model``: a kernel conversion has the look of its target
+    domain; a super-resolution keeps the source's kernel (when known)."""
+    source_name, target_name = model.metadata.domain_names(direction)
+    if model.task == "super_resolution" and direction == "forward":
+        what = "super-resolution"
+        result_kernel = source_kernel if source_kernel and source_kernel != "unknown" else target_name
+    else:
+        what = f"{model.task} {source_name}->{target_name}"
+        result_kernel = target_name
+    name = model.name or "unnamed model"
+    derivation = (f"{model.task} translation {source_name} -> {target_name} by the RevGAN model {name!r} "
+                  f"(RevGANCore {__version__}); not for diagnostic use")
+    return {"description": f"RevGAN {what} ({name})", "kernel": ["RevGAN", result_kernel],
+            "derivation": derivation, "model_name": name}
+
+
 def translate_file(model, input_path, output_path, direction: str = "forward",
                    tile_size: Union[None, int, Sequence[int]] = None, device: Union[str, torch.device] = "auto",
                    dtype: str = "int16", progress: Optional[Callable[[int, int], None]] = None,
                    cancel: Optional[Callable[[], bool]] = None, log: Logger = None, precision: str = "auto",
-                   tile_memory_mib: Optional[float] = None, memmap: bool = True) -> Path:
+                   tile_memory_mib: Optional[float] = None, memmap: bool = True, output_format: str = "volume",
+                   series: Union[None, str, int] = None, strict: bool = False, warn: Logger = None) -> Path:
     """Read ``input_path`` (file or DICOM folder), translate it and write ``output_path``
     atomically as ``dtype`` ("int16" HU or "float32").
+
+    ``output_format="dicom"`` writes a new or empty folder holding a derived DICOM series
+    (int16; see :mod:`RevGANCore.dicom_writer`), in the source's study when the input is
+    DICOM. ``series`` chooses the series of a DICOM folder (SeriesInstanceUID or
+    SeriesNumber); ``strict`` makes a kernel that does not fit the model an error (see
+    :func:`read_input`, which also describes ``log`` and ``warn``).
 
     With ``memmap`` (the default) the result is computed into a temporary memory-mapped
     file beside the output, so during the translation only the input, one window and the
@@ -399,8 +478,8 @@ def translate_file(model, input_path, output_path, direction: str = "forward",
     if dtype not in OUT_DTYPES:
         raise ConfigError(f"dtype must be one of {', '.join(OUT_DTYPES)}, got {dtype!r}")
     inputs = [input_path, model.path]
-    target = check_volume_output(output_path, inputs=inputs)
-    volume = read_volume(input_path)
+    target = check_translation_output(output_path, inputs, output_format, dtype)
+    volume, source_series = read_input(input_path, model, direction, series, strict, log, warn)
     grid = output_grid(model, volume, direction)
     file_bytes = estimated_file_bytes(grid.shape, dtype)
     # The scratch goes beside the output (or into its nearest existing ancestor: a missing
@@ -414,7 +493,13 @@ def translate_file(model, input_path, output_path, direction: str = "forward",
                                cancel=cancel, out=out, out_dtype=dtype, log=log, precision=precision,
                                tile_memory_mib=tile_memory_mib)
             volume = None
-            write_volume(result, target, dtype=dtype, inputs=inputs)
+            if output_format == "dicom":
+                from .dicom_writer import write_dicom_series
+
+                text = derived_series_text(model, direction, source_series.kernel if source_series else "")
+                write_dicom_series(result, target, source=source_series, inputs=inputs, **text)
+            else:
+                write_volume(result, target, dtype=dtype, inputs=inputs)
         except BaseException as error:
             # The traceback's frames still reference the memory map; clear them so that the
             # scratch file can be deleted on every platform (Windows refuses to delete a

@@ -55,6 +55,14 @@ def check_writable_location(target: Path) -> Path:
     files; returns the nearest existing folder. Creates nothing that stays."""
     if target.is_dir():
         raise OutputError(f"{target}: is a folder, not an output file name")
+    existing = _probe_writable(target)
+    if target.exists() and not os.access(str(target), os.W_OK):
+        raise OutputError(f"{target}: exists and is not writable (no permission)")
+    return existing
+
+
+def _probe_writable(target: Path) -> Path:
+    """The nearest existing folder of ``target``, after checking that files can be created there."""
     existing = nearest_existing_folder(target)
     if not existing.is_dir():
         raise OutputError(f"{target}: cannot write there ({existing} is not a folder)")
@@ -64,9 +72,30 @@ def check_writable_location(target: Path) -> Path:
         os.unlink(probe)
     except OSError as error:
         raise OutputError(f"{target}: cannot write into {existing} ({error.strerror or error})") from None
-    if target.exists() and not os.access(str(target), os.W_OK):
-        raise OutputError(f"{target}: exists and is not writable (no permission)")
     return existing
+
+
+def check_output_folder(target: Path, inputs: Iterable[Path] = ()) -> Path:
+    """Refuse, before any work, an output *folder* (a series of files published together)
+    that is or holds one of ``inputs``, exists as a file or holds anything (results never
+    mix with other files), or lies where we cannot create it. Returns the nearest existing
+    folder, where it will be staged. Creates nothing."""
+    real_target = os.path.realpath(str(target))
+    for item in inputs:
+        real_input = os.path.realpath(str(item))
+        if real_input == real_target or real_input.startswith(real_target.rstrip(os.sep) + os.sep):
+            what = "is" if real_input == real_target else f"holds {item}, which is"
+            raise OutputError(f"{target}: {what} an input of this command; choose a new output folder")
+    if target.exists() and not target.is_dir():
+        raise OutputError(f"{target}: exists and is not a folder; choose a new or empty output folder")
+    if target.is_dir() and any(target.iterdir()):
+        raise OutputError(f"{target}: the folder is not empty; choose a new or empty output folder "
+                          "(results never mix with other files)")
+    if target.is_dir():
+        if not os.access(str(target), os.W_OK):
+            raise OutputError(f"{target}: exists and is not writable (no permission)")
+        target = target.parent / (target.name + ".new")  # staged and published beside it
+    return _probe_writable(target)
 
 
 def _identity(path: Path) -> Tuple[str, Optional[Tuple[int, int]]]:
@@ -226,6 +255,19 @@ class Staging:
         try:
             for name, final in moves:
                 os.replace(str(self.path(name)), str(final))
+        except OSError as error:
+            raise OutputError(f"{self.what}: cannot be moved into place ({describe_os_error(error)})") from None
+        self._published = True
+
+    def publish_folder(self, name: str, final: Path) -> None:
+        """Move the staged folder ``name`` into place as ``final`` in one rename; ``final``
+        may exist only as an empty folder (see :func:`check_output_folder`)."""
+        final = Path(final)
+        self._make_folder(final.parent)
+        try:
+            if final.is_dir():
+                final.rmdir()  # fails, as it should, if something appeared in it meanwhile
+            os.replace(str(self.path(name)), str(final))
         except OSError as error:
             raise OutputError(f"{self.what}: cannot be moved into place ({describe_os_error(error)})") from None
         self._published = True

@@ -14,7 +14,7 @@ import os
 import struct
 import zlib
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -63,12 +63,12 @@ def check_ct_range(volume: Volume) -> None:
             "Use read_volume(..., expect_ct=False) to read it anyway")
 
 
-def read_volume(path, series_uid: Optional[str] = None, expect_ct: bool = True) -> Volume:
+def read_volume(path, series_uid: Union[None, str, int] = None, expect_ct: bool = True) -> Volume:
     """Read a 3D volume as float32 (HU for CT) with its LPS geometry.
 
     ``path`` is a .nii/.nii.gz/.nrrd/.nhdr/.mha/.mhd file or a folder holding a DICOM
-    series (the largest series, or the one whose SeriesInstanceUID is ``series_uid``;
-    rescale slope and intercept are applied). A left-handed DICOM geometry comes back in
+    series (the largest series, or the one whose SeriesInstanceUID or SeriesNumber is
+    ``series_uid``; rescale slope and intercept are applied). A left-handed DICOM geometry comes back in
     SimpleITK's slice order (the same physical image, possibly flipped in k).
     With ``expect_ct`` (the default) a volume without any air-like value is refused.
     Every problem raises :class:`VolumeError` naming the file."""
@@ -83,7 +83,8 @@ def read_volume(path, series_uid: Optional[str] = None, expect_ct: bool = True) 
         volume = read_dicom_series(location, series_uid)
     else:
         if series_uid is not None:
-            raise VolumeError(f"{location}: series_uid applies to DICOM folders, not to a single file")
+            raise VolumeError(f"{location}: a series (UID or number) can be chosen in DICOM folders only, not "
+                              "in a single file")
         if not location.is_file():  # a FIFO or a device would block or never end
             raise VolumeError(f"{location}: is not a regular file (a pipe, socket or device)")
         if location.stat().st_size == 0:
@@ -266,7 +267,8 @@ def check_volume_output(path, inputs: Sequence = ()) -> Path:
     DICOM folders or model files; ``.mhd``/``.nhdr`` data files count). Creates nothing."""
     target = Path(os.path.expanduser(os.fspath(path)))
     if not volume_suffix(target):
-        raise OutputError(f"{target}: unknown output file type; use one of {', '.join(VOLUME_SUFFIXES)}")
+        raise OutputError(f"{target}: unknown output file type; use one of {', '.join(VOLUME_SUFFIXES)} "
+                          "(DICOM is written as a series folder: --format dicom)")
     check_writable_location(target)
     input_files = [item for source in inputs if source for item in volume_input_files(source)]
     refuse_overlap(volume_output_files(target), input_files)

@@ -81,6 +81,22 @@ def test_super_resolve_uses_the_default_shipped_model(files, tmp_path, monkeypat
     assert "no models are shipped" in capsys.readouterr().out
 
 
+def test_super_resolve_writes_a_dicom_series_in_a_new_study(files, tmp_path, capsys):
+    import pydicom
+
+    out = tmp_path / "sr-dicom"
+    assert main(["super-resolve", str(files["input"]), str(out), "--model", str(files["sr"]), "--device", "cpu",
+                 "--format", "dicom"]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    result, source = read_volume(out), read_volume(files["input"])
+    assert result.shape == (36, 40, 36)
+    assert result.physical_extent == pytest.approx(source.physical_extent)
+    slices = sorted(out.iterdir())
+    assert len(slices) == 36 and all(path.suffix == ".dcm" for path in slices)
+    header = pydicom.dcmread(str(slices[0]))
+    assert "super-resolution" in header.SeriesDescription and list(header.ConvolutionKernel) == ["RevGAN", "high_resolution"]
+
+
 def _bad_inputs(files, tmp_path):
     """(name, argv, expected message) for every bad input of the issue."""
     data = tmp_path / "bad"
@@ -128,6 +144,10 @@ def _bad_inputs(files, tmp_path):
         ("output is model", translate + [ct, str(files["kernel"])], "unknown output file type"),
         ("unknown suffix", translate + [ct, str(tmp_path / "out.png")], "unknown output file type"),
         ("no permission", translate + [ct, str(locked_out)], "cannot write"),
+        ("series of a file", translate + [ct, out, "--series", "2"], "can be chosen in DICOM folders only"),
+        ("DICOM folder holds the input", translate + [ct, str(tmp_path), "--format", "dicom"],
+         "which is an input of this command"),
+        ("DICOM folder not empty", translate + [ct, str(data), "--format", "dicom"], "the folder is not empty"),
     ]
 
 
@@ -183,3 +203,15 @@ def test_bench_tiling_json_has_exactly_the_documented_keys(capsys):
         assert set(row) == {"tile", "max_abs_diff", "seconds", "peak_rss_mib"}
         assert row["max_abs_diff"] <= 1e-5 and row["seconds"] > 0
     assert isinstance(result["rows"][-1]["tile"], list)  # the default plan's window
+
+
+def test_progress_jsonl_is_one_json_object_per_line_from_zero_to_done(files, tmp_path, capsys):
+    out = tmp_path / "out.nii.gz"
+    assert main(["translate", str(files["input"]), str(out), "--model", str(files["kernel"]), "--device", "cpu",
+                 "--tile", "40", "--progress", "jsonl"]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    progress = [(e["done"], e["total"]) for e in events if e["event"] == "progress"]
+    assert progress[0][0] == 0 and progress[-1][0] == progress[-1][1] > 0
+    assert [d for d, _ in progress] == sorted(d for d, _ in progress)
+    assert any(e["event"] == "message" and "tile(s)" in e["text"] for e in events)
+    assert events[-1] == {"event": "done", "output": str(out)} and out.is_file()
