@@ -31,7 +31,7 @@ REQUIREMENTS: Dict[str, str] = {
     "torch": "torch>=2.1",
 }
 #: Packages Slicer itself ships (checked, never installed by this module).
-BUNDLED = ("numpy", "SimpleITK")
+BUNDLED = ("numpy", "pydicom", "SimpleITK")
 #: Packages RevGANCore imports only when present, for extras the module never uses:
 #: tqdm (terminal bars), tomli/yaml (training configuration files), monai (a benchmark).
 OPTIONAL = ("monai", "tomli", "tqdm", "yaml")
