@@ -8,6 +8,7 @@ import vtk
 
 import slicer
 from slicer.i18n import tr as _
+from slicer.i18n import translate
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -43,7 +44,9 @@ class RevGANSlicer(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("RevGAN CT Translation")
-        self.parent.categories = [_("Image Synthesis")]
+        # Categories are translated in Slicer's shared context, so every module of a category
+        # lands in one (translated) folder of the module selector.
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Image Synthesis")]
         self.parent.dependencies = []
         self.parent.contributors = ["RevGAN for 3D Slicer developers"]
         self.parent.helpText = _("""

@@ -206,6 +206,22 @@ def test_module_has_the_four_slicer_classes_and_a_complete_self_test():
     assert not helpers, helpers
 
 
+def test_categories_are_translated_in_slicers_shared_context():
+    """Translated under the module's own context, "Image Synthesis" would become a second,
+    untranslated folder next to the translated one in a non-English module selector."""
+    tree = _module_tree()
+    imported = {alias.asname or alias.name for node in tree.body
+                if isinstance(node, ast.ImportFrom) and node.module == "slicer.i18n" for alias in node.names}
+    assert "translate" in imported
+    assignments = [node for node in ast.walk(tree) if isinstance(node, ast.Assign)
+                   and any(ast.unparse(target) == "self.parent.categories" for target in node.targets)]
+    assert len(assignments) == 1 and isinstance(assignments[0].value, ast.List)
+    for category in assignments[0].value.elts:
+        assert isinstance(category, ast.Call) and ast.unparse(category.func) == "translate", ast.unparse(category)
+        context, text = category.args
+        assert context.value == "qSlicerAbstractCoreModule" and isinstance(text.value, str)
+
+
 # --------------------------------------------------------------------------- python files
 
 
