@@ -140,6 +140,22 @@ def test_torch_numpy_problem_names_what_works(system, machine, numpyVersion, tor
         assert "reinstall" not in problem.replace("reinstalling PyTorch will not help", "")
 
 
+@pytest.mark.parametrize("environment, torchInstalled, skips", [
+    ({"REVGAN_SELFTEST_SKIP_INFERENCE": "1"}, True, "build machine"),  # what ctest sets
+    ({"REVGAN_SELFTEST_SKIP_INFERENCE": "ON", "REVGAN_SELFTEST_INSTALL_TORCH": "1"}, False, "build machine"),
+    ({}, False, "PyTorch is not installed"),
+    ({"REVGAN_SELFTEST_INSTALL_TORCH": "0"}, False, "PyTorch is not installed"),
+    ({}, True, None),
+    ({"REVGAN_SELFTEST_SKIP_INFERENCE": "0"}, True, None),
+    ({"REVGAN_SELFTEST_INSTALL_TORCH": "yes"}, False, None),  # allowed to download it
+])
+def test_self_test_skips_inference_on_build_machines(environment, torchInstalled, skips):
+    from RevGANSlicerLib.testing import inferenceSkipReason
+
+    reason = inferenceSkipReason(environment, torchInstalled)
+    assert (reason is None) if skips is None else (skips in reason)
+
+
 def test_the_model_card_is_shown_without_importing_torch(tmp_path):
     """The panel's model card (a custom model file and a shipped-model task) reads the
     file's header only: torch stays out of Slicer's process."""
