@@ -84,9 +84,16 @@ def registerSampleData():
         from RevGANSlicerLib.sampledata import registerSampleData as register
 
         iconPath = os.path.join(os.path.dirname(__file__), "Resources", "Icons", "RevGANSlicer.png")
-        register(iconPath)
+        register(iconPath, onLoaded=_selectLoadedPhantom)
     except Exception as error:  # sample data are a convenience: never break start-up
         logging.warning(f"RevGANSlicer: sample data not registered: {error}")
+
+
+def _selectLoadedPhantom(node, kind: str) -> None:
+    """A phantom loaded from Sample Data becomes the module's input (the module is opened
+    so the user sees what to do next)."""
+    slicer.util.selectModule("RevGANSlicer")
+    slicer.modules.revganslicer.widgetRepresentation().self().selectPhantom(node, kind)
 
 
 #
@@ -333,13 +340,19 @@ class RevGANSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.app.processEvents()
             node = self.logic.loadPhantoms((kind,))[kind]
             slicer.util.setSliceViewerLayers(background=node, fit=True)
-            if self._parameterNode:
-                self._parameterNode.inputVolume = node
-                if kind == "lr":
-                    self._parameterNode.task = Task.SuperResolution
-                elif self._parameterNode.task not in (Task.SharpToSmooth, Task.CustomModel):
-                    self._parameterNode.task = Task.SharpToSmooth
-            self._showStatus(_("Loaded {name}.").format(name=node.GetName()))
+            self.selectPhantom(node, kind)
+
+    def selectPhantom(self, node, kind: str) -> None:
+        """Make a loaded phantom the input, with the task it is made for (also for phantoms
+        loaded from the Sample Data module). Never during a run: its input must not change."""
+        if self._running or not self._parameterNode:
+            return
+        self._parameterNode.inputVolume = node
+        if kind == "lr":
+            self._parameterNode.task = Task.SuperResolution
+        elif self._parameterNode.task not in (Task.SharpToSmooth, Task.CustomModel):
+            self._parameterNode.task = Task.SharpToSmooth
+        self._showStatus(_("Loaded {name}.").format(name=node.GetName()))
 
     def onApplyButton(self) -> None:
         if self._running or self._parameterNode is None:
