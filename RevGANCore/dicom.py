@@ -46,6 +46,9 @@ TAG_ROWS = "0028|0010"
 TAG_COLUMNS = "0028|0011"
 TAG_NUMBER_OF_FRAMES = "0028|0008"
 TAG_SERIES_NUMBER = "0020|0011"
+TAG_IMAGE_TYPE = "0008|0008"
+TAG_MANUFACTURER = "0008|0070"
+TAG_SOFTWARE_VERSIONS = "0018|1020"
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,9 @@ class DicomSeriesInfo:
     series_number: Optional[int] = None
     rows: int = 0
     columns: int = 0
+    image_type: Tuple[str, ...] = ()
+    manufacturer: str = ""
+    software_versions: str = ""
 
     @property
     def number_of_files(self) -> int:
@@ -142,7 +148,9 @@ def describe_series(folder, series_uid: str) -> DicomSeriesInfo:
         files=tuple(files), modality=tags.get(TAG_MODALITY, "").upper(),
         kernel=normalise_kernel(tags.get(TAG_KERNEL, "")), slice_thickness_mm=thickness_mm,
         description=tags.get(TAG_SERIES_DESCRIPTION, ""), patient_id=tags.get(TAG_PATIENT_ID, ""),
-        frame_of_reference_uid=tags.get(TAG_FRAME_OF_REFERENCE_UID, ""))
+        frame_of_reference_uid=tags.get(TAG_FRAME_OF_REFERENCE_UID, ""),
+        image_type=tuple(part.strip().upper() for part in tags.get(TAG_IMAGE_TYPE, "").split("\\") if part.strip()),
+        manufacturer=tags.get(TAG_MANUFACTURER, ""), software_versions=tags.get(TAG_SOFTWARE_VERSIONS, ""))
 
 
 def find_series(folder, recursive: bool = False) -> List[DicomSeriesInfo]:
