@@ -9,6 +9,7 @@ instead of giving a volume with silently wrong geometry:
   :mod:`.dicom_tilt`), never taken from GDCM's guesses;
 - no DICOM file in the folder was silently skipped (:mod:`.dicom_files`);
 - the modality is CT.
+An Enhanced (multi-frame) CT file is read by :mod:`.dicom_enhanced`, from its functional groups.
 ITK's warning lines are kept off the terminal: problems are reported as one line each.
 
 GDCM orders slices along the normal ``row x column`` of ImageOrientationPatient, so the k
@@ -26,6 +27,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .dicom_enhanced import is_enhanced_ct, kernel_of_enhanced_ct, read_enhanced_ct
 from .dicom_files import problem_with, unparsed_dicom_files
 from .dicom_geometry import SliceStack, slice_geometry, stack_slices
 from .dicom_tilt import place_on_slice_grid
@@ -136,6 +138,9 @@ def describe_series(folder, series_uid: str) -> DicomSeriesInfo:
     if not files:
         raise VolumeError(f"{folder}: holds no DICOM series {series_uid}")
     tags = _header(files[0])
+    if is_enhanced_ct(tags) and not tags.get(TAG_KERNEL, "").strip():
+        # Enhanced CT keeps its kernel in the functional groups, out of GDCM's sight.
+        tags[TAG_KERNEL] = kernel_of_enhanced_ct(files[0])
     thickness = tags.get(TAG_SLICE_THICKNESS, "")
     try:
         thickness_mm: Optional[float] = float(thickness) if thickness else None
@@ -278,6 +283,11 @@ def read_series(info: DicomSeriesInfo) -> Volume:
 def read_chosen_series(info: DicomSeriesInfo) -> Volume:
     """Read a series returned by :func:`choose_series`, which has checked its folder."""
     folder = info.folder
+    if is_enhanced_ct(_header(info.files[0])):
+        if info.number_of_files == 1:
+            return read_enhanced_ct(info.files[0])
+        raise VolumeError(f"{folder}: series {info.series_uid} is split over {info.number_of_files} Enhanced "
+                          "(multi-frame) CT files; only a series held in one such file can be read")
     stack = _checked_stack(info)
     files = info.files if stack is None else stack.files
     try:
