@@ -196,8 +196,12 @@ def _run_dataset(args: argparse.Namespace) -> int:
         kernel = summary.get("task")
         pairing = (f"; task kernel: {kernel['source']} -> {kernel['target']}, {summary['paired_cases']} paired "
                    "case(s)") if kernel else ""
+        unpaired = sum(len(ids) for ids in summary["unpaired"].values())
+        for line in summary["found"]:
+            print(line)
         print(f"wrote {summary['series_written']} series in {summary['cases']} case(s), domains "
-              f"{', '.join(summary['domains'])}{pairing}; manifest: {summary['manifest']}")
+              f"{', '.join(summary['domains'])}{pairing}, {unpaired} unpaired case(s); "
+              f"manifest: {summary['manifest']}")
         for note in summary["skipped"]:
             print(f"skipped: {note}")
     return 0

@@ -9,6 +9,7 @@ instead of giving a volume with silently wrong geometry:
   :mod:`.dicom_tilt`), never taken from GDCM's guesses;
 - no DICOM file in the folder was silently skipped (:mod:`.dicom_files`);
 - the modality is CT.
+An Enhanced (multi-frame) CT file is read by :mod:`.dicom_enhanced`, from its functional groups.
 ITK's warning lines are kept off the terminal: problems are reported as one line each.
 
 GDCM orders slices along the normal ``row x column`` of ImageOrientationPatient, so the k
@@ -26,6 +27,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .dicom_enhanced import is_enhanced_ct, kernel_of_enhanced_ct, read_enhanced_ct
 from .dicom_files import problem_with, unparsed_dicom_files
 from .dicom_geometry import SliceStack, slice_geometry, stack_slices
 from .dicom_tilt import place_on_slice_grid
@@ -46,6 +48,9 @@ TAG_ROWS = "0028|0010"
 TAG_COLUMNS = "0028|0011"
 TAG_NUMBER_OF_FRAMES = "0028|0008"
 TAG_SERIES_NUMBER = "0020|0011"
+TAG_IMAGE_TYPE = "0008|0008"
+TAG_MANUFACTURER = "0008|0070"
+TAG_SOFTWARE_VERSIONS = "0018|1020"
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,9 @@ class DicomSeriesInfo:
     series_number: Optional[int] = None
     rows: int = 0
     columns: int = 0
+    image_type: Tuple[str, ...] = ()
+    manufacturer: str = ""
+    software_versions: str = ""
 
     @property
     def number_of_files(self) -> int:
@@ -130,6 +138,9 @@ def describe_series(folder, series_uid: str) -> DicomSeriesInfo:
     if not files:
         raise VolumeError(f"{folder}: holds no DICOM series {series_uid}")
     tags = _header(files[0])
+    if is_enhanced_ct(tags) and not tags.get(TAG_KERNEL, "").strip():
+        # Enhanced CT keeps its kernel in the functional groups, out of GDCM's sight.
+        tags[TAG_KERNEL] = kernel_of_enhanced_ct(files[0])
     thickness = tags.get(TAG_SLICE_THICKNESS, "")
     try:
         thickness_mm: Optional[float] = float(thickness) if thickness else None
@@ -142,7 +153,9 @@ def describe_series(folder, series_uid: str) -> DicomSeriesInfo:
         files=tuple(files), modality=tags.get(TAG_MODALITY, "").upper(),
         kernel=normalise_kernel(tags.get(TAG_KERNEL, "")), slice_thickness_mm=thickness_mm,
         description=tags.get(TAG_SERIES_DESCRIPTION, ""), patient_id=tags.get(TAG_PATIENT_ID, ""),
-        frame_of_reference_uid=tags.get(TAG_FRAME_OF_REFERENCE_UID, ""))
+        frame_of_reference_uid=tags.get(TAG_FRAME_OF_REFERENCE_UID, ""),
+        image_type=tuple(part.strip().upper() for part in tags.get(TAG_IMAGE_TYPE, "").split("\\") if part.strip()),
+        manufacturer=tags.get(TAG_MANUFACTURER, ""), software_versions=tags.get(TAG_SOFTWARE_VERSIONS, ""))
 
 
 def find_series(folder, recursive: bool = False) -> List[DicomSeriesInfo]:
@@ -270,6 +283,11 @@ def read_series(info: DicomSeriesInfo) -> Volume:
 def read_chosen_series(info: DicomSeriesInfo) -> Volume:
     """Read a series returned by :func:`choose_series`, which has checked its folder."""
     folder = info.folder
+    if is_enhanced_ct(_header(info.files[0])):
+        if info.number_of_files == 1:
+            return read_enhanced_ct(info.files[0])
+        raise VolumeError(f"{folder}: series {info.series_uid} is split over {info.number_of_files} Enhanced "
+                          "(multi-frame) CT files; only a series held in one such file can be read")
     stack = _checked_stack(info)
     files = info.files if stack is None else stack.files
     try:

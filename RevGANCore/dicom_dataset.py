@@ -1,23 +1,29 @@
 """Datasets from a DICOM tree: series grouped into domains by reconstruction kernel.
 
-Every CT series under the folder becomes a volume file; the series of one study
-(StudyInstanceUID) form one case, keyed by their ConvolutionKernel (0018,1210). Two
-reconstructions of the same study with different kernels (e.g. B50f and B30f) are then a
-pair for the "kernel" task: the source domain is the sharpest kernel found and the
-target the smoothest, unless named. Kernel sharpness is read from the number in the
-name (Siemens B30f = 30, B50f = 50); name the domains yourself for other vendors.
+Every usable CT series under the folder becomes a volume file in a domain named after its
+ConvolutionKernel (0018,1210). Within one study (StudyInstanceUID), series of different
+kernels that are one acquisition (:mod:`.dicom_pairing`: same frame of reference, or the
+same grid) form one paired case; every other series becomes a case of its own, unpaired
+data of its domain (listed per domain under the manifest's ``"unpaired"``; unpaired
+training reads the cases holding either domain). The "kernel" task's source domain is
+the sharpest kernel found and its target the smoothest, unless named. Kernel sharpness is
+read from the number in the name (Siemens B30f = 30, B50f = 50); name the domains
+yourself for other vendors. Non-CT series, series without a kernel and series RevGAN
+wrote itself are skipped with a note.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from . import __version__
 from .dicom import DicomSeriesInfo, find_series, kernel_sharpness, normalise_kernel, read_series
+from .dicom_pairing import acquisition_groups, is_our_derived_series
 from .errors import ConfigError, VolumeError
 from .file_labels import unique_file_labels
 from .manifest import new_manifest, relative_path, write_manifest
+from .volume import Volume
 from .volume_io import write_volume
 
 
@@ -32,9 +38,11 @@ def _inside(child: Path, parent: Path) -> bool:
 def write_dicom_dataset(dicom_dir, out_dir, source_kernel: Optional[str] = None,
                         target_kernel: Optional[str] = None, overwrite: bool = False,
                         progress: Optional[Callable[[str], None]] = None) -> dict:
-    """Scan ``dicom_dir`` recursively, write each CT series as ``OUT/caseNNN/<kernel>.nii.gz``
-    (int16 HU) and ``OUT/manifest.json``; returns a summary (manifest path, cases, domains,
-    the kernel task if any, paired cases, skipped series with reasons)."""
+    """Scan ``dicom_dir`` recursively, write each usable CT series as
+    ``OUT/caseNNN/<kernel>.nii.gz`` (int16 HU) and ``OUT/manifest.json``; returns a summary:
+    manifest path, cases, domains, the kernel task if any, paired cases, unpaired case ids
+    per domain, ``found`` (one line per case saying why it is paired or not, and why there
+    are no pairs at all) and skipped series with reasons."""
     root = Path(dicom_dir)
     folder = Path(out_dir)
     if not root.is_dir():
@@ -50,12 +58,10 @@ def write_dicom_dataset(dicom_dir, out_dir, source_kernel: Optional[str] = None,
         raise VolumeError(f"{root}: no DICOM series found (an empty folder, or no DICOM files in it)")
     skipped: List[str] = []
     studies: Dict[str, Dict[str, DicomSeriesInfo]] = {}
+    usable = [info for info in found if _usable(info, skipped)]
     # Domain names become file names (OUT/caseNNN/<domain>.nii.gz): one safe label per kernel.
-    labels = unique_file_labels(info.kernel for info in found)
-    for info in found:
-        if info.modality and info.modality != "CT":
-            skipped.append(f"{info.folder} series {info.series_uid}: modality {info.modality}, not CT")
-            continue
+    labels = unique_file_labels(info.kernel for info in usable)
+    for info in usable:
         domain = labels[info.kernel]
         study = studies.setdefault(info.study_uid or f"no-study-{info.series_uid}", {})
         kept = study.get(domain)
@@ -69,7 +75,7 @@ def write_dicom_dataset(dicom_dir, out_dir, source_kernel: Optional[str] = None,
             skipped.append(f"{info.folder} series {info.series_uid}: another {domain} series of the same study "
                            "has more slices")
     if not studies:
-        raise VolumeError(f"{root}: holds no CT series ({len(skipped)} other series skipped)")
+        raise VolumeError(f"{root}: holds no usable CT series: " + "; ".join(skipped[:5]))
     domains = sorted({domain for study in studies.values() for domain in study})
     kernels = {label: kernel for kernel, label in labels.items()}
     task = _kernel_task(domains, labels, source_kernel, target_kernel, skipped)
@@ -80,40 +86,85 @@ def write_dicom_dataset(dicom_dir, out_dir, source_kernel: Optional[str] = None,
         created_by=f"RevGANCore {__version__} (revgan dataset)")
     manifest["source"] = {"dicom_dir": str(root.resolve())}
     ordered = sorted(studies.items(), key=lambda item: (next(iter(item[1].values())).patient_id, item[0]))
+    found_lines: List[str] = []
+    unpaired: Dict[str, List[str]] = {}
     written = 0
     paired = 0
     for study_uid, series in ordered:
-        # Numbered by cases written, so that a study whose series all fail leaves no gap.
-        case_id = f"case{len(manifest['cases']):03d}"
-        files, details = {}, {}
+        read: List[Tuple[str, DicomSeriesInfo, Volume]] = []
         for domain, info in sorted(series.items()):
-            say(f"{case_id}: reading {domain} series {info.series_uid} ({info.number_of_files} files)")
+            say(f"study {study_uid}: reading {domain} series {info.series_uid} ({info.number_of_files} files)")
             try:
-                volume = read_series(info)
+                read.append((domain, info, read_series(info)))
             except VolumeError as error:
                 skipped.append(f"{info.folder} series {info.series_uid}: {error}")
-                continue
-            path = write_volume(volume, folder / case_id / f"{domain}.nii.gz")
-            if not Path(path).is_file():
-                raise VolumeError(f"{path}: was not written; the manifest cannot list it")
-            files[domain] = relative_path(path, folder)
-            details[domain] = {"series_uid": info.series_uid, "folder": str(Path(info.folder).resolve()),
-                               "number_of_files": info.number_of_files,
-                               "slice_thickness_mm": info.slice_thickness_mm, "description": info.description,
-                               "shape_zyx": list(volume.shape), "spacing_xyz_mm": list(volume.spacing)}
-            written += 1
-        if not files:
-            continue
-        if task and task["source"] in files and task["target"] in files:
-            paired += 1
-        manifest["cases"].append({"id": case_id, "files": files, "study_uid": study_uid,
-                                  "patient_id": next(iter(series.values())).patient_id, "series": details})
+        for members, reason in acquisition_groups([(info, volume) for _, info, volume in read]):
+            # Numbered by cases written, so that a study whose series all fail leaves no gap.
+            case_id = f"case{len(manifest['cases']):03d}"
+            files, details = {}, {}
+            for domain, info, volume in (read[index] for index in members):
+                path = write_volume(volume, folder / case_id / f"{domain}.nii.gz")
+                if not Path(path).is_file():
+                    raise VolumeError(f"{path}: was not written; the manifest cannot list it")
+                files[domain] = relative_path(path, folder)
+                details[domain] = {"series_uid": info.series_uid, "folder": str(Path(info.folder).resolve()),
+                                   "number_of_files": info.number_of_files,
+                                   "slice_thickness_mm": info.slice_thickness_mm, "description": info.description,
+                                   "frame_of_reference_uid": info.frame_of_reference_uid,
+                                   "shape_zyx": list(volume.shape), "spacing_xyz_mm": list(volume.spacing)}
+                written += 1
+            if len(files) > 1:
+                if task and task["source"] in files and task["target"] in files:
+                    paired += 1
+                found_lines.append(f"study {study_uid}: {' + '.join(files)} of one acquisition ({reason}): "
+                                   f"paired {case_id}")
+            else:
+                domain = next(iter(files))
+                unpaired.setdefault(domain, []).append(case_id)
+                found_lines.append(f"study {study_uid}: {_why_alone(domain, len(read))}: unpaired {domain} data "
+                                   f"({case_id})")
+            manifest["cases"].append({"id": case_id, "files": files, "study_uid": study_uid,
+                                      "patient_id": next(iter(series.values())).patient_id, "series": details})
     if not manifest["cases"]:
         raise VolumeError(f"{root}: no series could be read: " + "; ".join(skipped[:5]))
+    if not any(len(case["files"]) > 1 for case in manifest["cases"]):
+        found_lines.append(_why_no_pairs(domains))
+    manifest["unpaired"] = unpaired
     manifest["skipped"] = skipped
     path = write_manifest(manifest, folder)
     return {"manifest": str(path), "cases": len(manifest["cases"]), "domains": domains, "task": task,
-            "paired_cases": paired, "series_written": written, "skipped": skipped}
+            "paired_cases": paired, "unpaired": unpaired, "series_written": written, "found": found_lines,
+            "skipped": skipped}
+
+
+def _usable(info: DicomSeriesInfo, notes: List[str]) -> bool:
+    """Whether a series can be a kernel domain's data; if not, a note says why."""
+    where = f"{info.folder} series {info.series_uid}"
+    if info.modality and info.modality != "CT":
+        notes.append(f"{where}: modality {info.modality}, not CT")
+    elif is_our_derived_series(info):
+        notes.append(f"{where}: a derived series written by RevGAN ({info.description!r}), a result and not "
+                     "a reconstruction kernel")
+    elif info.kernel == "unknown":
+        notes.append(f"{where}: no ConvolutionKernel (0018,1210), so no kernel domain to put it in")
+    else:
+        return True
+    return False
+
+
+def _why_alone(domain: str, series_in_study: int) -> str:
+    if series_in_study == 1:
+        return f"one series ({domain})"
+    return (f"the {domain} series is not of the same acquisition as the study's other series (neither the same "
+            "frame of reference nor the same geometry)")
+
+
+def _why_no_pairs(domains: List[str]) -> str:
+    if len(domains) == 1:
+        return (f"no paired cases: every series has kernel {domains[0]}; a pair needs two kernels of one "
+                "acquisition")
+    return (f"no paired cases: no study holds two of the kernels {', '.join(domains)} from one acquisition "
+            "(same frame of reference or same geometry)")
 
 
 def _kernel_task(domains: List[str], labels: Dict[str, str], source: Optional[str], target: Optional[str],

@@ -25,17 +25,18 @@ def write_ct_series(folder, volume: Volume, kernel: str = "B30f", study_uid: Opt
                     signed: bool = False, modality: str = "CT", patient_id: str = "PHANTOM-1",
                     series_number: int = 1, slice_thickness: Optional[float] = None,
                     file_prefix: str = "slice", positions: Optional[List[np.ndarray]] = None,
-                    tilt_deg: float = 0.0, scramble_file_names: bool = False) -> List[Path]:
+                    tilt_deg: float = 0.0, scramble_file_names: bool = False,
+                    frame_of_reference_uid: Optional[str] = None) -> List[Path]:
     """Write ``volume`` (HU) as one file per k-slice; slice k sits where
     :func:`written_point` puts it: at origin + k * dz * (third direction column), shifted
     down the columns by ``k * dz * tan(tilt_deg)`` for a gantry tilt. With
     ``scramble_file_names`` the file names do not follow the slice order. Returns the
-    file paths, in slice order."""
+    file paths, in slice order. Each series gets a new FrameOfReferenceUID unless one is given."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     study_uid = study_uid or generate_uid()
     series_uid = series_uid or generate_uid()
-    frame_uid = generate_uid()
+    frame_uid = frame_of_reference_uid or generate_uid()
     direction = volume.direction_matrix
     spacing = np.asarray(volume.spacing)
     origin = np.asarray(volume.origin)

@@ -12,6 +12,7 @@ from test_volume import oblique_direction
 
 from RevGANCore.cli import main
 from RevGANCore.dicom import find_series, kernel_sharpness, normalise_kernel, read_dicom_series
+from RevGANCore.dicom_dataset import write_dicom_dataset
 from RevGANCore.errors import VolumeError
 from RevGANCore.file_labels import safe_file_label, unique_file_labels
 from RevGANCore.manifest import load_manifest
@@ -307,3 +308,69 @@ def test_revgan_dataset_numbers_cases_without_gaps(tmp_path, capsys):
     assert any("(0028,0030)" in note and "patient0" in note for note in summary["skipped"])
     manifest = load_manifest(tmp_path / "out" / "manifest.json")
     assert manifest.case_ids == ["case000"] and manifest.cases[0].extra["patient_id"] == "P1"
+
+
+def mixed_pairing_tree(root):
+    """Study A: B50f + B30f sharing a frame of reference on different grids (B30f at twice
+    the slice spacing); study B: B50f + B30f on one grid with different frames of reference;
+    study C: one B30f series; a CT series without a kernel; RevGAN's own derived series of
+    study A's B50f."""
+    sharp_a = volume_with(shape=(6, 10, 12), seed=1)
+    smooth_a = Volume(np.round(sharp_a.array[::2] * 0.5), (0.7, 0.8, 5.0), sharp_a.origin, sharp_a.direction)
+    for kernel, volume in (("B50f", sharp_a), ("B30f", smooth_a)):
+        write_ct_series(root / "A" / kernel, volume, kernel=kernel, study_uid="1.2.826.0.1.97.1", patient_id="PA",
+                        frame_of_reference_uid="1.2.826.0.1.97.1.5")
+    sharp_b = volume_with(shape=(4, 10, 12), seed=2)
+    for kernel, values in (("B50f", sharp_b.array), ("B30f", np.round(sharp_b.array * 0.5))):
+        write_ct_series(root / "B" / kernel, sharp_b.with_array(values), kernel=kernel,
+                        study_uid="1.2.826.0.1.97.2", patient_id="PB")
+    write_ct_series(root / "C" / "B30f", volume_with(shape=(3, 10, 12), seed=3), study_uid="1.2.826.0.1.97.3",
+                    patient_id="PC")
+    write_ct_series(root / "C" / "nokernel", volume_with(shape=(3, 10, 12), seed=4), kernel="",
+                    study_uid="1.2.826.0.1.97.3", patient_id="PC")
+    from RevGANCore.dicom import choose_series
+    from RevGANCore.dicom_writer import write_dicom_series
+
+    write_dicom_series(sharp_a, root / "A" / "revgan", source=choose_series(root / "A" / "B50f"),
+                       description="RevGAN sharp->smooth", kernel=("B30f-like",))
+    return root
+
+
+def test_revgan_dataset_pairs_only_one_acquisition_and_keeps_the_rest_unpaired(tmp_path, capsys):
+    root = mixed_pairing_tree(tmp_path / "dicom")
+    out = tmp_path / "dataset"
+    assert main(["dataset", str(root), str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "study 1.2.826.0.1.97.1: B30f + B50f of one acquisition (same frame of reference): paired case000" in printed
+    assert "study 1.2.826.0.1.97.2: B30f + B50f of one acquisition (same geometry): paired case001" in printed
+    assert "study 1.2.826.0.1.97.3: one series (B30f): unpaired B30f data (case002)" in printed
+    assert "2 paired case(s), 1 unpaired case(s)" in printed
+    assert "derived series written by RevGAN" in printed and "no ConvolutionKernel" in printed
+    manifest = load_manifest(out)
+    assert sorted(manifest.domains) == ["B30f", "B50f"] and manifest.case_ids == ["case000", "case001", "case002"]
+    assert manifest.raw["unpaired"] == {"B30f": ["case002"]}
+    assert [sorted(case.files) for case in manifest.cases] == [["B30f", "B50f"], ["B30f", "B50f"], ["B30f"]]
+    assert read_volume(manifest.cases[0].files["B30f"], expect_ct=False).shape == (3, 10, 12)
+
+
+def test_revgan_dataset_series_of_one_study_but_not_one_acquisition_are_unpaired(tmp_path):
+    root = tmp_path / "dicom"
+    for kernel, shape in (("B50f", (4, 10, 12)), ("B30f", (5, 10, 12))):
+        write_ct_series(root / kernel, volume_with(shape=shape), kernel=kernel, study_uid="1.2.826.0.1.96.1")
+    summary = write_dicom_dataset(root, tmp_path / "out")
+    assert summary["paired_cases"] == 0 and summary["unpaired"] == {"B30f": ["case000"], "B50f": ["case001"]}
+    assert any("B30f series is not of the same acquisition" in line for line in summary["found"])
+    assert summary["found"][-1].startswith("no paired cases: no study holds two of the kernels B30f, B50f")
+
+
+def test_revgan_dataset_of_one_kernel_is_unpaired_data_and_says_why(tmp_path, capsys):
+    root = tmp_path / "dicom"
+    for study in range(2):
+        write_ct_series(root / f"s{study}", volume_with(shape=(3, 10, 12), seed=study), kernel="B30s",
+                        study_uid=f"1.2.826.0.1.95.{study}")
+    assert main(["dataset", str(root), str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert "no paired cases: every series has kernel B30s; a pair needs two kernels of one acquisition" in printed
+    assert "unknown" not in printed and "task kernel" not in printed
+    manifest = load_manifest(tmp_path / "out")
+    assert manifest.tasks == {} and manifest.raw["unpaired"] == {"B30s": ["case000", "case001"]}
