@@ -74,6 +74,7 @@ def _setup_bench(commands: argparse._SubParsersAction) -> None:
     quality.set_defaults(handler=_run_bench_quality)
 
     _setup_bench_tiling(kinds)
+    _setup_bench_inference(kinds)
 
 
 def _run_bench_memory(args: argparse.Namespace) -> int:
@@ -512,6 +513,32 @@ def _run_bench_tiling(args: argparse.Namespace) -> int:
         _print_json(_json_safe(result["json"]))
     else:
         print(format_tiling_table(result))
+    return 0
+
+
+def _setup_bench_inference(kinds: argparse._SubParsersAction) -> None:
+    inference = kinds.add_parser(
+        "inference", help="FLOP per voxel, Mvoxel/s, GFLOP/s and peak of the default models; full-size times")
+    inference.add_argument("--quick", action="store_true",
+                           help="time a volume of a quarter of each axis and extrapolate the full-size seconds "
+                                "(labelled extrapolated_from in the JSON); the default times the full sizes")
+    inference.add_argument("--size-scale", type=float, default=None, metavar="F",
+                           help="like --quick with another scale of each axis, 0 < F <= 1")
+    inference.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    inference.add_argument("--json", action="store_true", help="print one JSON object")
+    inference.set_defaults(handler=_run_bench_inference)
+
+
+def _run_bench_inference(args: argparse.Namespace) -> int:
+    from .bench.inference import QUICK_SIZE_SCALE, format_inference_table, run_inference_benchmark
+
+    scale = args.size_scale if args.size_scale is not None else (QUICK_SIZE_SCALE if args.quick else 1.0)
+    result = run_inference_benchmark(size_scale=scale, device=args.device,
+                                     progress=lambda text: print(f"bench inference: {text}", file=sys.stderr))
+    if args.json:
+        _print_json(result)
+    else:
+        print(format_inference_table(result))
     return 0
 
 
