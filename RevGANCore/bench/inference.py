@@ -98,6 +98,11 @@ def _time_translation(model, shape: Tuple[int, int, int], device: torch.device) 
     return time.perf_counter() - start, result.shape
 
 
+def _figures(value: float, digits: int = 4) -> float:
+    """``value`` to ``digits`` significant figures (small and large rates alike)."""
+    return float(f"{value:.{digits}g}")
+
+
 def run_inference_benchmark(size_scale: float = 1.0, device: str = "auto",
                             progress: Optional[Callable[[str], None]] = None) -> dict:
     """Rows for every default model of the registry (see the module documentation)."""
@@ -127,11 +132,10 @@ def run_inference_benchmark(size_scale: float = 1.0, device: str = "auto",
         factors = model.metadata.scale_factors_xyz or (1, 1, 1)
         full_voxels = float(np.prod(full_input)) * float(np.prod(factors))
         row = {"name": entry.name, "task": entry.task, "flop_per_voxel": round(flop_per_voxel),
-               "mvoxel_per_s": round(mvoxel_per_s, 4), "gflop_per_s": round(gflop_per_s, 2),
-               "peak_gflop_per_s": round(peak, 2), "fraction_of_peak": round(gflop_per_s / peak, 4),
+               "mvoxel_per_s": _figures(mvoxel_per_s), "gflop_per_s": _figures(gflop_per_s),
+               "peak_gflop_per_s": _figures(peak), "fraction_of_peak": _figures(gflop_per_s / peak),
                "timed_input_zyx": list(timed_input), "timed_output_zyx": [int(n) for n in output_shape],
-               "timed_seconds": round(seconds, 3),
-               seconds_key: round(seconds * full_voxels / voxels, 1)}
+               "timed_seconds": _figures(seconds), seconds_key: _figures(seconds * full_voxels / voxels)}
         if tuple(timed_input) != tuple(full_input):
             row["extrapolated_from"] = list(timed_input)
         rows.append(row)
