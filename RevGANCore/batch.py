@@ -179,19 +179,20 @@ def translate_job(model, job: BatchJob, options: BatchOptions, shard: Tuple[int,
     from .inference import translate_file
 
     output_format = "dicom" if options.output_format == "dicom" else "volume"
+    warnings: List[str] = []
     started = time.perf_counter()
     try:
         translate_file(model, job.input, job.output, direction=options.direction, tile_size=options.tile_size,
                        device=options.device, dtype=options.dtype, precision=options.precision,
                        output_format=output_format, series=job.series_uid, strict=options.strict,
-                       warn=lambda text: None)
+                       warn=lambda text: warnings.append(printable(text)))
         voxels = _output_voxels(job.output)
     except RevGANError as error:
-        return record_for(job, shard, time.perf_counter() - started, error=_one_line(error))
+        return record_for(job, shard, time.perf_counter() - started, error=_one_line(error), warnings=warnings)
     except Exception as error:  # noqa: BLE001 -- a crash on one scan is that scan's failure
-        return record_for(job, shard, time.perf_counter() - started,
+        return record_for(job, shard, time.perf_counter() - started, warnings=warnings,
                           error=_one_line(f"{job.input}: unexpected {type(error).__name__}: {error}"))
-    return record_for(job, shard, time.perf_counter() - started, voxels=voxels)
+    return record_for(job, shard, time.perf_counter() - started, voxels=voxels, warnings=warnings)
 
 
 def _one_line(error) -> str:

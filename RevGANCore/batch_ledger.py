@@ -3,11 +3,12 @@
 
     {"job": "patient1_ct", "input": "/data/cohort/patient1/ct.nrrd", "series": null,
      "output": "patient1_ct.nii.gz", "sha256": "9f2c...", "voxels": 3145728, "seconds": 41.2,
-     "status": "ok", "error": null, "shard": "1/4", "finished": "2026-12-02T01:53:16Z"}
+     "status": "ok", "error": null, "warnings": [], "shard": "1/4", "finished": "2026-12-02T01:53:16Z"}
 
 ``output`` is relative to the ledger's folder; ``sha256`` is the output file's digest (for a
 DICOM series folder: the digest of its files' names and digests, in name order). A failed
-scan has ``status`` "failed", ``error`` its one-line message and no output.
+scan has ``status`` "failed", ``error`` its one-line message and no output; ``warnings``
+lists what the translation warned about (a DICOM kernel that looks like the model's target).
 
 Each line is on disk before the next scan starts (:class:`~RevGANCore.output.AppendOnlyLog`),
 so a killed run loses at most the scans in flight. Reading tolerates lines torn by a kill
@@ -22,7 +23,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from .batch_plan import BatchJob
 from .errors import ConfigError
@@ -110,11 +111,13 @@ def is_done(job: BatchJob, records: LedgerRecords, out_dir) -> bool:
 
 
 def record_for(job: BatchJob, shard: Tuple[int, int], seconds: float, voxels: int = 0,
-               error: Optional[str] = None) -> dict:
-    """The ledger line of a finished (``error`` None) or failed job."""
+               error: Optional[str] = None, warnings: Sequence[str] = ()) -> dict:
+    """The ledger line of a finished (``error`` None) or failed job, with the warnings
+    its translation gave (a DICOM kernel that looks like the model's target domain)."""
     ok = error is None
     return {"job": job.job_id, "input": str(job.input), "series": job.series_uid,
             "output": job.output.name if ok else None, "sha256": output_digest(job.output) if ok else None,
             "voxels": int(voxels) if ok else None, "seconds": round(float(seconds), 3),
-            "status": "ok" if ok else "failed", "error": error, "shard": f"{shard[0]}/{shard[1]}",
+            "status": "ok" if ok else "failed", "error": error, "warnings": list(warnings),
+            "shard": f"{shard[0]}/{shard[1]}",
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

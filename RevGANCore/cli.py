@@ -393,6 +393,8 @@ def _run_batch(args: argparse.Namespace) -> int:
             print(f"revgan: {message}", file=sys.stderr)
 
     def report_failure(record: dict) -> None:
+        for text in record["warnings"]:
+            print(f"revgan: warning: {record['job']}: {text}", file=sys.stderr)
         if record["status"] != "ok":
             print(f"revgan: failed: {record['job']}: {record['error']}", file=sys.stderr)
 

@@ -149,6 +149,9 @@ def test_a_dicom_tree_gives_one_output_per_series(tmp_path, model, output_format
     assert set(records) == {"patient1_series3", "patient1_series4", "patient2_study_series3"}
     depths = {job: read_volume(out / record["output"]).shape[0] for job, record in records.items()}
     assert depths == {"patient1_series3": 4, "patient1_series4": 5, "patient2_study_series3": 6}
+    # the series are B30f, the look of the model's target domain (smooth_b30f): kept in the ledger
+    assert all(len(record["warnings"]) == 1 and "B30F" in record["warnings"][0].upper()
+               for record in records.values())
 
 
 def test_a_manifest_gives_each_case_in_the_model_source_domain(tmp_path, model):
