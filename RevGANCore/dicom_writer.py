@@ -1,6 +1,6 @@
 """Writing a result as a derived DICOM CT series (one file per slice), through the output door.
 
-The series is one a radiologist can file beside its source (DESIGN.md, decision 12):
+The series is one a radiologist can file beside its source (docs/design.md, decision 13):
 - patient and study (and the frame of reference) are copied from the source series when
   the input was DICOM, so a viewer or PACS shows the result in the source study; without
   a DICOM source a new study (and a made-up patient ID) is created;

@@ -21,8 +21,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -66,12 +66,13 @@ def _probe_writable(target: Path) -> Path:
     existing = nearest_existing_folder(target)
     if not existing.is_dir():
         raise OutputError(f"{target}: cannot write there ({existing} is not a folder)")
+    probe = _hidden_name(existing, ".revgan-probe-", "")
     try:  # the only reliable permission test (root, ACLs, read-only mounts): create a file
-        handle, probe = tempfile.mkstemp(prefix=".revgan-probe-", dir=str(existing))
-        os.close(handle)
-        os.unlink(probe)
+        os.close(os.open(str(probe), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except OSError as error:
         raise OutputError(f"{target}: cannot write into {existing} ({error.strerror or error})") from None
+    finally:
+        _remove_file(str(probe))
     return existing
 
 
@@ -181,9 +182,15 @@ def allocate_scratch(folder, shape: Sequence[int], dtype, what) -> Iterator[np.m
     the process with SIGBUS. The file is removed when the block ends, however it ends."""
     dtype = np.dtype(dtype)
     nbytes = int(np.prod([int(n) for n in shape], dtype=np.int64)) * dtype.itemsize
-    handle, scratch = tempfile.mkstemp(prefix=SCRATCH_PREFIX, suffix=".tmp", dir=str(folder))
+    scratch = str(_hidden_name(Path(folder), SCRATCH_PREFIX, ".tmp"))
     array = None
     try:
+        # The name is known before the file exists, so a signal arriving at any moment after
+        # its creation still finds it to remove (mkstemp returns the name only afterwards).
+        try:
+            handle = os.open(scratch, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as error:
+            raise OutputError(f"{what}: cannot create scratch space in {folder} ({describe_os_error(error)})") from None
         try:
             if hasattr(os, "posix_fallocate"):
                 os.posix_fallocate(handle, 0, max(nbytes, 1))
@@ -199,6 +206,11 @@ def allocate_scratch(folder, shape: Sequence[int], dtype, what) -> Iterator[np.m
     finally:
         array = None
         _remove_file(scratch)
+
+
+def _hidden_name(folder: Path, prefix: str, suffix: str) -> Path:
+    """A fresh name in ``folder``, chosen before anything is created there."""
+    return Path(folder) / f"{prefix}{secrets.token_hex(8)}{suffix}"
 
 
 def _remove_file(path: str) -> None:
@@ -234,11 +246,16 @@ class Staging:
 
     def __enter__(self) -> "Staging":
         base = nearest_existing_folder(self.target)
+        folder = _hidden_name(base, STAGING_PREFIX, "")
         try:
-            self.folder = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=str(base)))
+            os.mkdir(str(folder), 0o700)
+            self.folder = folder
+            return self
         except OSError as error:
             raise OutputError(f"{self.what}: cannot write into {base} ({describe_os_error(error)})") from None
-        return self
+        except BaseException:  # a signal right after mkdir: __exit__ would not run
+            shutil.rmtree(str(folder), ignore_errors=True)
+            raise
 
     def path(self, name: str) -> Path:
         assert self.folder is not None, "use Staging as a context manager"

@@ -11,6 +11,10 @@
 #   SLICER_SELFTEST_ARGS   extra Slicer arguments, e.g. "--no-main-window" on a headless
 #                          machine (the layout check then runs on MRML nodes only)
 #   SLICER_SELFTEST_NAME   a single test, e.g. "RevGANSlicer.RevGANSlicerTest.test_SuperResolution"
+#   REVGAN_SELFTEST_SKIP_INFERENCE=1   no PyTorch install, no inference (what the ctest on the
+#                          extension build machines sets); the panel, model cards and layout still run
+#   REVGAN_SELFTEST_INSTALL_TORCH=1    let a Slicer without PyTorch download it (otherwise
+#                          the tests that run models are skipped there)
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"

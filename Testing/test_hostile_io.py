@@ -34,6 +34,8 @@ def kit(tmp_path_factory):
         "scan": write_volume(random_volume((8, 24, 24), seed=1), root / "scan.nii.gz"),
         "kernel": save_tiny_model(root / "kernel.safetensors", "kernel", ngf=2, depth=1),
         "sr": save_tiny_model(root / "sr.safetensors", "super_resolution", ngf=2, depth=1),
+        # seconds per scan rather than a fraction: a signal sent mid-run lands mid-run
+        "slow": save_tiny_model(root / "slow.safetensors", "kernel", ngf=16, depth=4),
         "root": root,
     }
 
@@ -279,8 +281,7 @@ def test_scratch_that_cannot_be_reserved_is_an_error_not_a_sigbus(tmp_path):
 def test_a_signal_mid_run_removes_the_scratch_and_publishes_nothing(kit, tmp_path, signum, exit_code):
     source = write_volume(random_volume((48, 96, 96), seed=5), tmp_path / "big.nii.gz")
     output = tmp_path / "out.nii.gz"
-    process = start_revgan(["translate", source, output, "--model", kit["kernel"], "--device", "cpu",
-                            "--tile", "40"])
+    process = start_revgan(["translate", source, output, "--model", kit["slow"], "--device", "cpu"])
     try:
         deadline = time.monotonic() + 60
         while not list(tmp_path.glob(".revgan-scratch-*")):

@@ -234,6 +234,36 @@ def test_separate_process_failure_is_reported_with_its_output(scene, tmp_path):
 
 
 @needsCore("phantom_dataset")
+def test_sample_data_entries_fetch_nothing_and_show_the_phantom(scene):
+    """Slicer's Sample Data fetches every URI a source lists (``downloadSample`` ignores
+    custom loaders), so the entries list none: the local loader generates the phantom and
+    shows it in every slice view."""
+    from RevGANSlicerLib import layout
+    from RevGANSlicerLib.sampledata import INPUT_KINDS, PHANTOMS, loadSample, sampleSources
+
+    views = ("Red", "Yellow", "Green")
+    for name in views:  # what Slicer's layout manager creates at start-up
+        composite = slicer.vtkMRMLSliceCompositeNode()
+        composite.SetLayoutName(name)
+        scene.AddNode(composite)
+    sources = sampleSources(shape=(16, 32, 32))
+    assert [source["sampleName"] for source in sources] == [PHANTOMS[kind] for kind in INPUT_KINDS]
+    shown = []
+    for source in sources:
+        assert [source[field] for field in ("uris", "fileNames", "nodeNames", "checksums")] == [[], [], [], []]
+        node = source["customDownloader"](source)  # what the Sample Data button calls
+        assert node.GetName() == source["sampleName"] and scene.GetNodeByID(node.GetID()) is node
+        assert [layout.sliceCompositeNode(scene, name).GetBackgroundVolumeID() for name in views] == [node.GetID()] * 3
+        shown.append(node.GetID())
+    assert len(set(shown)) == 2
+    node = loadSample(PHANTOMS["lr"], shape=(16, 32, 32))  # the console's way to load one by name
+    assert node.GetImageData().GetDimensions() == (16, 16, 4)
+    assert layout.sliceCompositeNode(scene, "Red").GetBackgroundVolumeID() == node.GetID()
+    with pytest.raises(ValueError, match="no RevGAN sample named"):
+        loadSample("MRHead")
+
+
+@needsCore("phantom_dataset")
 def test_phantom_sample_data_nodes(scene):
     from RevGANSlicerLib.sampledata import PHANTOMS, loadPhantomNodes
 

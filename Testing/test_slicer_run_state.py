@@ -114,6 +114,48 @@ def test_the_pip_fallback_question_fits_the_operating_system(system, says, never
     assert says in question and neverSays not in question
 
 
+@pytest.mark.parametrize("system, machine, numpyVersion, torchVersion, says", [
+    # Intel macOS (or an x86_64 Slicer under Rosetta): PyTorch stops at 2.2, which needs NumPy 1.
+    ("Darwin", "x86_64", "2.2.6", "2.2.2", "Slicer 5.8"),
+    ("Darwin", "x86_64", "2.0.2", None, "Slicer 5.8"),  # refused before downloading a torch that cannot run
+    # Elsewhere an old torch next to NumPy 2 is fixed by updating torch.
+    ("Darwin", "arm64", "2.2.6", "2.2.2", "update PyTorch to 2.3"),
+    ("Linux", "x86_64", "2.1.0", "2.1.2+cpu", "update PyTorch to 2.3"),
+    ("Windows", "AMD64", "2.2.6", "2.2.1", "update PyTorch to 2.3"),
+    # Combinations that work.
+    ("Darwin", "x86_64", "1.26.4", "2.2.2", None),  # Slicer 5.8
+    ("Darwin", "arm64", "2.2.6", "2.5.1", None),
+    ("Darwin", "arm64", "2.2.6", None, None),  # installing gets a current build
+    ("Linux", "x86_64", "2.2.6", "2.3.0", None),
+    ("Linux", "x86_64", "1.26.4", "2.1.0", None),
+])
+def test_torch_numpy_problem_names_what_works(system, machine, numpyVersion, torchVersion, says):
+    problem = dependencies.torchNumpyProblem(system, machine, numpyVersion, torchVersion)
+    if says is None:
+        assert problem is None
+        return
+    assert says in problem and numpyVersion in problem and "\n" not in problem
+    if system == "Darwin" and machine == "x86_64":
+        assert "will not help" in problem and "Apple-silicon" in problem
+        assert "reinstall" not in problem.replace("reinstalling PyTorch will not help", "")
+
+
+@pytest.mark.parametrize("environment, torchInstalled, skips", [
+    ({"REVGAN_SELFTEST_SKIP_INFERENCE": "1"}, True, "build machine"),  # what ctest sets
+    ({"REVGAN_SELFTEST_SKIP_INFERENCE": "ON", "REVGAN_SELFTEST_INSTALL_TORCH": "1"}, False, "build machine"),
+    ({}, False, "PyTorch is not installed"),
+    ({"REVGAN_SELFTEST_INSTALL_TORCH": "0"}, False, "PyTorch is not installed"),
+    ({}, True, None),
+    ({"REVGAN_SELFTEST_SKIP_INFERENCE": "0"}, True, None),
+    ({"REVGAN_SELFTEST_INSTALL_TORCH": "yes"}, False, None),  # allowed to download it
+])
+def test_self_test_skips_inference_on_build_machines(environment, torchInstalled, skips):
+    from RevGANSlicerLib.testing import inferenceSkipReason
+
+    reason = inferenceSkipReason(environment, torchInstalled)
+    assert (reason is None) if skips is None else (skips in reason)
+
+
 def test_the_model_card_is_shown_without_importing_torch(tmp_path):
     """The panel's model card (a custom model file and a shipped-model task) reads the
     file's header only: torch stays out of Slicer's process."""

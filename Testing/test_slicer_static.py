@@ -206,6 +206,64 @@ def test_module_has_the_four_slicer_classes_and_a_complete_self_test():
     assert not helpers, helpers
 
 
+def test_categories_are_translated_in_slicers_shared_context():
+    """Translated under the module's own context, "Image Synthesis" would become a second,
+    untranslated folder next to the translated one in a non-English module selector."""
+    tree = _module_tree()
+    imported = {alias.asname or alias.name for node in tree.body
+                if isinstance(node, ast.ImportFrom) and node.module == "slicer.i18n" for alias in node.names}
+    assert "translate" in imported
+    assignments = [node for node in ast.walk(tree) if isinstance(node, ast.Assign)
+                   and any(ast.unparse(target) == "self.parent.categories" for target in node.targets)]
+    assert len(assignments) == 1 and isinstance(assignments[0].value, ast.List)
+    for category in assignments[0].value.elts:
+        assert isinstance(category, ast.Call) and ast.unparse(category.func) == "translate", ast.unparse(category)
+        context, text = category.args
+        assert context.value == "qSlicerAbstractCoreModule" and isinstance(text.value, str)
+
+
+def _selfTestMethods():
+    test = next(node for node in _module_tree().body if isinstance(node, ast.ClassDef) and node.name == "RevGANSlicerTest")
+    return {node.name: node for node in test.body if isinstance(node, ast.FunctionDef)}
+
+
+def _calledNames(function):
+    return [ast.unparse(node.func).split(".")[-1] for node in ast.walk(function) if isinstance(node, ast.Call)]
+
+
+def test_ctest_registration_tells_the_self_test_it_runs_on_a_build_machine():
+    """The extension build machines run the module's ctest: it must carry the variable that
+    makes the self-test skip the PyTorch download and inference."""
+    sys.path.insert(0, str(MODULE_DIR))
+    try:
+        from RevGANSlicerLib.testing import SKIP_INFERENCE_VARIABLE
+    finally:
+        sys.path.pop(0)
+    cmake = MODULE_CMAKE.read_text()
+    assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in cmake
+    assert re.search(r"set_property\(TEST py_\$\{MODULE_NAME\} APPEND PROPERTY ENVIRONMENT\s+\"" +
+                     SKIP_INFERENCE_VARIABLE + r"=1\"\)", cmake)
+
+
+def test_only_the_guarded_logic_installs_torch_and_every_model_run_goes_through_it():
+    methods = _selfTestMethods()
+    installers = [name for name, method in methods.items() if "ensureDependencies" in _calledNames(method)]
+    assert installers == ["_inferenceLogic"]
+    calls = _calledNames(methods["_inferenceLogic"])
+    assert calls.index("inferenceSkipReason") < calls.index("ensureDependencies")
+    assert "SkipTest" in calls
+    runsModels = {"translate", "translateInSeparateProcess"}
+    for name, method in methods.items():
+        called = set(_calledNames(method))
+        for helper in called & set(methods):
+            called |= set(_calledNames(methods[helper]))
+        if called & runsModels:
+            assert "_inferenceLogic" in called, f"{name} runs a model without the build-machine guard"
+    # What build machines still check, without PyTorch.
+    assert "modelCard" in _calledNames(methods["test_PanelAndModelCards"])
+    assert "_inferenceLogic" not in _calledNames(methods["test_PanelAndModelCards"])
+
+
 # --------------------------------------------------------------------------- python files
 
 

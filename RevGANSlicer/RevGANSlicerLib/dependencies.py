@@ -10,7 +10,10 @@ started at import time that freeze Slicer's start-up. So:
 - the PyTorch extension (``PyTorchUtils``), when present, installs torch: it asks
   light-the-torch for the build that matches the NVIDIA driver (or a CPU build);
 - otherwise Slicer's own pip helper installs ``torch>=2.1`` (a range, never a pin);
-- after import, torch and numpy are checked to work together, with a clear message if not.
+- after import, torch and numpy are checked to work together, with a clear message if not;
+  where no PyTorch build can work with Slicer's NumPy (Intel macOS: PyTorch stops at 2.2,
+  which needs NumPy 1; Slicer 5.10+ ships NumPy 2), nothing is installed and the message
+  says what does work.
 
 :func:`missingPackages` and :func:`checkTorchWorks` run anywhere; :func:`ensureDependencies`
 needs Slicer (message boxes, pip helpers).
@@ -31,7 +34,7 @@ REQUIREMENTS: Dict[str, str] = {
     "torch": "torch>=2.1",
 }
 #: Packages Slicer itself ships (checked, never installed by this module).
-BUNDLED = ("numpy", "SimpleITK")
+BUNDLED = ("numpy", "SimpleITK", "pydicom")  # pydicom: DICOM output (Slicer's DICOM module uses it)
 #: Packages RevGANCore imports only when present, for extras the module never uses:
 #: tqdm (terminal bars), tomli/yaml (training configuration files), monai (a benchmark).
 OPTIONAL = ("monai", "tomli", "tqdm", "yaml")
@@ -65,6 +68,42 @@ def _versionTuple(text: str) -> tuple:
     return tuple(numbers)
 
 
+#: First PyTorch release built against NumPy 2 (earlier builds need NumPy 1).
+FIRST_TORCH_FOR_NUMPY2 = (2, 3)
+
+
+def _isIntelMac(system: str, machine: str) -> bool:
+    # An x86_64 Slicer under Rosetta on an Apple-silicon Mac reports x86_64 too: same wheels.
+    return system == "Darwin" and machine.lower() in ("x86_64", "amd64", "i386")
+
+
+def torchNumpyProblem(system: str, machine: str, numpyVersion: str, torchVersion: Optional[str]) -> Optional[str]:
+    """Why PyTorch cannot work in this Slicer, or None. ``system`` and ``machine`` as
+    ``platform.system()`` / ``platform.machine()`` name them; ``torchVersion`` None when
+    torch is not installed. Pure, so each combination is testable anywhere."""
+    if _versionTuple(numpyVersion)[:1] < (2,):
+        return None
+    tooOld = torchVersion is not None and _versionTuple(torchVersion) < FIRST_TORCH_FOR_NUMPY2
+    if _isIntelMac(system, machine) and (torchVersion is None or tooOld):
+        # PyTorch publishes no builds for Intel macOS after 2.2, and 2.2 needs NumPy 1:
+        # installing or reinstalling torch cannot fix this Slicer.
+        return (f"PyTorch cannot run in this Slicer: its NumPy is {numpyVersion}, and the newest PyTorch "
+                "for Intel (x86_64) macOS, 2.2, needs NumPy 1; reinstalling PyTorch will not help. "
+                "Use RevGAN in Slicer 5.8 (NumPy 1) on this Mac, or, on an Apple-silicon Mac, "
+                "in a native Apple-silicon (arm64) Slicer, where newer PyTorch builds support NumPy 2.")
+    if tooOld:
+        return (f"PyTorch {torchVersion} was built for NumPy 1 and cannot run with this Slicer's NumPy "
+                f"{numpyVersion}: update PyTorch to {'.'.join(map(str, FIRST_TORCH_FOR_NUMPY2))} or newer "
+                "with the PyTorch Utils module (PyTorch extension), then restart Slicer.")
+    return None
+
+
+def _thisPlatformProblem(torchVersion: Optional[str]) -> Optional[str]:
+    import numpy
+
+    return torchNumpyProblem(platform.system(), platform.machine(), numpy.__version__, torchVersion)
+
+
 def checkTorchWorks() -> str:
     """Import torch and check it can exchange arrays with numpy; returns a one-line
     description ("torch 2.5.1, CUDA 12.4, numpy 1.26.4"). Raises DependencyError with an
@@ -75,6 +114,9 @@ def checkTorchWorks() -> str:
         import torch
     except ImportError as error:
         raise DependencyError(f"PyTorch cannot be imported: {error}") from error
+    problem = _thisPlatformProblem(torch.__version__)
+    if problem:
+        raise DependencyError(problem)
     if _versionTuple(torch.__version__) < MINIMUM_TORCH:
         raise DependencyError(
             f"PyTorch {torch.__version__} is too old; version "
@@ -167,6 +209,9 @@ def ensureDependencies(askUser: bool = True, log: Optional[Callable[[str], None]
         if not isInstalled(name):
             raise DependencyError(f"{name} is missing from this Python; it normally ships with Slicer")
     if not isInstalled("torch"):
+        problem = _thisPlatformProblem(None)
+        if problem:  # no download of a torch that cannot run here
+            raise DependencyError(problem)
         report("RevGANSlicer: PyTorch is not installed; installing it")
         _installTorch(askUser)
         importlib.invalidate_caches()

@@ -8,12 +8,14 @@ the project's synthetic training data are made:
 - "sharp kernel": a B50f-like reconstruction, the kernel-conversion input;
 - "smooth kernel": the B30f-like reconstruction of the same raw data (the reference).
 
-In Slicer the two inputs are also offered in the Sample Data module (category "RevGAN").
+In Slicer the two inputs are also offered in the Sample Data module (category "RevGAN"):
+generated on click, shown in the slice views and selected in the module; nothing is
+downloaded.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .corepath import ensureRevGANCoreImportable
 
@@ -69,26 +71,61 @@ def loadPhantomNodes(kinds: Sequence[str] = INPUT_KINDS, seed: int = 0, shape: S
     return nodes
 
 
-def registerSampleData(iconPath: Optional[str] = None) -> None:
+def showInSliceViews(node, scene=None) -> None:
+    """Show ``node`` as the background of every slice view (MRML only, so it also works
+    without Slicer's GUI), then fit the views to it where Slicer runs."""
+    from .layout import _application, _nodesByClass
+
+    if scene is None:
+        import slicer
+
+        scene = slicer.mrmlScene
+    for composite in _nodesByClass(scene, "vtkMRMLSliceCompositeNode"):
+        composite.SetBackgroundVolumeID(node.GetID())
+    if _application() is not None:
+        import slicer
+
+        slicer.util.resetSliceViews()
+
+
+def sampleSources(iconPath: Optional[str] = None, shape: Sequence[int] = DEFAULT_SHAPE,
+                  onLoaded: Optional[Callable[[object, str], None]] = None) -> List[Dict[str, Any]]:
+    """Arguments of ``SampleDataLogic.registerCustomSampleDataSource`` for the two phantom
+    inputs. No URI, file or node name is given: Sample Data would fetch each URI (its
+    ``downloadSample`` ignores custom loaders), so the phantom exists only through the
+    local ``customDownloader``, which generates it, shows it and passes it to ``onLoaded``
+    (the module selects it as its input)."""
+
+    def loaderFor(kind: str):
+        def load(source=None):
+            node = loadPhantomNodes((kind,), shape=shape)[kind]
+            showInSliceViews(node)
+            if onLoaded is not None:
+                onLoaded(node, kind)
+            return node
+        return load
+
+    return [dict(category=SAMPLE_CATEGORY, sampleName=PHANTOMS[kind], uris=[], fileNames=[], nodeNames=[],
+                 checksums=[], thumbnailFileName=iconPath, customDownloader=loaderFor(kind))
+            for kind in INPUT_KINDS]
+
+
+def loadSample(sampleName: str, shape: Sequence[int] = DEFAULT_SHAPE):
+    """Load a phantom sample by its Sample Data name (what ``SampleData.downloadSample``
+    cannot do for generated data); returns the shown node."""
+    for source in sampleSources(shape=shape):
+        if source["sampleName"] == sampleName:
+            return source["customDownloader"]()
+    raise ValueError(f"no RevGAN sample named {sampleName!r}; choose from {[PHANTOMS[k] for k in INPUT_KINDS]}")
+
+
+def registerSampleData(iconPath: Optional[str] = None,
+                       onLoaded: Optional[Callable[[object, str], None]] = None) -> None:
     """Offer the two phantom inputs in Slicer's Sample Data module (generated on click)."""
     import SampleData
 
     logic = SampleData.SampleDataLogic
-    if hasattr(logic, "registerCustomSampleDataCategory"):
-        logic.registerCustomSampleDataCategory(SAMPLE_CATEGORY, title="RevGAN (generated, no download)")
-
-    def loader(kind: str):
-        def load(source):
-            return loadPhantomNodes((kind,))[kind]
-        return load
-
-    for kind in INPUT_KINDS:
-        logic.registerCustomSampleDataSource(
-            category=SAMPLE_CATEGORY,
-            sampleName=PHANTOMS[kind],
-            uris=f"revgan-phantom:{kind}",  # never downloaded: the custom loader generates it
-            fileNames=f"{kind}.nrrd",
-            nodeNames=PHANTOMS[kind],
-            thumbnailFileName=iconPath,
-            customDownloader=loader(kind),
-        )
+    registered = {source.sampleName for source in logic.sampleDataSourcesByCategory(SAMPLE_CATEGORY)}
+    for source in sampleSources(iconPath, onLoaded=onLoaded):
+        if source["sampleName"] not in registered:  # a module reload registers again
+            logic.registerCustomSampleDataSource(**source)

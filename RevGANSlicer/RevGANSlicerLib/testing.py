@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -22,6 +22,28 @@ SMALL_PHANTOM_SHAPE = (32, 64, 64)
 #: Mean absolute errors closer than this (HU) are float rounding, not a better image: an
 #: identity model's output differs from its input by about 1e-5 HU.
 MIN_IMPROVEMENT_HU = 0.1
+
+
+#: Set to 1 by the ctest registration (RevGANSlicer/CMakeLists.txt): on Slicer's extension
+#: build machines the self-test neither downloads PyTorch nor runs inference.
+SKIP_INFERENCE_VARIABLE = "REVGAN_SELFTEST_SKIP_INFERENCE"
+#: Set to 1 to let a self-test without PyTorch install it (a download of up to a few GB).
+INSTALL_TORCH_VARIABLE = "REVGAN_SELFTEST_INSTALL_TORCH"
+
+
+def _isSet(environment: Mapping[str, str], name: str) -> bool:
+    return environment.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def inferenceSkipReason(environment: Mapping[str, str], torchInstalled: bool) -> Optional[str]:
+    """Why the self-test must not run models here, or None. What runs without PyTorch
+    (module, panel, model cards, node round trip) is checked either way."""
+    if _isSet(environment, SKIP_INFERENCE_VARIABLE):
+        return f"{SKIP_INFERENCE_VARIABLE} is set (extension build machine): no PyTorch install, no inference"
+    if not torchInstalled and not _isSet(environment, INSTALL_TORCH_VARIABLE):
+        return (f"PyTorch is not installed and the self-test does not download it unless "
+                f"{INSTALL_TORCH_VARIABLE}=1 is set")
+    return None
 
 
 # =========================================================================== inputs
