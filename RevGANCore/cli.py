@@ -74,6 +74,7 @@ def _setup_bench(commands: argparse._SubParsersAction) -> None:
     quality.set_defaults(handler=_run_bench_quality)
 
     _setup_bench_tiling(kinds)
+    _setup_bench_inference(kinds)
 
 
 def _run_bench_memory(args: argparse.Namespace) -> int:
@@ -323,6 +324,97 @@ def _run_super_resolve(args: argparse.Namespace) -> int:
     return _run_translation(args, model, "super_resolution", "forward")
 
 
+# --------------------------------------------------------------------------- batch
+
+#: ``revgan batch --task`` values and the model task each stands for.
+BATCH_TASKS = {"super-resolution": "super_resolution", "kernel": "kernel"}
+
+
+def _setup_batch(commands: argparse._SubParsersAction) -> None:
+    batch = commands.add_parser(
+        "batch", help="translate many scans (files, DICOM trees, manifests) with a resumable ledger",
+        description="Translate every scan of the inputs into OUT with one model. Writes OUT/ledger-K-of-N.jsonl "
+                    "(one JSON line per finished scan); --resume skips scans it records as done; a bad scan is "
+                    "recorded as failed and skipped. Exit status 1 if any scan failed. See docs/batch.md.")
+    batch.add_argument("inputs", nargs="+", metavar="INPUT",
+                       help="volume files, DICOM folders, folder trees (one output per file or series) or "
+                            "dataset manifests")
+    which = batch.add_mutually_exclusive_group(required=True)
+    which.add_argument("--task", choices=sorted(BATCH_TASKS), help="use the shipped default model of this task")
+    which.add_argument("--model", help="model file (.safetensors) or shipped model name")
+    batch.add_argument("--direction", default="forward", choices=["forward", "inverse"],
+                       help="forward: the model's domain x -> y; inverse: y -> x (not for super-resolution)")
+    batch.add_argument("--out", required=True, metavar="DIR", help="output folder (outputs and ledgers)")
+    batch.add_argument("--format", dest="batch_format", default="nifti", choices=["nifti", "nrrd", "dicom"],
+                       help="nifti (.nii.gz, default), nrrd, or dicom (a derived series folder per scan)")
+    batch.add_argument("--dtype", default="int16", choices=["int16", "float32"],
+                       help="output voxel type of volume files (int16: whole HU)")
+    batch.add_argument("--shard", default="1/1", metavar="K/N",
+                       help="take the K-th of N deterministic shares of the scans (SLURM arrays, torchrun ranks)")
+    batch.add_argument("--jobs", type=int, default=1, metavar="J",
+                       help="scans translated in parallel worker processes (default 1)")
+    batch.add_argument("--resume", action="store_true",
+                       help="continue: skip scans a ledger in DIR records as done with their output intact")
+    batch.add_argument("--strict", action="store_true",
+                       help="fail a DICOM series whose kernel looks like the model's target domain")
+    batch.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    _add_translation_options(batch)
+    batch.set_defaults(handler=_run_batch)
+
+
+def _run_batch(args: argparse.Namespace) -> int:
+    from .batch import BatchOptions, run_batch
+    from .batch_plan import parse_shard
+    from .progress import JsonLinesReporter, progress_bar
+
+    shard = parse_shard(args.shard)
+    task = BATCH_TASKS.get(args.task) if args.task else None
+    model = args.model
+    if task is not None:
+        from .registry import default_model
+
+        model = str(default_model(task).path)
+    if task == "super_resolution" and args.direction != "forward":
+        raise RevGANError("--task super-resolution translates forward only; use --model for another direction")
+    options = BatchOptions(direction=args.direction, output_format=args.batch_format, dtype=args.dtype,
+                           device=args.device, tile_size=_tile_argument(args.tile), precision=args.precision,
+                           strict=args.strict)
+    run = dict(model=model, inputs=args.inputs, out_dir=args.out, options=options, task=task, shard=shard,
+               jobs=args.jobs, resume=args.resume)
+    if args.progress == "jsonl":
+        reporter = JsonLinesReporter()
+
+        def progress(done: int, total: int, postfix: str = "") -> None:
+            reporter.emit("progress", done=int(done), total=int(total), rate=postfix)
+
+        summary = run_batch(**run, progress=progress, log=reporter.message,
+                            on_record=lambda record: reporter.emit("scan", **record))
+        reporter.emit("summary", **summary.as_dict())
+        return 1 if summary.failed else 0
+
+    def log(message: str) -> None:
+        if not args.quiet:
+            print(f"revgan: {message}", file=sys.stderr)
+
+    def report_failure(record: dict) -> None:
+        for text in record["warnings"]:
+            print(f"revgan: warning: {record['job']}: {text}", file=sys.stderr)
+        if record["status"] != "ok":
+            print(f"revgan: failed: {record['job']}: {record['error']}", file=sys.stderr)
+
+    with progress_bar("batch", unit="scan", enabled=not args.quiet) as bar:
+        summary = run_batch(**run, progress=bar, log=log, on_record=report_failure)
+    if args.json:
+        _print_json(summary.as_dict())
+    else:
+        failed = (f", {summary.failed} FAILED (their errors are in the ledger)" if summary.failed else "")
+        torn = (f"; {summary.unreadable_ledger_lines} torn ledger line(s) ignored"
+                if summary.unreadable_ledger_lines else "")
+        print(f"batch: {summary.done} done, {summary.skipped} skipped as already done{failed} of "
+              f"{summary.total} scan(s) in {summary.seconds:.1f} s; ledger {summary.ledger}{torn}")
+    return 1 if summary.failed else 0
+
+
 def _setup_evaluate(commands: argparse._SubParsersAction) -> None:
     evaluate = commands.add_parser(
         "evaluate", help="metrics (MAE, PSNR, SSIM) of a model on a dataset manifest")
@@ -430,6 +522,32 @@ def _run_bench_tiling(args: argparse.Namespace) -> int:
     return 0
 
 
+def _setup_bench_inference(kinds: argparse._SubParsersAction) -> None:
+    inference = kinds.add_parser(
+        "inference", help="FLOP per voxel, Mvoxel/s, GFLOP/s and peak of the default models; full-size times")
+    inference.add_argument("--quick", action="store_true",
+                           help="time a volume of a quarter of each axis and extrapolate the full-size seconds "
+                                "(labelled extrapolated_from in the JSON); the default times the full sizes")
+    inference.add_argument("--size-scale", type=float, default=None, metavar="F",
+                           help="like --quick with another scale of each axis, 0 < F <= 1")
+    inference.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    inference.add_argument("--json", action="store_true", help="print one JSON object")
+    inference.set_defaults(handler=_run_bench_inference)
+
+
+def _run_bench_inference(args: argparse.Namespace) -> int:
+    from .bench.inference import QUICK_SIZE_SCALE, format_inference_table, run_inference_benchmark
+
+    scale = args.size_scale if args.size_scale is not None else (QUICK_SIZE_SCALE if args.quick else 1.0)
+    result = run_inference_benchmark(size_scale=scale, device=args.device,
+                                     progress=lambda text: print(f"bench inference: {text}", file=sys.stderr))
+    if args.json:
+        _print_json(result)
+    else:
+        print(format_inference_table(result))
+    return 0
+
+
 # --------------------------------------------------------------------------- train
 
 
@@ -495,6 +613,7 @@ _SETUPS: List[Callable[[argparse._SubParsersAction], None]] = [
     _setup_dataset,
     _setup_translate,
     _setup_evaluate,
+    _setup_batch,
     _setup_models,
     _setup_train,
     _setup_demo,

@@ -344,3 +344,50 @@ def write_bytes_atomic(target, data: bytes) -> Path:
 
 def write_text_atomic(target, text: str) -> Path:
     return write_bytes_atomic(target, text.encode("utf-8"))
+
+
+# --------------------------------------------------------------------------- append-only logs
+
+
+class AppendOnlyLog:
+    """A text file that only grows by whole lines, each on disk (flushed and fsynced)
+    before :meth:`append` returns: a record written is a record kept, whatever kills the
+    process next. A last line torn by an earlier kill (no newline at the end) is closed
+    with a newline first, so the next record never glues onto it. Use as a context manager."""
+
+    def __init__(self, target):
+        self.target = Path(os.path.abspath(os.fspath(target)))
+        self._stream = None
+
+    def __enter__(self) -> "AppendOnlyLog":
+        check_writable_location(self.target)
+        try:
+            stream = open(self.target, "ab")
+            if stream.tell() > 0:
+                with open(self.target, "rb") as reader:
+                    reader.seek(-1, os.SEEK_END)
+                    torn = reader.read(1) != b"\n"
+                if torn:
+                    stream.write(b"\n")
+        except OSError as error:
+            raise OutputError(f"{self.target}: cannot be appended to ({describe_os_error(error)})") from None
+        self._stream = stream
+        return self
+
+    def append(self, line: str) -> None:
+        """Write ``line`` (no newline inside) and a newline, durably."""
+        if "\n" in line or "\r" in line:
+            raise ValueError("a log line cannot hold a line break")
+        assert self._stream is not None, "use AppendOnlyLog as a context manager"
+        try:
+            self._stream.write(line.encode("utf-8") + b"\n")
+            self._stream.flush()
+            os.fsync(self._stream.fileno())
+        except OSError as error:
+            raise OutputError(f"{self.target}: cannot be appended to ({describe_os_error(error)})") from None
+
+    def __exit__(self, *exc) -> None:
+        if self._stream is not None:
+            with contextlib.suppress(OSError):
+                self._stream.close()
+            self._stream = None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from RevGANCore.bench.memory import run_memory_benchmark
 from RevGANCore.cli import main
 
@@ -44,3 +46,47 @@ def test_cli_reports_unavailable_device_in_one_line(capsys):
     err = capsys.readouterr().err
     assert err.startswith("revgan: error:") and "CUDA" in err
     assert "Traceback" not in err
+
+
+# --------------------------------------------------------------------------- bench inference
+
+INFERENCE_ROW_KEYS = {"name", "task", "flop_per_voxel", "mvoxel_per_s", "gflop_per_s", "peak_gflop_per_s",
+                      "fraction_of_peak", "timed_input_zyx", "timed_output_zyx", "timed_seconds",
+                      "extrapolated_from"}
+
+
+def test_bench_inference_json_has_the_documented_keys(tmp_path, monkeypatch, capsys):
+    """--size-scale 0.125 (what --quick does with 0.25, at an eighth of the time)."""
+    from RevGANCore.registry import MODELS_DIR_ENV
+
+    from model_helpers import save_tiny_model
+
+    folder = tmp_path / "models"
+    save_tiny_model(folder / "sr.safetensors", "super_resolution", ngf=2, depth=1)
+    save_tiny_model(folder / "kernel.safetensors", "kernel", ngf=2, depth=1)
+    save_tiny_model(folder / "other.safetensors", "kernel", ngf=2, depth=1)
+    entries = {name: {"file": f"{name}.safetensors", "task": task, "description": "tiny", "default": default}
+               for name, task, default in [("sr", "super_resolution", True), ("kernel", "kernel", True),
+                                           ("other", "kernel", False)]}
+    (folder / "models.json").write_text(json.dumps({"format": "revgan-model-registry", "format_version": 1,
+                                                    "models": entries}))
+    monkeypatch.setenv(MODELS_DIR_ENV, str(folder))
+    assert main(["bench", "inference", "--size-scale", "0.125", "--json", "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    rows = {row["name"]: row for row in result["models"]}
+    assert set(rows) == {"sr", "kernel"}  # default models only
+    expected = {"sr": ("super_resolution", "sr_512x512x48_seconds", [6, 64, 64], [24, 128, 128]),
+                "kernel": ("kernel", "kernel_512x512x300_seconds", [38, 64, 64], [38, 64, 64])}
+    for name, (task, seconds_key, timed, output) in expected.items():
+        row = rows[name]
+        assert set(row) == INFERENCE_ROW_KEYS | {seconds_key}
+        assert row["task"] == task and row["extrapolated_from"] == timed == row["timed_input_zyx"]
+        assert row["timed_output_zyx"] == output
+        # at least the first and last 5^3 convolutions (1 -> 2 and 2 -> 1 channels) at full resolution
+        assert 2 * 2 * 2 * 125 < row["flop_per_voxel"] < 1e6
+        assert row["mvoxel_per_s"] > 0 and row["peak_gflop_per_s"] > 0
+        assert row["gflop_per_s"] == pytest.approx(row["flop_per_voxel"] * row["mvoxel_per_s"] / 1e3, rel=0.01)
+        assert row["fraction_of_peak"] == pytest.approx(row["gflop_per_s"] / row["peak_gflop_per_s"], rel=0.01)
+        full_voxels = 48 * 1024 * 1024 * 4 if task == "super_resolution" else 300 * 512 * 512
+        timed_voxels = output[0] * output[1] * output[2]
+        assert row[seconds_key] == pytest.approx(full_voxels / timed_voxels * row["timed_seconds"], rel=0.01)
