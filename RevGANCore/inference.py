@@ -56,7 +56,9 @@ from .errors import ConfigError, RevGANError, VolumeError
 from .modelfile import TranslationModel, as_model
 from .networks import DIRECTIONS, GeneratorConfig, receptive_field
 from .printable import printable
-from .tiling import TilePlan, auto_window_shape, halo_for, minimum_window, plan_tiles, run_tiled
+from .field_of_view import output_limits, padding_mask, restore_padding, without_padding
+from .physical_scale import InPlaneScale, in_plane_scale, scale_warning
+from .tiling import TilePlan, auto_window_shape, halo_for, minimum_window, plan_tiles, run_tiled, write_core
 from .volume import Grid, Volume, hu_to_unit, resample_to_grid, super_resolution_grid, unit_to_hu
 from .output import allocate_scratch, check_room, nearest_existing_folder
 from .volume_io import CT_VALUE_RANGE, check_volume_output, estimated_file_bytes, read_volume, write_volume
@@ -178,17 +180,13 @@ def output_grid(model: TranslationModel, volume: Volume, direction: str = "forwa
     return volume.grid
 
 
-class _ResampledSource:
-    """The input resampled onto ``grid``, produced one z-range (all of y and x) at a time.
+class _SlabSource:
+    """A volume of ``shape`` produced one z-range (all of y and x) at a time by
+    ``load(start, stop)``; tiles come in z-major order, so each range is made once."""
 
-    Tiles come in z-major order, so each row of windows along z is resampled once; every
-    slab is a B-spline resampling of the whole input at the slab's voxel positions, so the
-    values are those of a whole-grid resampling."""
-
-    def __init__(self, volume: Volume, grid: Grid):
-        self.volume = volume
-        self.grid = grid
-        self.shape = grid.shape
+    def __init__(self, shape, load: Callable[[int, int], np.ndarray]):
+        self.shape = tuple(shape)
+        self._load_range = load
         self._start = 0
         self._stop = 0
         self._slab: Optional[np.ndarray] = None
@@ -196,16 +194,23 @@ class _ResampledSource:
     def __getitem__(self, slices):
         zs, ys, xs = slices
         if self._slab is None or zs.start < self._start or zs.stop > self._stop:
-            self._load(zs.start, zs.stop)
-        return self._slab[zs.start - self._start:zs.stop - self._start, ys, xs]  # type: ignore[index]
+            self._slab = None
+            self._slab = self._load_range(zs.start, zs.stop)
+            self._start, self._stop = zs.start, zs.stop
+        return self._slab[zs.start - self._start:zs.stop - self._start, ys, xs]
 
-    def _load(self, start: int, stop: int) -> None:
-        self._slab = None
-        grid = self.grid
+
+def _resampled_source(volume: Volume, grid: Grid) -> _SlabSource:
+    """The input resampled onto ``grid`` one z-range at a time: every slab is a B-spline
+    resampling of the whole input at the slab's voxel positions, so the values are those of
+    a whole-grid resampling."""
+
+    def load(start: int, stop: int) -> np.ndarray:
         origin = np.asarray(grid.origin) + grid.direction_matrix @ (np.asarray(grid.spacing) * (0, 0, start))
         slab = Grid((stop - start, grid.shape[1], grid.shape[2]), grid.spacing, tuple(origin), grid.direction)
-        self._slab = resample_to_grid(self.volume, slab, interpolation="bspline").array
-        self._start, self._stop = start, stop
+        return resample_to_grid(volume, slab, interpolation="bspline").array
+
+    return _SlabSource(grid.shape, load)
 
 
 def _check_finite(volume: Volume) -> None:
@@ -262,7 +267,8 @@ class _WindowRunner:
     """HU window (numpy) -> translated HU window (torch, on the device)."""
 
     def __init__(self, model: TranslationModel, direction: str, device: torch.device,
-                 amp_dtype: Optional[torch.dtype]):
+                 amp_dtype: Optional[torch.dtype], clip: Optional[Callable] = None):
+        self.clip_output = clip
         self.generator = model.generator
         self.direction = direction
         self.device = device
@@ -285,7 +291,7 @@ class _WindowRunner:
             raise VolumeError(f"the model produced values from {low:g} to {high:g} HU, outside any CT scale "
                               f"({CT_VALUE_RANGE[0]:g} to {CT_VALUE_RANGE[1]:g}); the model file or the input "
                               "is broken; nothing was written")
-        return hu
+        return hu if self.clip_output is None else self.clip_output(hu)
 
 
 # --------------------------------------------------------------------------- public API
@@ -325,27 +331,83 @@ def translate(model, volume: Volume, direction: str = "forward",
             raise ConfigError(f"out must be float32 or int16, got {out.dtype}")
         if not out.flags.writeable:
             raise ConfigError("out is read-only")
+    warning = scale_warning(model.metadata, volume.spacing, direction)
+    if warning is not None:
+        _say(log, warning)
+    # Padding stays out of the network (air instead) and comes back unchanged at the end.
+    padding = padding_mask(volume)
+    clean = volume if padding is None else without_padding(volume, padding)
+    limits = output_limits(clean)
+    scale = in_plane_scale(model.metadata, grid)
     resampled = grid.shape != volume.shape
-    source = _ResampledSource(volume, grid) if resampled else volume.array
+    if scale is not None:
+        work_grid = scale.working_grid(grid)
+        source = _SlabSource(work_grid.shape, lambda start, stop: scale.to_working(clean.array[start:stop]))
+        work_out = np.empty(work_grid.shape, dtype=np.float32)
+    else:
+        work_grid = grid
+        source = _resampled_source(clean, grid) if resampled else clean.array
+        work_out = out
 
     device_ = resolve_device(str(device))
     amp_dtype = _autocast_dtype(device_, precision)
     config = model.generator.config
-    plan = make_plan(config, grid.shape, device_, tile_size, tile_memory_mib, amp_dtype is not None)
+    plan = make_plan(config, work_grid.shape, device_, tile_size, tile_memory_mib, amp_dtype is not None)
     source_name, target_name = model.metadata.domain_names(direction)
     _say(log, printable(f"{model.name}: {source_name} -> {target_name}")
-              + (f", resampled onto {grid.shape[::-1]} voxels (x, y, z)" if resampled else ""))
+              + (f", resampled onto {grid.shape[::-1]} voxels (x, y, z)" if resampled else "")
+              + (f"; {scale.describe(grid)}" if scale is not None else "")
+              + (f"; {int(padding.sum())} padding voxels kept out of the network" if padding is not None else ""))
+    clipped = _ClipCounter(*limits)
 
     def attempt(plan_: TilePlan, device__: torch.device, amp: Optional[torch.dtype]) -> None:
         model.generator.to(device__)
         precision_text = f", autocast {str(amp).replace('torch.', '')}" if amp is not None else ""
         _say(log, f"device {describe_device(device__)}{precision_text}; {plan_.describe()}")
-        runner = _WindowRunner(model, direction, device__, amp)
+        clipped.voxels = 0
+        runner = _WindowRunner(model, direction, device__, amp, clipped)
         with _ieee_float32(device__, amp is None):
-            run_tiled(runner, source, out, plan_, progress=progress, cancel=cancel)
+            run_tiled(runner, source, work_out, plan_, progress=progress, cancel=cancel)
 
-    _run_with_fallback(attempt, plan, device_, amp_dtype, config, grid.shape, log)
+    _run_with_fallback(attempt, plan, device_, amp_dtype, config, work_grid.shape, log)
+    if scale is not None:
+        _back_to_scan_grid(scale, clean.array, work_out, out, clipped)
+        work_out = None
+    if clipped.voxels:
+        _say(log, f"{clipped.voxels} output voxels clipped to [{limits[0]:g}, {limits[1]:g}] HU (the CT scale "
+                  "and the input's range, plus a margin)")
+    if padding is not None:
+        factors = model.metadata.scale_factors_xyz if resampled else None
+        restore_padding(out, volume.array, padding, factors[::-1] if factors else (1, 1, 1))
     return Volume(out, grid.spacing, grid.origin, grid.direction)
+
+
+class _ClipCounter:
+    """Clips translated HU to the output limits and counts the voxels it changed."""
+
+    def __init__(self, low: float, high: float):
+        self.low, self.high = low, high
+        self.voxels = 0
+
+    def __call__(self, values):
+        if hasattr(values, "clamp"):
+            outside = int(((values < self.low) | (values > self.high)).sum())
+            values = values.clamp(self.low, self.high) if outside else values
+        else:
+            outside = int(((values < self.low) | (values > self.high)).sum())
+            values = np.clip(values, self.low, self.high) if outside else values
+        self.voxels += outside
+        return values
+
+
+def _back_to_scan_grid(scale: InPlaneScale, scan: np.ndarray, work_out: np.ndarray, out: np.ndarray,
+                       clip: _ClipCounter, slab: int = 16) -> None:
+    """out = scan + the model's change on the working grid, brought onto the scan's grid."""
+    for start in range(0, scan.shape[0], slab):
+        stop = min(start + slab, scan.shape[0])
+        change = work_out[start:stop] - scale.to_working(scan[start:stop])
+        values = scan[start:stop] + scale.to_scan(change)
+        write_core(out, (slice(start, stop), slice(None), slice(None)), clip(values))
 
 
 def _run_with_fallback(attempt: Callable[[TilePlan, torch.device, Optional[torch.dtype]], None], plan: TilePlan,
