@@ -367,7 +367,8 @@ def translate(model, volume: Volume, direction: str = "forward",
         clipped.voxels = 0
         runner = _WindowRunner(model, direction, device__, amp, clipped)
         with _ieee_float32(device__, amp is None):
-            run_tiled(runner, source, work_out, plan_, progress=progress, cancel=cancel)
+            run_tiled(runner, source, work_out, plan_, progress=progress, cancel=cancel,
+                      border_padding=plan_.halo)
 
     _run_with_fallback(attempt, plan, device_, amp_dtype, config, work_grid.shape, log)
     if scale is not None:
