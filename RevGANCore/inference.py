@@ -10,6 +10,10 @@ model's generator and returns a new Volume; the input is never modified.
    a time, so the high-resolution input never exists whole in memory. Kernel models, and
    the inverse direction of a super-resolution model (high-resolution grid in and out),
    keep the input grid.
+   Reconstruction-circle padding (<= -1500 HU) is replaced by air first and restored in the
+   output (:mod:`RevGANCore.field_of_view`). A kernel model that records its training pixel
+   size runs on the scan's slices resampled in-plane to that size, and its change is brought
+   back onto the scan's grid (:mod:`RevGANCore.physical_scale`).
 2. Intensities. Each window is mapped from HU to [-1, 1] with the model's HU window
    (clipped), run through the generator, and mapped back to HU (not clipped).
 3. Tiling (:mod:`RevGANCore.tiling`). Windows overlap by a halo of the generator's
@@ -37,7 +41,10 @@ times with 512 MiB and 1.57 times with 2 GiB. An explicit ``tile_size`` (edge, o
 
 Memory. Peak = the input volume + the output array (or a memory-mapped file, see
 :func:`translate_file`) + one window's activations (+ one resampled z-slab for
-super-resolution). No weight or count buffer, no padded copy of the input.
+super-resolution) + a boolean padding mask and, when there is padding, a float32
+copy of the input with air in it + for a resampled kernel model the working-grid result
+(float32, (working pixels / scan pixels) times the input). No weight or count buffer, no
+padded copy of the input: windows on the volume's faces are edge-padded by the halo.
 """
 
 from __future__ import annotations
