@@ -15,11 +15,14 @@ model's generator and returns a new Volume; the input is never modified.
    size runs on the scan's slices resampled in-plane to that size, and its change is brought
    back onto the scan's grid (:mod:`RevGANCore.physical_scale`).
 2. Intensities. Each window is mapped from HU to [-1, 1] with the model's HU window
-   (clipped), run through the generator, and mapped back to HU (not clipped).
+   (clipped), run through the generator, and mapped back to HU, clipped to the CT scale
+   widened to the input's range plus 200 HU (reported through ``log``).
 3. Tiling (:mod:`RevGANCore.tiling`). Windows overlap by a halo of the generator's
    receptive-field radius, start on its stride, are clamped to the volume and cropped
    to their cores, which are written once each into the output array: the result equals
-   a whole-volume pass (to float rounding; on the CPU it has been bit-identical).
+   a whole-volume pass over the volume edge-padded by the halo (to float rounding; on the
+   CPU it has been bit-identical). Edge padding at the volume's faces, instead of the
+   network's zero padding, keeps the first and last slices as good as the middle.
 4. Device. ``"auto"`` is CUDA when available, else the CPU. On CUDA the generator runs
    under float16 autocast (``precision="bfloat16"`` is coarser; ``precision="float32"`` turns
    it off, and then TF32 is disabled too, so windows are computed in IEEE float32). On
