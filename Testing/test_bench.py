@@ -44,3 +44,14 @@ def test_cli_reports_unavailable_device_in_one_line(capsys):
     err = capsys.readouterr().err
     assert err.startswith("revgan: error:") and "CUDA" in err
     assert "Traceback" not in err
+
+
+def test_bench_scale_shows_the_same_kernel_transfer_at_every_pixel_size(capsys):
+    assert main(["bench", "scale", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["pixels_mm"] == [0.3, 0.6, 0.9] and result["cycles_per_mm"] == [0.3, 0.5]
+    for direction in ("forward", "inverse"):
+        assert len(result["directions"][direction]["transfer"]) == 3
+        assert all(spread < 1.10 for spread in result["directions"][direction]["spread"])
+    assert main(["bench", "scale"]) == 0
+    assert "spread" in capsys.readouterr().out

@@ -8,13 +8,11 @@ import numpy as np
 import pytest
 
 from model_helpers import tiny_model
-from physics_helpers import band_limited_slice, radial_transfer, z_constant_volume
+from physics_helpers import PERIOD_MM, band_limited_slice, radial_transfer, z_constant_volume
 from RevGANCore.inference import translate
 from RevGANCore.modelfile import TranslationModel, as_model
 from RevGANCore.physical_scale import InPlaneScale, fourier_resample, in_plane_scale, scale_warning
 from RevGANCore.volume import Grid
-
-PERIOD_MM = 72.0  # divisible by 0.3, 0.6, 0.8 and 0.9 mm
 
 
 def test_fourier_resampling_keeps_a_band_limited_pattern_exactly():
