@@ -21,8 +21,8 @@ model's generator and returns a new Volume; the input is never modified.
    receptive-field radius, start on its stride, are clamped to the volume and cropped
    to their cores, which are written once each into the output array: the result equals
    a whole-volume pass over the volume edge-padded by the halo (to float rounding; on the
-   CPU it has been bit-identical). Edge padding at the volume's faces, instead of the
-   network's zero padding, keeps the first and last slices as good as the middle.
+   CPU it has been bit-identical). Edge padding at the volume's first and last slices,
+   instead of the network's zero padding, keeps them as good as the middle ones.
 4. Device. ``"auto"`` is CUDA when available, else the CPU. On CUDA the generator runs
    under float16 autocast (``precision="bfloat16"`` is coarser; ``precision="float32"`` turns
    it off, and then TF32 is disabled too, so windows are computed in IEEE float32). On
@@ -47,7 +47,8 @@ Memory. Peak = the input volume + the output array (or a memory-mapped file, see
 super-resolution) + a boolean padding mask and, when there is padding, a float32
 copy of the input with air in it + for a resampled kernel model the working-grid result
 (float32, (working pixels / scan pixels) times the input). No weight or count buffer, no
-padded copy of the input: windows on the volume's faces are edge-padded by the halo.
+padded copy of the input: windows on the volume's first/last slices are edge-padded by the
+halo along z, and the window budget includes that padding.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ from .networks import DIRECTIONS, GeneratorConfig, receptive_field
 from .printable import printable
 from .field_of_view import output_limits, padding_mask, restore_padding, without_padding
 from .physical_scale import InPlaneScale, in_plane_scale, scale_warning
-from .tiling import TilePlan, auto_window_shape, halo_for, minimum_window, plan_tiles, run_tiled, write_core
+from .tiling import (TilePlan, auto_window_shape, halo_for, minimum_window, padded_window_shape, plan_tiles,
+                     run_tiled, write_core)
 from .volume import Grid, Volume, hu_to_unit, resample_to_grid, super_resolution_grid, unit_to_hu
 from .output import allocate_scratch, check_room, nearest_existing_folder
 from .volume_io import CT_VALUE_RANGE, check_volume_output, estimated_file_bytes, read_volume, write_volume
@@ -143,10 +145,17 @@ def make_plan(config: GeneratorConfig, shape: Sequence[int], device: torch.devic
     halo = halo_for(field.radius, field.stride)
 
     def automatic() -> TilePlan:
-        window_ = auto_window_shape(shape, halo, field.stride,
-                                    window_budget_voxels(config, device, memory_mib, half_precision),
-                                    min_plane=_min_plane(config, device))
-        return plan_tiles(shape, window_, halo, field.stride)
+        # The budget holds the window as the network sees it, edge padding at the volume's
+        # faces included: shrink the windows until that fits.
+        budget = window_budget_voxels(config, device, memory_mib, half_precision)
+        target = budget
+        for _ in range(16):
+            window_ = auto_window_shape(shape, halo, field.stride, target, min_plane=_min_plane(config, device))
+            plan_ = plan_tiles(shape, window_, halo, field.stride)
+            if np.prod(padded_window_shape(plan_, border_padding(halo)), dtype=np.int64) <= budget:
+                break
+            target = max(1, int(target * 0.8))
+        return plan_
 
     if tile_size is None:
         return automatic()
@@ -167,6 +176,14 @@ def make_plan(config: GeneratorConfig, shape: Sequence[int], device: torch.devic
             f"e.g. {_fmt(suggestion.window_shape)} ({100.0 * (suggestion.overhead - 1.0):.0f}% recomputed, "
             "chosen automatically when no tile size is given)")
     return plan
+
+
+def border_padding(halo: int) -> Tuple[int, int, int]:
+    """Edge padding (z, y, x) of windows on the volume's faces: the halo along z, so the
+    first and last slices are computed like the middle ones; none in-plane, where CT's faces
+    are air or reconstruction padding (which the network sees as air) and padding would cost
+    about a quarter more computation on a 512 x 512 slice for nothing."""
+    return (halo, 0, 0)
 
 
 def _halved(plan: TilePlan) -> Optional[Tuple[int, int, int]]:
@@ -378,7 +395,7 @@ def translate(model, volume: Volume, direction: str = "forward",
         runner = _WindowRunner(model, direction, device__, amp, clipped)
         with _ieee_float32(device__, amp is None):
             run_tiled(runner, source, work_out, plan_, progress=progress, cancel=cancel,
-                      border_padding=plan_.halo)
+                      border_padding=border_padding(plan_.halo))
 
     _run_with_fallback(attempt, plan, device_, amp_dtype, config, work_grid.shape, log)
     if scale is not None:
