@@ -385,24 +385,24 @@ def translate(model, volume: Volume, direction: str = "forward",
               + (f", resampled onto {grid.shape[::-1]} voxels (x, y, z)" if resampled else "")
               + (f"; {scale.describe(grid)}" if scale is not None else "")
               + (f"; {int(padding.sum())} padding voxels kept out of the network" if padding is not None else ""))
-    clipped = _ClipCounter(*limits)
+    clip = _Clip(*limits)
 
     def attempt(plan_: TilePlan, device__: torch.device, amp: Optional[torch.dtype]) -> None:
         model.generator.to(device__)
         precision_text = f", autocast {str(amp).replace('torch.', '')}" if amp is not None else ""
         _say(log, f"device {describe_device(device__)}{precision_text}; {plan_.describe()}")
-        clipped.voxels = 0
-        runner = _WindowRunner(model, direction, device__, amp, clipped)
+        runner = _WindowRunner(model, direction, device__, amp, clip)
         with _ieee_float32(device__, amp is None):
             run_tiled(runner, source, work_out, plan_, progress=progress, cancel=cancel,
                       border_padding=border_padding(plan_.halo))
 
     _run_with_fallback(attempt, plan, device_, amp_dtype, config, work_grid.shape, log)
     if scale is not None:
-        _back_to_scan_grid(scale, clean.array, work_out, out, clipped)
+        _back_to_scan_grid(scale, clean.array, work_out, out, clip)
         work_out = None
-    if clipped.voxels:
-        _say(log, f"{clipped.voxels} output voxels clipped to [{limits[0]:g}, {limits[1]:g}] HU (the CT scale "
+    clipped = _count_clipped(out, clip)
+    if clipped:
+        _say(log, f"{clipped} output voxels clipped to [{limits[0]:g}, {limits[1]:g}] HU (the CT scale "
                   "and the input's range, plus a margin)")
     if padding is not None:
         factors = model.metadata.scale_factors_xyz if resampled else None
@@ -410,26 +410,30 @@ def translate(model, volume: Volume, direction: str = "forward",
     return Volume(out, grid.spacing, grid.origin, grid.direction)
 
 
-class _ClipCounter:
-    """Clips translated HU to the output limits and counts the voxels it changed."""
+class _Clip:
+    """Clips translated HU (a tensor or an array) to the output limits."""
 
     def __init__(self, low: float, high: float):
         self.low, self.high = low, high
-        self.voxels = 0
 
     def __call__(self, values):
         if hasattr(values, "clamp"):
-            outside = int(((values < self.low) | (values > self.high)).sum())
-            values = values.clamp(self.low, self.high) if outside else values
-        else:
-            outside = int(((values < self.low) | (values > self.high)).sum())
-            values = np.clip(values, self.low, self.high) if outside else values
-        self.voxels += outside
-        return values
+            return values.clamp(self.low, self.high)
+        return np.clip(values, self.low, self.high)
+
+
+def _count_clipped(out: np.ndarray, clip: _Clip, slab: int = 16) -> int:
+    """Output voxels at the clipping limits (rounded like the output), before the padding
+    is restored."""
+    low, high = clip.low, clip.high
+    if np.issubdtype(out.dtype, np.integer):
+        low, high = float(np.rint(low)), float(np.rint(high))
+    return sum(int(np.count_nonzero((out[start:start + slab] <= low) | (out[start:start + slab] >= high)))
+               for start in range(0, out.shape[0], slab))
 
 
 def _back_to_scan_grid(scale: InPlaneScale, scan: np.ndarray, work_out: np.ndarray, out: np.ndarray,
-                       clip: _ClipCounter, slab: int = 16) -> None:
+                       clip: _Clip, slab: int = 16) -> None:
     """out = scan + the model's change on the working grid, brought onto the scan's grid."""
     for start in range(0, scan.shape[0], slab):
         stop = min(start + slab, scan.shape[0])
