@@ -36,7 +36,7 @@ def _print_json(payload: dict) -> None:
 
 
 def _setup_bench(commands: argparse._SubParsersAction) -> None:
-    bench = commands.add_parser("bench", help="memory, speed, tiling and quality benchmarks")
+    bench = commands.add_parser("bench", help="memory, speed, tiling, quality and physical-scale benchmarks")
     kinds = bench.add_subparsers(dest="bench_kind", metavar="KIND")
     kinds.required = True
 
@@ -73,8 +73,26 @@ def _setup_bench(commands: argparse._SubParsersAction) -> None:
     quality.add_argument("--json", action="store_true", help="print one JSON object")
     quality.set_defaults(handler=_run_bench_quality)
 
+    scale = kinds.add_parser(
+        "scale", help="kernel transfer at 0.3 and 0.5 cycles/mm for one scan at 0.3, 0.6 and 0.9 mm pixels")
+    scale.add_argument("--model", default="revgan-kernel-phantom-paired2r", help="registry name or model file")
+    scale.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    scale.add_argument("--json", action="store_true", help="print one JSON object")
+    scale.set_defaults(handler=_run_bench_scale)
+
     _setup_bench_tiling(kinds)
     _setup_bench_inference(kinds)
+
+
+def _run_bench_scale(args: argparse.Namespace) -> int:
+    from .bench.scale import format_scale_table, run_scale_benchmark
+
+    result = run_scale_benchmark(args.model, device=args.device)
+    if args.json:
+        _print_json(result)
+    else:
+        print(format_scale_table(result))
+    return 0
 
 
 def _run_bench_memory(args: argparse.Namespace) -> int:

@@ -10,12 +10,19 @@ model's generator and returns a new Volume; the input is never modified.
    a time, so the high-resolution input never exists whole in memory. Kernel models, and
    the inverse direction of a super-resolution model (high-resolution grid in and out),
    keep the input grid.
+   Reconstruction-circle padding (<= -1500 HU) is replaced by air first and restored in the
+   output (:mod:`RevGANCore.field_of_view`). A kernel model that records its training pixel
+   size runs on the scan's slices resampled in-plane to that size, and its change is brought
+   back onto the scan's grid (:mod:`RevGANCore.physical_scale`).
 2. Intensities. Each window is mapped from HU to [-1, 1] with the model's HU window
-   (clipped), run through the generator, and mapped back to HU (not clipped).
+   (clipped), run through the generator, and mapped back to HU, clipped to the CT scale
+   widened to the input's range plus 200 HU (reported through ``log``).
 3. Tiling (:mod:`RevGANCore.tiling`). Windows overlap by a halo of the generator's
    receptive-field radius, start on its stride, are clamped to the volume and cropped
    to their cores, which are written once each into the output array: the result equals
-   a whole-volume pass (to float rounding; on the CPU it has been bit-identical).
+   a whole-volume pass over the volume edge-padded by the halo (to float rounding; on the
+   CPU it has been bit-identical). Edge padding at the volume's first and last slices,
+   instead of the network's zero padding, keeps them as good as the middle ones.
 4. Device. ``"auto"`` is CUDA when available, else the CPU. On CUDA the generator runs
    under float16 autocast (``precision="bfloat16"`` is coarser; ``precision="float32"`` turns
    it off, and then TF32 is disabled too, so windows are computed in IEEE float32). On
@@ -37,7 +44,11 @@ times with 512 MiB and 1.57 times with 2 GiB. An explicit ``tile_size`` (edge, o
 
 Memory. Peak = the input volume + the output array (or a memory-mapped file, see
 :func:`translate_file`) + one window's activations (+ one resampled z-slab for
-super-resolution). No weight or count buffer, no padded copy of the input.
+super-resolution) + a boolean padding mask and, when there is padding, a float32
+copy of the input with air in it + for a resampled kernel model the working-grid result
+(float32, (working pixels / scan pixels) times the input). No weight or count buffer, no
+padded copy of the input: windows on the volume's first/last slices are edge-padded by the
+halo along z, and the window budget includes that padding.
 """
 
 from __future__ import annotations
@@ -56,7 +67,10 @@ from .errors import ConfigError, RevGANError, VolumeError
 from .modelfile import TranslationModel, as_model
 from .networks import DIRECTIONS, GeneratorConfig, receptive_field
 from .printable import printable
-from .tiling import TilePlan, auto_window_shape, halo_for, minimum_window, plan_tiles, run_tiled
+from .field_of_view import output_limits, padding_mask, restore_padding, without_padding
+from .physical_scale import InPlaneScale, in_plane_scale, scale_warning
+from .tiling import (TilePlan, auto_window_shape, halo_for, minimum_window, padded_window_shape, plan_tiles,
+                     run_tiled, write_core)
 from .volume import Grid, Volume, hu_to_unit, resample_to_grid, super_resolution_grid, unit_to_hu
 from .output import allocate_scratch, check_room, nearest_existing_folder
 from .volume_io import CT_VALUE_RANGE, check_volume_output, estimated_file_bytes, read_volume, write_volume
@@ -131,10 +145,17 @@ def make_plan(config: GeneratorConfig, shape: Sequence[int], device: torch.devic
     halo = halo_for(field.radius, field.stride)
 
     def automatic() -> TilePlan:
-        window_ = auto_window_shape(shape, halo, field.stride,
-                                    window_budget_voxels(config, device, memory_mib, half_precision),
-                                    min_plane=_min_plane(config, device))
-        return plan_tiles(shape, window_, halo, field.stride)
+        # The budget holds the window as the network sees it, edge padding at the volume's
+        # faces included: shrink the windows until that fits.
+        budget = window_budget_voxels(config, device, memory_mib, half_precision)
+        target = budget
+        for _ in range(16):
+            window_ = auto_window_shape(shape, halo, field.stride, target, min_plane=_min_plane(config, device))
+            plan_ = plan_tiles(shape, window_, halo, field.stride)
+            if np.prod(padded_window_shape(plan_, border_padding(halo)), dtype=np.int64) <= budget:
+                break
+            target = max(1, int(target * 0.8))
+        return plan_
 
     if tile_size is None:
         return automatic()
@@ -155,6 +176,14 @@ def make_plan(config: GeneratorConfig, shape: Sequence[int], device: torch.devic
             f"e.g. {_fmt(suggestion.window_shape)} ({100.0 * (suggestion.overhead - 1.0):.0f}% recomputed, "
             "chosen automatically when no tile size is given)")
     return plan
+
+
+def border_padding(halo: int) -> Tuple[int, int, int]:
+    """Edge padding (z, y, x) of windows on the volume's faces: the halo along z, so the
+    first and last slices are computed like the middle ones; none in-plane, where CT's faces
+    are air or reconstruction padding (which the network sees as air) and padding would cost
+    about a quarter more computation on a 512 x 512 slice for nothing."""
+    return (halo, 0, 0)
 
 
 def _halved(plan: TilePlan) -> Optional[Tuple[int, int, int]]:
@@ -178,17 +207,13 @@ def output_grid(model: TranslationModel, volume: Volume, direction: str = "forwa
     return volume.grid
 
 
-class _ResampledSource:
-    """The input resampled onto ``grid``, produced one z-range (all of y and x) at a time.
+class _SlabSource:
+    """A volume of ``shape`` produced one z-range (all of y and x) at a time by
+    ``load(start, stop)``; tiles come in z-major order, so each range is made once."""
 
-    Tiles come in z-major order, so each row of windows along z is resampled once; every
-    slab is a B-spline resampling of the whole input at the slab's voxel positions, so the
-    values are those of a whole-grid resampling."""
-
-    def __init__(self, volume: Volume, grid: Grid):
-        self.volume = volume
-        self.grid = grid
-        self.shape = grid.shape
+    def __init__(self, shape, load: Callable[[int, int], np.ndarray]):
+        self.shape = tuple(shape)
+        self._load_range = load
         self._start = 0
         self._stop = 0
         self._slab: Optional[np.ndarray] = None
@@ -196,16 +221,23 @@ class _ResampledSource:
     def __getitem__(self, slices):
         zs, ys, xs = slices
         if self._slab is None or zs.start < self._start or zs.stop > self._stop:
-            self._load(zs.start, zs.stop)
-        return self._slab[zs.start - self._start:zs.stop - self._start, ys, xs]  # type: ignore[index]
+            self._slab = None
+            self._slab = self._load_range(zs.start, zs.stop)
+            self._start, self._stop = zs.start, zs.stop
+        return self._slab[zs.start - self._start:zs.stop - self._start, ys, xs]
 
-    def _load(self, start: int, stop: int) -> None:
-        self._slab = None
-        grid = self.grid
+
+def _resampled_source(volume: Volume, grid: Grid) -> _SlabSource:
+    """The input resampled onto ``grid`` one z-range at a time: every slab is a B-spline
+    resampling of the whole input at the slab's voxel positions, so the values are those of
+    a whole-grid resampling."""
+
+    def load(start: int, stop: int) -> np.ndarray:
         origin = np.asarray(grid.origin) + grid.direction_matrix @ (np.asarray(grid.spacing) * (0, 0, start))
         slab = Grid((stop - start, grid.shape[1], grid.shape[2]), grid.spacing, tuple(origin), grid.direction)
-        self._slab = resample_to_grid(self.volume, slab, interpolation="bspline").array
-        self._start, self._stop = start, stop
+        return resample_to_grid(volume, slab, interpolation="bspline").array
+
+    return _SlabSource(grid.shape, load)
 
 
 def _check_finite(volume: Volume) -> None:
@@ -262,7 +294,8 @@ class _WindowRunner:
     """HU window (numpy) -> translated HU window (torch, on the device)."""
 
     def __init__(self, model: TranslationModel, direction: str, device: torch.device,
-                 amp_dtype: Optional[torch.dtype]):
+                 amp_dtype: Optional[torch.dtype], clip: Optional[Callable] = None):
+        self.clip_output = clip
         self.generator = model.generator
         self.direction = direction
         self.device = device
@@ -285,7 +318,7 @@ class _WindowRunner:
             raise VolumeError(f"the model produced values from {low:g} to {high:g} HU, outside any CT scale "
                               f"({CT_VALUE_RANGE[0]:g} to {CT_VALUE_RANGE[1]:g}); the model file or the input "
                               "is broken; nothing was written")
-        return hu
+        return hu if self.clip_output is None else self.clip_output(hu)
 
 
 # --------------------------------------------------------------------------- public API
@@ -325,27 +358,88 @@ def translate(model, volume: Volume, direction: str = "forward",
             raise ConfigError(f"out must be float32 or int16, got {out.dtype}")
         if not out.flags.writeable:
             raise ConfigError("out is read-only")
+    warning = scale_warning(model.metadata, volume.spacing, direction)
+    if warning is not None:
+        _say(log, warning)
+    # Padding stays out of the network (air instead) and comes back unchanged at the end.
+    padding = padding_mask(volume)
+    clean = volume if padding is None else without_padding(volume, padding)
+    limits = output_limits(clean)
+    scale = in_plane_scale(model.metadata, grid)
     resampled = grid.shape != volume.shape
-    source = _ResampledSource(volume, grid) if resampled else volume.array
+    if scale is not None:
+        work_grid = scale.working_grid(grid)
+        source = _SlabSource(work_grid.shape, lambda start, stop: scale.to_working(clean.array[start:stop]))
+        work_out = np.empty(work_grid.shape, dtype=np.float32)
+    else:
+        work_grid = grid
+        source = _resampled_source(clean, grid) if resampled else clean.array
+        work_out = out
 
     device_ = resolve_device(str(device))
     amp_dtype = _autocast_dtype(device_, precision)
     config = model.generator.config
-    plan = make_plan(config, grid.shape, device_, tile_size, tile_memory_mib, amp_dtype is not None)
+    plan = make_plan(config, work_grid.shape, device_, tile_size, tile_memory_mib, amp_dtype is not None)
     source_name, target_name = model.metadata.domain_names(direction)
     _say(log, printable(f"{model.name}: {source_name} -> {target_name}")
-              + (f", resampled onto {grid.shape[::-1]} voxels (x, y, z)" if resampled else ""))
+              + (f", resampled onto {grid.shape[::-1]} voxels (x, y, z)" if resampled else "")
+              + (f"; {scale.describe(grid)}" if scale is not None else "")
+              + (f"; {int(padding.sum())} padding voxels kept out of the network" if padding is not None else ""))
+    clip = _Clip(*limits)
 
     def attempt(plan_: TilePlan, device__: torch.device, amp: Optional[torch.dtype]) -> None:
         model.generator.to(device__)
         precision_text = f", autocast {str(amp).replace('torch.', '')}" if amp is not None else ""
         _say(log, f"device {describe_device(device__)}{precision_text}; {plan_.describe()}")
-        runner = _WindowRunner(model, direction, device__, amp)
+        runner = _WindowRunner(model, direction, device__, amp, clip)
         with _ieee_float32(device__, amp is None):
-            run_tiled(runner, source, out, plan_, progress=progress, cancel=cancel)
+            run_tiled(runner, source, work_out, plan_, progress=progress, cancel=cancel,
+                      border_padding=border_padding(plan_.halo))
 
-    _run_with_fallback(attempt, plan, device_, amp_dtype, config, grid.shape, log)
+    _run_with_fallback(attempt, plan, device_, amp_dtype, config, work_grid.shape, log)
+    if scale is not None:
+        _back_to_scan_grid(scale, clean.array, work_out, out, clip)
+        work_out = None
+    clipped = _count_clipped(out, clip)
+    if clipped:
+        _say(log, f"{clipped} output voxels clipped to [{limits[0]:g}, {limits[1]:g}] HU (the CT scale "
+                  "and the input's range, plus a margin)")
+    if padding is not None:
+        factors = model.metadata.scale_factors_xyz if resampled else None
+        restore_padding(out, volume.array, padding, factors[::-1] if factors else (1, 1, 1))
     return Volume(out, grid.spacing, grid.origin, grid.direction)
+
+
+class _Clip:
+    """Clips translated HU (a tensor or an array) to the output limits."""
+
+    def __init__(self, low: float, high: float):
+        self.low, self.high = low, high
+
+    def __call__(self, values):
+        if hasattr(values, "clamp"):
+            return values.clamp(self.low, self.high)
+        return np.clip(values, self.low, self.high)
+
+
+def _count_clipped(out: np.ndarray, clip: _Clip, slab: int = 16) -> int:
+    """Output voxels at the clipping limits (rounded like the output), before the padding
+    is restored."""
+    low, high = clip.low, clip.high
+    if np.issubdtype(out.dtype, np.integer):
+        low, high = float(np.rint(low)), float(np.rint(high))
+    return sum(int(np.count_nonzero((out[start:start + slab] <= low) | (out[start:start + slab] >= high)))
+               for start in range(0, out.shape[0], slab))
+
+
+def _back_to_scan_grid(scale: InPlaneScale, scan: np.ndarray, work_out: np.ndarray, out: np.ndarray,
+                       clip: _Clip, slab: int = 16) -> None:
+    """out = scan + the model's change on the working grid, brought onto the scan's grid."""
+    for start in range(0, scan.shape[0], slab):
+        stop = min(start + slab, scan.shape[0])
+        change = work_out[start:stop] - scale.to_working(scan[start:stop])
+        values = scan[start:stop] + scale.to_scan(change)
+        write_core(out, (slice(start, stop), slice(None), slice(None)), clip(values))
 
 
 def _run_with_fallback(attempt: Callable[[TilePlan, torch.device, Optional[torch.dtype]], None], plan: TilePlan,

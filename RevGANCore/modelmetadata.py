@@ -8,6 +8,11 @@ for its JSON type (no float where an integer belongs, no string where a flag bel
   depth 0-128, coupling_channels 1-1024);
 - ``hu_window``: two numbers between -100000 and 100000 HU, at least 1 HU apart;
 - ``scale_factors_xyz``: three integers from 1 to 16;
+- ``training_spacing_xyz``: null (files written before it existed) or three numbers from
+  0.05 to 20 mm, the voxel spacing of the grid the generator ran on in training (for
+  super-resolution: the high-resolution grid); ``training_slice_thickness_mm``: null or a
+  number from 0.05 to 50 mm, the slice thickness of the scans the model was trained to
+  translate (for super-resolution: its low-resolution input);
 - ``name``, ``created_by`` and the domain names: one line of at most 256 characters;
   ``description`` and ``caveats`` may also hold newlines and tabs; no other control or
   invisible formatting character (ANSI escapes, bidi overrides) is accepted anywhere;
@@ -38,7 +43,7 @@ from .printable import has_control_characters, printable
 from .tensorfile import read_safetensors_header
 
 __all__ = ["MODEL_FORMAT", "MODEL_FORMAT_VERSION", "TASKS", "DEFAULT_HU_WINDOW", "HU_LIMIT", "MAX_SCALE_FACTOR",
-           "MAX_NAME_LENGTH", "METADATA_KEY", "FLOAT_DTYPES", "ModelMetadata", "check_text", "read_model_header",
+           "MAX_NAME_LENGTH", "SPACING_LIMITS_MM", "SLICE_THICKNESS_LIMITS_MM", "METADATA_KEY", "FLOAT_DTYPES", "ModelMetadata", "check_text", "read_model_header",
            "read_metadata"]
 
 MODEL_FORMAT = "revgan-model"
@@ -47,6 +52,8 @@ TASKS = ("super_resolution", "kernel", "custom")
 DEFAULT_HU_WINDOW = (-1150.0, 350.0)
 HU_LIMIT = 100_000.0
 MAX_SCALE_FACTOR = 16
+SPACING_LIMITS_MM = (0.05, 20.0)
+SLICE_THICKNESS_LIMITS_MM = (0.05, 50.0)
 MAX_NAME_LENGTH = 256  # a file name (training names models after their folder) fits
 #: The safetensors ``__metadata__`` key holding the JSON of :class:`ModelMetadata`.
 METADATA_KEY = "revgan"
@@ -54,7 +61,7 @@ METADATA_KEY = "revgan"
 FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
 
 _FIELDS = ("format", "format_version", "name", "task", "domains", "generator", "hu_window",
-           "scale_factors_xyz", "description", "caveats", "training", "created_by")
+           "scale_factors_xyz", "training_spacing_xyz", "training_slice_thickness_mm", "description", "caveats", "training", "created_by")
 _FREE_TEXT_CONTROLS = "\n\t"  # allowed in description and caveats only
 
 
@@ -119,6 +126,27 @@ def _checked_scale_factors(factors: Any) -> Optional[Tuple[int, int, int]]:
     return tuple(factors)
 
 
+def _checked_spacing(spacing: Any) -> Optional[Tuple[float, float, float]]:
+    if spacing is None:
+        return None
+    low, high = SPACING_LIMITS_MM
+    if (not isinstance(spacing, (list, tuple)) or len(spacing) != 3
+            or not all(_is_number(s) and math.isfinite(s) and low <= s <= high for s in spacing)):
+        raise ConfigError(f"training_spacing_xyz must be null or three numbers from {low:g} to {high:g} mm, "
+                          f"got {spacing!r}")
+    return tuple(float(s) for s in spacing)  # type: ignore[return-value]
+
+
+def _checked_thickness(thickness: Any) -> Optional[float]:
+    if thickness is None:
+        return None
+    low, high = SLICE_THICKNESS_LIMITS_MM
+    if not (_is_number(thickness) and math.isfinite(thickness) and low <= thickness <= high):
+        raise ConfigError(f"training_slice_thickness_mm must be null or a number from {low:g} to {high:g} mm, "
+                          f"got {thickness!r}")
+    return float(thickness)
+
+
 @dataclass(frozen=True)
 class ModelMetadata:
     """Everything a model file says about its generator besides the weights."""
@@ -128,6 +156,8 @@ class ModelMetadata:
     generator: Dict[str, Any] = field(default_factory=dict)
     hu_window: Tuple[float, float] = DEFAULT_HU_WINDOW
     scale_factors_xyz: Optional[Tuple[int, int, int]] = None
+    training_spacing_xyz: Optional[Tuple[float, float, float]] = None
+    training_slice_thickness_mm: Optional[float] = None
     name: str = ""
     description: str = ""
     caveats: str = ""
@@ -155,6 +185,9 @@ class ModelMetadata:
             raise ConfigError("a super_resolution model needs scale_factors_xyz (e.g. [2, 2, 4])")
         if self.task == "kernel" and factors is not None:
             raise ConfigError("a kernel model keeps the voxel grid: scale_factors_xyz must be null")
+        object.__setattr__(self, "training_spacing_xyz", _checked_spacing(self.training_spacing_xyz))
+        object.__setattr__(self, "training_slice_thickness_mm",
+                           _checked_thickness(self.training_slice_thickness_mm))
         check_text(self.name, "name")
         check_text(self.created_by, "created_by")
         check_text(self.description, "description", one_line=False)
@@ -184,6 +217,8 @@ class ModelMetadata:
             "task": self.task, "domains": dict(self.domains), "generator": dict(self.generator),
             "hu_window": list(self.hu_window),
             "scale_factors_xyz": list(self.scale_factors_xyz) if self.scale_factors_xyz else None,
+            "training_spacing_xyz": list(self.training_spacing_xyz) if self.training_spacing_xyz else None,
+            "training_slice_thickness_mm": self.training_slice_thickness_mm,
             "description": self.description, "caveats": self.caveats, "training": self.training,
             "created_by": self.created_by,
         }

@@ -23,6 +23,15 @@ peak memory is the output plus one window's activations, whatever the volume siz
 Windows along an axis are balanced (equal up to the stride), so a border tile is never a
 sliver; a border window extends only inwards (it is clamped to the volume).
 
+Volume borders. The network's own zero padding at the volume's faces is a fake edge on
+CT (zero in window units is -400 HU), which spoils the first and last slices. With
+``border_padding`` (inference uses the halo along z, the slice axis, where the volume's
+faces cut through anatomy; in-plane faces of CT are air or reconstruction padding), a
+window face lying on the volume's border is extended by copies of the border voxels, and
+the result is exactly that of a whole-volume pass over the edge-padded volume; it costs up
+to ``2 * halo`` extra voxels per padded axis in the border windows, never a padded copy of
+the volume.
+
 Cost: each window computes ``halo`` extra voxels on every cut face, so the computed
 volume is ``prod_axis(N + 2 * halo * (n_axis - 1)) / prod(N)`` times the volume. Larger
 windows mean less overhead and more memory; :func:`auto_window_shape` picks per-axis
@@ -51,6 +60,8 @@ __all__ = [
     "plan_tiles",
     "auto_window_shape",
     "run_tiled",
+    "border_pads",
+    "padded_window_shape",
     "write_core",
 ]
 
@@ -277,11 +288,39 @@ def write_core(out: np.ndarray, core: Slices3, values) -> None:
     out[core] = values
 
 
+def border_pads(tile: Tile, shape: Sequence[int], padding: Union[int, Sequence[int]]) -> Tuple[Tuple[int, int], ...]:
+    """(before, after) voxels added to ``tile``'s window along each axis: ``padding``
+    (voxels, or (z, y, x)) on every face that lies on the volume's border."""
+    return tuple((p if w.start == 0 else 0, p if w.stop == n else 0)
+                 for w, n, p in zip(tile.window, shape, _padding3(padding)))
+
+
+def _padding3(padding: Union[int, Sequence[int]]) -> Shape3:
+    if isinstance(padding, (int, np.integer)):
+        return (int(padding),) * 3  # type: ignore[return-value]
+    return tuple(int(p) for p in padding)  # type: ignore[return-value]
+
+
+def padded_window_shape(plan: TilePlan, padding: Union[int, Sequence[int]]) -> Shape3:
+    """The largest window the network sees when border windows are edge-padded by
+    ``padding`` (voxels, or (z, y, x)): a whole axis gets it on both faces, a split axis on one."""
+    return tuple(w + (2 if count == 1 else 1) * p for w, count, p
+                 in zip(plan.window_shape, plan.counts, _padding3(padding)))  # type: ignore[return-value]
+
+
 def run_tiled(function: Callable[[np.ndarray], object], source, out: np.ndarray, plan: TilePlan,
               progress: Optional[Callable[[int, int], None]] = None,
-              cancel: Optional[Callable[[], bool]] = None) -> None:
+              cancel: Optional[Callable[[], bool]] = None,
+              border_padding: Union[int, Sequence[int]] = 0) -> None:
     """Evaluate ``function`` on every window of ``plan`` and write each tile's core into
     ``out`` (shape ``plan.shape``, float or integer dtype).
+
+    ``border_padding`` (voxels, or (z, y, x); each 0 or a multiple of the stride at least the
+    receptive-field radius, e.g. ``plan.halo``) extends window faces on the volume's border
+    along those axes by that many copies
+    of the border voxels, so the network continues the image instead of meeting its own
+    zero padding there (on CT, zero in the window's units is a fake -400 HU edge); the
+    result is then that of a whole-volume pass over the edge-padded volume.
 
     ``source[window]`` (a numpy array or any object sliceable with three slices) gives the
     input of a window; ``function`` returns an array or tensor of the window's shape.
@@ -297,10 +336,17 @@ def run_tiled(function: Callable[[np.ndarray], object], source, out: np.ndarray,
     for done, tile in enumerate(plan, 1):
         if cancel is not None and cancel():
             raise CancelledError(f"cancelled after {done - 1} of {total} tiles")
-        result = function(source[tile.window])
-        if tuple(result.shape) != tile.window_shape:
+        window = source[tile.window]
+        crop = tile.crop
+        if any(_padding3(border_padding)):
+            pads = border_pads(tile, plan.shape, border_padding)
+            if any(before or after for before, after in pads):
+                window = np.pad(window, pads, mode="edge")
+                crop = tuple(slice(c.start + before, c.stop + before) for c, (before, _) in zip(crop, pads))
+        result = function(window)
+        if tuple(result.shape) != tuple(window.shape):
             raise ConfigError(f"the network returned shape {tuple(result.shape)} for a window of "
-                              f"{tile.window_shape}; tiling needs same-size outputs")
-        write_core(out, tile.core, result[tile.crop])
+                              f"{tuple(window.shape)}; tiling needs same-size outputs")
+        write_core(out, tile.core, result[crop])
         if progress is not None:
             progress(done, total)

@@ -121,11 +121,17 @@ def oblique_direction(angle_deg: float = 30.0) -> Tuple[float, ...]:
 
 
 def whole_volume_hu(model: TranslationModel, hu: np.ndarray, direction: str = "forward") -> np.ndarray:
-    """The reference: the generator on the whole (window-normalised) volume at once."""
+    """The reference: the generator on the whole (window-normalised) volume at once, edge-
+    padded along z as inference does at the volume's first and last slices."""
+    from RevGANCore.networks import receptive_field
+    from RevGANCore.tiling import halo_for
     from RevGANCore.volume import hu_to_unit, unit_to_hu
 
+    field = receptive_field(model.generator.config)
+    halo = halo_for(field.radius, field.stride)
     window = model.metadata.hu_window
+    padded = np.pad(hu, ((halo, halo), (0, 0), (0, 0)), mode="edge")
     with torch.no_grad():
-        unit = hu_to_unit(torch.from_numpy(np.ascontiguousarray(hu)), window)[None, None]
+        unit = hu_to_unit(torch.from_numpy(np.ascontiguousarray(padded)), window)[None, None]
         result = model.generator.cpu()(unit, direction)[0, 0]
-    return unit_to_hu(result, window).numpy()
+    return unit_to_hu(result, window).numpy()[halo:-halo]

@@ -90,3 +90,14 @@ def test_bench_inference_json_has_the_documented_keys(tmp_path, monkeypatch, cap
         full_voxels = 48 * 1024 * 1024 * 4 if task == "super_resolution" else 300 * 512 * 512
         timed_voxels = output[0] * output[1] * output[2]
         assert row[seconds_key] == pytest.approx(full_voxels / timed_voxels * row["timed_seconds"], rel=0.01)
+
+
+def test_bench_scale_shows_the_same_kernel_transfer_at_every_pixel_size(capsys):
+    assert main(["bench", "scale", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["pixels_mm"] == [0.3, 0.6, 0.9] and result["cycles_per_mm"] == [0.3, 0.5]
+    for direction in ("forward", "inverse"):
+        assert len(result["directions"][direction]["transfer"]) == 3
+        assert all(spread < 1.10 for spread in result["directions"][direction]["spread"])
+    assert main(["bench", "scale"]) == 0
+    assert "spread" in capsys.readouterr().out

@@ -138,13 +138,16 @@ def test_model_round_trip_keeps_weights_metadata_and_outputs(tmp_path):
     generator = random_generator(ngf=3, depth=2, seed=7)
     metadata = metadata_for("super_resolution", training={"iterations": 12, "dataset": "phantom seed 0",
                                                           "metrics": {"ssim": 0.9}, "git_commit": "abc"},
-                            description="a test model", caveats="random weights")
+                            description="a test model", caveats="random weights",
+                            training_spacing_xyz=(0.8, 0.8, 1.25), training_slice_thickness_mm=5)
     path = save_model(tmp_path / "sr.safetensors", generator, metadata)
     model = load_model(path)
     assert not model.generator.training
     assert model.metadata.generator == generator.config.to_dict()
     assert model.metadata.scale_factors_xyz == (2, 2, 4)
     assert model.metadata.hu_window == (-1150.0, 350.0)
+    assert model.metadata.training_spacing_xyz == (0.8, 0.8, 1.25)
+    assert model.metadata.training_slice_thickness_mm == 5.0
     assert model.metadata.training["metrics"] == {"ssim": 0.9}
     assert model.metadata.domain_names("inverse") == ("high_resolution", "low_resolution")
     assert model.task == "super_resolution" and model.path == path and "ngf 3, depth 2" in model.describe()
@@ -205,6 +208,13 @@ def _set(key, value, section=None):
     (lambda v: v.update(task="custom", scale_factors_xyz=[0, 2, 4]), "three integers from 1 to 16"),
     (lambda v: v.update(task="custom", scale_factors_xyz=[2, 2, 64]), "three integers from 1 to 16"),
     (lambda v: v.update(task="custom", scale_factors_xyz=[2.0, 2, 4]), "three integers from 1 to 16"),
+    # the training spacing and slice thickness: physical bounds, numbers only
+    (_set("training_spacing_xyz", [0.8, 0.8]), "training_spacing_xyz must be null or three numbers"),
+    (_set("training_spacing_xyz", [0.8, 0.8, 0.0]), "training_spacing_xyz must be null or three numbers"),
+    (_set("training_spacing_xyz", [0.8, "0.8", 1.25]), "training_spacing_xyz must be null or three numbers"),
+    (_set("training_spacing_xyz", [0.8, 0.8, 1e9]), "training_spacing_xyz must be null or three numbers"),
+    (_set("training_slice_thickness_mm", True), "training_slice_thickness_mm must be null or a number"),
+    (_set("training_slice_thickness_mm", -5), "training_slice_thickness_mm must be null or a number"),
     # text shown to people: no terminal escapes, no forged lines, no bidi tricks
     (_set("name", "evil\x1b[2J\x1b[31m"), "name contains control characters"),
     (_set("domains", {"x": "sharp\nrevgan: wrote /etc/passwd", "y": "smooth"}), "domain name x contains"),

@@ -67,22 +67,27 @@ def test_receptive_field_halo_and_minimum_window():
     assert minimum_window(22, 2) == 46
 
 
+@pytest.mark.parametrize("border_padding", [False, True])
 @pytest.mark.parametrize("direction", ["forward", "inverse"])
 @pytest.mark.parametrize("shape,windows", [
     ((33, 45, 27), [30, 36, (33, 30, 50)]),   # odd everywhere; 30 is the smallest window
     ((20, 17, 23), [30, 64]),                      # volume smaller than a tile: one clamped tile
     ((31, 29, 60), [32, (40, 40, 35)]),
 ])
-def test_tiled_equals_whole_volume(direction, shape, windows):
+def test_tiled_equals_whole_volume(direction, shape, windows, border_padding):
+    """... and with border padding, a whole-volume pass over the edge-padded volume."""
     generator = random_generator(ngf=3, depth=1, seed=sum(shape))
     field = receptive_field(generator.config)
     halo = halo_for(field.radius, field.stride)
     array = np.random.default_rng(len(direction)).uniform(-1, 1, size=shape).astype(np.float32)
-    whole = _whole(generator, array, direction)
+    if border_padding:
+        whole = _whole(generator, np.pad(array, halo, mode="edge"), direction)[halo:-halo, halo:-halo, halo:-halo]
+    else:
+        whole = _whole(generator, array, direction)
     for window in windows:
         plan = plan_tiles(shape, window, halo, field.stride)
         out = np.full(shape, np.nan, dtype=np.float32)
-        run_tiled(_network(generator, direction), array, out, plan)
+        run_tiled(_network(generator, direction), array, out, plan, border_padding=halo if border_padding else 0)
         assert np.isfinite(out).all(), f"window {window}: voxels not written"
         assert np.abs(out - whole).max() <= 1e-5, f"window {window}, plan {plan.describe()}"
 
