@@ -20,10 +20,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from .errors import ConfigError
-from .file_labels import safe_file_label
+from .file_labels import claim_label, safe_file_label
 from .volume_io import VOLUME_SUFFIXES, volume_suffix
 
 __all__ = ["BatchJob", "OUTPUT_FORMAT_SUFFIXES", "parse_shard", "plan_batch", "shard_jobs"]
@@ -106,17 +106,8 @@ def _unique_ids(found: Sequence[_Found]) -> Dict[int, str]:
     order of (label, input, series), so the numbering does not depend on argument order."""
     order = sorted(range(len(found)), key=lambda i: (safe_file_label(found[i].label), str(found[i].input),
                                                      found[i].series_uid or ""))
-    ids: Dict[int, str] = {}
-    taken = set()
-    for position in order:
-        base = safe_file_label(found[position].label)
-        label, number = base, 1
-        while label.casefold() in taken:
-            number += 1
-            label = f"{base}-{number}"
-        taken.add(label.casefold())
-        ids[position] = label
-    return ids
+    taken: Set[str] = set()
+    return {position: claim_label(safe_file_label(found[position].label), taken) for position in order}
 
 
 def _inside(path: Path, folder: Path) -> bool:

@@ -8,7 +8,7 @@ raw, such a name makes a path that escapes its folder, or one that a writer rena
 from __future__ import annotations
 
 import re
-from typing import Dict, Iterable
+from typing import Dict, Iterable, Set
 
 #: Longest label: far inside file-name limits, leaving room for a suffix.
 MAX_LABEL_CHARACTERS = 64
@@ -31,14 +31,16 @@ def safe_file_label(text: str) -> str:
 def unique_file_labels(names: Iterable[str]) -> Dict[str, str]:
     """A safe label for each distinct name, distinct even on a case-insensitive file system
     (a clash gets '-2', '-3', ... in the names' sorted order)."""
-    labels: Dict[str, str] = {}
-    taken = set()
-    for name in sorted(set(names)):
-        base = safe_file_label(name)
-        label, number = base, 1
-        while label.casefold() in taken:
-            number += 1
-            label = f"{base}-{number}"
-        taken.add(label.casefold())
-        labels[name] = label
-    return labels
+    taken: Set[str] = set()
+    return {name: claim_label(safe_file_label(name), taken) for name in sorted(set(names))}
+
+
+def claim_label(base: str, taken: Set[str]) -> str:
+    """``base``, or ``base-2``, ``base-3``, ... : the first not in ``taken`` (compared
+    case-insensitively), which is then added to ``taken``."""
+    label, number = base, 1
+    while label.casefold() in taken:
+        number += 1
+        label = f"{base}-{number}"
+    taken.add(label.casefold())
+    return label

@@ -63,26 +63,23 @@ class _Reader:
             self.fail("control character in a comment")
         self.pos = end
 
-    def skip_blank(self) -> None:
-        """Spaces, comments and line breaks (between statements and inside arrays)."""
-        while not self.at_end():
-            self.skip_spaces()
-            self.skip_comment()
-            if self.peek(2) == "\r\n":
-                self.pos += 2
-            elif self.peek() == "\n":
-                self.pos += 1
-            else:
-                return
-
-    def end_of_line(self) -> None:
+    def _line_break(self) -> bool:
+        """Spaces and a comment, then a line break (LF or CRLF) if there is one: True if so."""
         self.skip_spaces()
         self.skip_comment()
-        if self.peek(2) == "\r\n":
-            self.pos += 2
-        elif self.peek() == "\n":
-            self.pos += 1
-        elif not self.at_end():
+        for ending in ("\r\n", "\n"):
+            if self.peek(len(ending)) == ending:
+                self.pos += len(ending)
+                return True
+        return False
+
+    def skip_blank(self) -> None:
+        """Spaces, comments and line breaks (between statements and inside arrays)."""
+        while not self.at_end() and self._line_break():
+            pass
+
+    def end_of_line(self) -> None:
+        if not self._line_break() and not self.at_end():
             self.fail(f"unexpected text {self.rest_of_line()!r} (one key = value or [table] per line)")
 
     def rest_of_line(self) -> str:

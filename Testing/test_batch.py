@@ -15,7 +15,6 @@ import pytest
 from RevGANCore.batch_ledger import output_digest
 from RevGANCore.batch_plan import plan_batch, shard_jobs
 from RevGANCore.cli import main
-from RevGANCore.registry import MODELS_DIR_ENV
 from RevGANCore.volume_io import read_volume, write_volume
 
 from dicom_series_writer import write_ct_series
@@ -23,11 +22,8 @@ from hostile_helpers import revgan_command, revgan_environment
 from model_helpers import random_volume, save_tiny_model
 
 
-@pytest.fixture(autouse=True)
-def _no_registry(tmp_path, monkeypatch):
-    empty = tmp_path / "no-models"
-    empty.mkdir()
-    monkeypatch.setenv(MODELS_DIR_ENV, str(empty))
+#: No shipped models unless a test makes a registry.
+pytestmark = pytest.mark.usefixtures("no_registry")
 
 
 @pytest.fixture

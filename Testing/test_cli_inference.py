@@ -21,12 +21,8 @@ from RevGANCore.volume_io import read_volume, write_volume
 from model_helpers import random_generator, random_volume, save_tiny_model
 
 
-@pytest.fixture(autouse=True)
-def _no_registry(tmp_path, monkeypatch):
-    """No shipped models unless a test makes a registry."""
-    empty = tmp_path / "no-models"
-    empty.mkdir()
-    monkeypatch.setenv(MODELS_DIR_ENV, str(empty))
+#: No shipped models unless a test makes a registry.
+pytestmark = pytest.mark.usefixtures("no_registry")
 
 
 @pytest.fixture

@@ -22,16 +22,12 @@ from RevGANCore.dicom_writer import right_handed, verify_dicom_folder, write_dic
 from RevGANCore.errors import OutputError, VolumeError
 from RevGANCore.inference import translate, translate_file
 from RevGANCore.kernel_match import kernel_domain
-from RevGANCore.registry import MODELS_DIR_ENV
 from RevGANCore.volume import Volume
 from RevGANCore.volume_io import read_volume, write_volume
 
 
-@pytest.fixture(autouse=True)
-def _no_registry(tmp_path, monkeypatch):
-    empty = tmp_path / "no-models"
-    empty.mkdir()
-    monkeypatch.setenv(MODELS_DIR_ENV, str(empty))
+#: No shipped models unless a test makes a registry.
+pytestmark = pytest.mark.usefixtures("no_registry")
 
 
 def source_volume(shape=(6, 10, 12), seed=0, direction=None) -> Volume:
