@@ -315,14 +315,14 @@ def _run_translation(args: argparse.Namespace, model_name: str, task: Optional[s
         reporter.done(written)
         return 0
 
-    def log(message: str) -> None:
-        if not args.quiet:
-            print(f"revgan: {message}", file=sys.stderr)
-
-    def warn(message: str) -> None:
-        print(f"revgan: warning: {message}", file=sys.stderr)
-
     with progress_bar("translate", unit="tile", enabled=not args.quiet) as bar:
+        def log(message: str) -> None:
+            if not args.quiet:
+                bar.write(f"revgan: {message}")
+
+        def warn(message: str) -> None:
+            bar.write(f"revgan: warning: {message}")
+
         written = translate_file(model, args.input, args.output, progress=bar, log=log, warn=warn, **options)
     if not args.quiet:
         print(f"wrote {written}")
@@ -410,17 +410,17 @@ def _run_batch(args: argparse.Namespace) -> int:
         reporter.emit("summary", **summary.as_dict())
         return 1 if summary.failed else 0
 
-    def log(message: str) -> None:
-        if not args.quiet:
-            print(f"revgan: {message}", file=sys.stderr)
-
-    def report_failure(record: dict) -> None:
-        for text in record["warnings"]:
-            print(f"revgan: warning: {record['job']}: {text}", file=sys.stderr)
-        if record["status"] != "ok":
-            print(f"revgan: failed: {record['job']}: {record['error']}", file=sys.stderr)
-
     with progress_bar("batch", unit="scan", enabled=not args.quiet) as bar:
+        def log(message: str) -> None:
+            if not args.quiet:
+                bar.write(f"revgan: {message}")
+
+        def report_failure(record: dict) -> None:
+            for text in record["warnings"]:
+                bar.write(f"revgan: warning: {record['job']}: {text}")
+            if record["status"] != "ok":
+                bar.write(f"revgan: failed: {record['job']}: {record['error']}")
+
         summary = run_batch(**run, progress=bar, log=log, on_record=report_failure)
     if args.json:
         _print_json(summary.as_dict())

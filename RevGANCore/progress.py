@@ -53,6 +53,10 @@ class _PlainBar:
                           f"{now - self.started:.1f} s{rate}{' ' + postfix if postfix else ''}\n")
         self.stream.flush()
 
+    def write(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
     def close(self) -> None:
         pass
 
@@ -83,6 +87,14 @@ class _TqdmBar:
             self.bar.set_postfix_str(postfix, refresh=False)
         self.bar.refresh()
 
+    def write(self, text: str) -> None:
+        """A message on its own line above the bar (never glued to the bar's line)."""
+        if self.bar is None:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+        else:
+            self.bar.write(text, file=self.stream)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
@@ -108,6 +120,14 @@ class ProgressBar:
     def __call__(self, done: int, total: int, postfix: str = "") -> None:
         if self._impl is not None:
             self._impl(done, total, postfix)
+
+    def write(self, text: str) -> None:
+        """Print ``text`` as a line of its own, also while a bar is being redrawn (a
+        disabled bar still prints: warnings and failures are not progress)."""
+        if self._impl is not None:
+            self._impl.write(text)
+        else:
+            sys.stderr.write(text + "\n")
 
     def close(self) -> None:
         if self._impl is not None:

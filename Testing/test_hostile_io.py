@@ -310,3 +310,20 @@ def test_commands_work_in_a_real_terminal(kit, work, command, size):
     assert run.returncode == 0, run.stdout
     assert "Traceback" not in run.stdout and "translate: 100%|" in run.stdout and "tile/s" in run.stdout
     assert (folder / "out.nii.gz").is_file()
+
+
+def test_batch_messages_in_a_terminal_stand_on_their_own_lines(kit, tmp_path):
+    """A failed scan's line is printed above the bar, not glued onto the bar's line."""
+    import re
+
+    pytest.importorskip("tqdm")
+    cohort = tmp_path / "in"
+    cohort.mkdir()
+    (cohort / "good.nii.gz").write_bytes(Path(kit["scan"]).read_bytes())
+    (cohort / "broken.nii.gz").write_bytes(Path(kit["scan"]).read_bytes()[:300])
+    run = run_revgan_in_terminal(["batch", "--model", kit["kernel"], cohort, "--out", tmp_path / "out",
+                                  "--device", "cpu"])
+    assert run.returncode == 1 and "Traceback" not in run.stdout, run.stdout
+    lines = re.split(r"[\r\n]", run.stdout)
+    assert any(line.startswith("revgan: failed: broken: ") for line in lines), run.stdout
+    assert any(line.startswith("batch: 1 done, 0 skipped as already done, 1 FAILED") for line in lines)
