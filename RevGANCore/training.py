@@ -45,6 +45,7 @@ from .errors import ConfigError, RevGANError
 from .losses import GANLoss, ImagePool
 from .modelfile import ModelMetadata, load_model, save_model
 from .networks import PatchDiscriminator3d, RevGANGenerator3d
+from .volume_io import read_spacing
 
 Log = Callable[[str], None]
 
@@ -442,10 +443,26 @@ class Trainer:
         write_png(self.output_dir / "previews" / f"step_{step:08d}.png", side_by_side(panels))
 
     # ---------------------------------------------------------------- checkpoints
+    def _median_spacing(self, domain: str) -> Optional[Tuple[float, float, float]]:
+        """Median voxel spacing (x, y, z) of the training cases' ``domain`` volumes (headers only)."""
+        found = [read_spacing(case.files[domain]) for case in self.manifest.cases
+                 if case.id in self.train_ids and domain in case.files]
+        found = [spacing for spacing in found if spacing is not None]
+        if not found:
+            return None
+        return tuple(float(np.median(axis)) for axis in zip(*found))  # type: ignore[return-value]
+
     def _metadata(self, metrics: Dict[str, float]) -> ModelMetadata:
         config, spec = self.config, self.task_spec
         factors = spec.get("factors_xyz") if config.data.task == "super_resolution" else None
+        # Models live in millimetres: inference brings a scan to the scale trained on. The
+        # generator runs on the target grid; the slice thickness is the source's (for
+        # super-resolution the thick low-resolution slices, for kernels the same grid).
+        spacing = self._median_spacing(spec["target"])
+        source_spacing = self._median_spacing(spec["source"]) or spacing
         return ModelMetadata(
+            training_spacing_xyz=spacing,
+            training_slice_thickness_mm=source_spacing[2] if source_spacing else None,
             task=config.data.task,
             domains={"x": spec["source"], "y": spec["target"]},
             generator=config.model.generator.to_dict(),

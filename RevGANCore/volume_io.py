@@ -14,7 +14,7 @@ import os
 import struct
 import zlib
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -200,6 +200,25 @@ def _read_image(path: Path):
     reader.SetFileName(str(path))
     reader.SetImageIO(_IMAGE_IOS.get(volume_suffix(path), ""))
     return reader.Execute()
+
+
+def read_spacing(path) -> Optional[Tuple[float, float, float]]:
+    """The voxel spacing (x, y, z) in mm of a volume file, from its header alone; None for
+    a folder or a file whose header cannot be read."""
+    import SimpleITK as sitk
+
+    location = Path(path)
+    if not location.is_file() or not volume_suffix(location):
+        return None
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(location))
+    reader.SetImageIO(_IMAGE_IOS[volume_suffix(location)])
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return None
+    spacing = tuple(float(s) for s in reader.GetSpacing()[:3])
+    return spacing if len(spacing) == 3 else None  # type: ignore[return-value]
 
 
 def _first_line(error: Exception) -> str:

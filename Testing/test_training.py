@@ -52,6 +52,9 @@ def test_end_to_end_training_writes_loadable_models(phantoms, tmp_path, mode):
     assert model.task == "kernel" and model.metadata.domains == {"x": "sharp", "y": "smooth"}
     assert model.metadata.training["iterations_done"] == 4
     sharp = read_volume(load_manifest(phantoms).case("case002").files["sharp"])
+    # the scale the model was trained at, so inference can bring other scans to it
+    assert model.metadata.training_spacing_xyz == pytest.approx(sharp.spacing)
+    assert model.metadata.training_slice_thickness_mm == pytest.approx(sharp.spacing[2])
     for direction in ("forward", "inverse"):
         out = translate(model, sharp, direction, tile_size=30, device="cpu")
         assert out.same_geometry(sharp) and np.isfinite(out.array).all()
