@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from .errors import ConfigError
 from .file_labels import claim_label, safe_file_label
+from .output import is_within
 from .volume_io import VOLUME_SUFFIXES, volume_suffix
 
 __all__ = ["BatchJob", "OUTPUT_FORMAT_SUFFIXES", "parse_shard", "plan_batch", "shard_jobs"]
@@ -110,15 +111,10 @@ def _unique_ids(found: Sequence[_Found]) -> Dict[int, str]:
     return {position: claim_label(safe_file_label(found[position].label), taken) for position in order}
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    real, base = os.path.realpath(str(path)), os.path.realpath(str(folder))
-    return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
-
-
 def _discover(location: Path, out_dir: Path, task: str, direction: str) -> List[_Found]:
     if not location.exists():
         raise ConfigError(f"{location}: no such file or folder")
-    if _inside(location, out_dir):
+    if is_within(location, out_dir):
         raise ConfigError(f"{location}: lies in the output folder {out_dir}; choose an --out folder outside "
                           "the inputs' files")
     if location.is_file():
@@ -151,7 +147,7 @@ def _tree_scans(root: Path, out_dir: Path) -> List[_Found]:
     found: List[_Found] = []
     for here, folders, names in os.walk(str(root)):
         folders[:] = sorted(name for name in folders
-                            if not name.startswith(".") and not _inside(Path(here) / name, out_dir))
+                            if not name.startswith(".") and not is_within(Path(here) / name, out_dir))
         visible = sorted(name for name in names if not name.startswith("."))
         others = []
         for name in visible:

@@ -318,3 +318,21 @@ def verify_dicom_folder(folder: Path, expected: Volume, what=None) -> None:
             and np.allclose(written.direction, expected.direction, atol=1e-5)):
         raise OutputError(f"{target}: the written DICOM series' geometry differs from the result; nothing "
                           "was published")
+
+
+def derived_series_text(model, direction: str, source_kernel: str = "") -> dict:
+    """SeriesDescription, ConvolutionKernel values, DerivationDescription and model name of
+    a DICOM series computed by ``model``: a kernel conversion has the look of its target
+    domain; a super-resolution keeps the source's kernel (when known)."""
+    source_name, target_name = model.metadata.domain_names(direction)
+    if model.task == "super_resolution" and direction == "forward":
+        what = "super-resolution"
+        result_kernel = source_kernel if source_kernel and source_kernel != "unknown" else target_name
+    else:
+        what = f"{model.task} {source_name}->{target_name}"
+        result_kernel = target_name
+    name = model.name or "unnamed model"
+    derivation = (f"{model.task} translation {source_name} -> {target_name} by the RevGAN model {name!r} "
+                  f"(RevGANCore {__version__}); not for diagnostic use")
+    return {"description": f"RevGAN {what} ({name})", "kernel": ["RevGAN", result_kernel],
+            "derivation": derivation, "model_name": name}

@@ -61,7 +61,6 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from . import __version__
 from .devices import describe_device, resolve_device
 from .errors import ConfigError, RevGANError, VolumeError
 from .modelfile import TranslationModel, as_model
@@ -77,7 +76,7 @@ from .volume_io import CT_VALUE_RANGE, check_volume_output, estimated_file_bytes
 
 __all__ = ["translate", "translate_file", "output_grid", "make_plan", "window_budget_voxels",
            "bytes_per_window_voxel", "OUT_DTYPES", "DEFAULT_CPU_TILE_MIB",
-           "PRECISIONS", "OUTPUT_FORMATS", "check_translation_output", "read_input", "derived_series_text"]
+           "PRECISIONS", "OUTPUT_FORMATS", "check_translation_output", "read_input"]
 
 OUT_DTYPES = ("float32", "int16")
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
@@ -531,24 +530,6 @@ def read_input(input_path, model: TranslationModel, direction: str = "forward",
     return volume, info
 
 
-def derived_series_text(model: TranslationModel, direction: str, source_kernel: str = "") -> dict:
-    """SeriesDescription, ConvolutionKernel values, DerivationDescription and model name of
-    a DICOM series computed by ``model``: a kernel conversion has the look of its target
-    domain; a super-resolution keeps the source's kernel (when known)."""
-    source_name, target_name = model.metadata.domain_names(direction)
-    if model.task == "super_resolution" and direction == "forward":
-        what = "super-resolution"
-        result_kernel = source_kernel if source_kernel and source_kernel != "unknown" else target_name
-    else:
-        what = f"{model.task} {source_name}->{target_name}"
-        result_kernel = target_name
-    name = model.name or "unnamed model"
-    derivation = (f"{model.task} translation {source_name} -> {target_name} by the RevGAN model {name!r} "
-                  f"(RevGANCore {__version__}); not for diagnostic use")
-    return {"description": f"RevGAN {what} ({name})", "kernel": ["RevGAN", result_kernel],
-            "derivation": derivation, "model_name": name}
-
-
 def translate_file(model, input_path, output_path, direction: str = "forward",
                    tile_size: Union[None, int, Sequence[int]] = None, device: Union[str, torch.device] = "auto",
                    dtype: str = "int16", progress: Optional[Callable[[int, int], None]] = None,
@@ -588,7 +569,7 @@ def translate_file(model, input_path, output_path, direction: str = "forward",
                                tile_memory_mib=tile_memory_mib)
             volume = None
             if output_format == "dicom":
-                from .dicom_writer import write_dicom_series
+                from .dicom_writer import derived_series_text, write_dicom_series
 
                 text = derived_series_text(model, direction, source_series.kernel if source_series else "")
                 write_dicom_series(result, target, source=source_series, inputs=inputs, **text)

@@ -81,11 +81,9 @@ def check_output_folder(target: Path, inputs: Iterable[Path] = ()) -> Path:
     that is or holds one of ``inputs``, exists as a file or holds anything (results never
     mix with other files), or lies where we cannot create it. Returns the nearest existing
     folder, where it will be staged. Creates nothing."""
-    real_target = os.path.realpath(str(target))
     for item in inputs:
-        real_input = os.path.realpath(str(item))
-        if real_input == real_target or real_input.startswith(real_target.rstrip(os.sep) + os.sep):
-            what = "is" if real_input == real_target else f"holds {item}, which is"
+        if is_within(item, target):
+            what = "is" if os.path.realpath(str(item)) == os.path.realpath(str(target)) else f"holds {item}, which is"
             raise OutputError(f"{target}: {what} an input of this command; choose a new output folder")
     if target.exists() and not target.is_dir():
         raise OutputError(f"{target}: exists and is not a folder; choose a new or empty output folder")
@@ -97,6 +95,12 @@ def check_output_folder(target: Path, inputs: Iterable[Path] = ()) -> Path:
             raise OutputError(f"{target}: exists and is not writable (no permission)")
         target = target.parent / (target.name + ".new")  # staged and published beside it
     return _probe_writable(target)
+
+
+def is_within(path, folder) -> bool:
+    """True if ``path`` is ``folder`` or lies below it (after resolving links)."""
+    real, base = os.path.realpath(str(path)), os.path.realpath(str(folder))
+    return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
 
 
 def _identity(path: Path) -> Tuple[str, Optional[Tuple[int, int]]]:
