@@ -14,10 +14,24 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from RevGANCore.volume import Volume
 
 
-def _ds(value: float) -> str:
+def decimal_string(value: float) -> str:
     """A DICOM decimal string (at most 16 characters)."""
     text = f"{value:.10g}"
     return text if len(text) <= 16 else f"{value:.8g}"
+
+
+def new_instance(sop_class_uid: str) -> Dataset:
+    """An empty explicit-VR little-endian DICOM instance of ``sop_class_uid`` with a new SOP
+    instance UID (the caller fills in everything else)."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class_uid
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = sop_class_uid
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    return ds
 
 
 def write_ct_series(folder, volume: Volume, kernel: str = "B30f", study_uid: Optional[str] = None,
@@ -48,14 +62,7 @@ def write_ct_series(folder, volume: Volume, kernel: str = "B30f", study_uid: Opt
     stored = stored.astype(dtype)
     paths = []
     for k in range(volume.shape[0]):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+        ds = new_instance(CTImageStorage)
         ds.Modality = modality
         ds.PatientID = patient_id
         ds.PatientName = "Phantom^Test"
@@ -68,12 +75,12 @@ def write_ct_series(folder, volume: Volume, kernel: str = "B30f", study_uid: Opt
         if not kernel.isascii():
             ds.SpecificCharacterSet = "ISO_IR 192"  # UTF-8, so that any kernel name can be stored
         ds.ConvolutionKernel = kernel
-        ds.SliceThickness = _ds(slice_thickness if slice_thickness is not None else spacing[2])
-        ds.SpacingBetweenSlices = _ds(spacing[2])
-        ds.ImageOrientationPatient = [_ds(v) for v in (*direction[:, 0], *direction[:, 1])]
+        ds.SliceThickness = decimal_string(slice_thickness if slice_thickness is not None else spacing[2])
+        ds.SpacingBetweenSlices = decimal_string(spacing[2])
+        ds.ImageOrientationPatient = [decimal_string(v) for v in (*direction[:, 0], *direction[:, 1])]
         position = written_point(volume, (0, 0, k), tilt_deg) if positions is None else positions[k]
-        ds.ImagePositionPatient = [_ds(v) for v in position]
-        ds.PixelSpacing = [_ds(spacing[1]), _ds(spacing[0])]  # row spacing (y), column spacing (x)
+        ds.ImagePositionPatient = [decimal_string(v) for v in position]
+        ds.PixelSpacing = [decimal_string(spacing[1]), decimal_string(spacing[0])]  # row spacing (y), column spacing (x)
         ds.Rows, ds.Columns = volume.shape[1], volume.shape[2]
         ds.SamplesPerPixel = 1
         ds.PhotometricInterpretation = "MONOCHROME2"
@@ -81,8 +88,8 @@ def write_ct_series(folder, volume: Volume, kernel: str = "B30f", study_uid: Opt
         ds.BitsStored = 16
         ds.HighBit = 15
         ds.PixelRepresentation = 1 if signed else 0
-        ds.RescaleIntercept = _ds(intercept)
-        ds.RescaleSlope = _ds(slope)
+        ds.RescaleIntercept = decimal_string(intercept)
+        ds.RescaleSlope = decimal_string(slope)
         ds.RescaleType = "HU"
         ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()
         number = (k * 7 + 3) % 10007 if scramble_file_names else k  # 7 and 10007: a permutation

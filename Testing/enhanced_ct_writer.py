@@ -8,16 +8,13 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 
 from RevGANCore.dicom_enhanced import ENHANCED_CT_IMAGE_STORAGE
 from RevGANCore.volume import Volume
 
-
-def _ds(value: float) -> str:
-    text = f"{value:.10g}"
-    return text if len(text) <= 16 else f"{value:.8g}"
+from dicom_series_writer import decimal_string, new_instance
 
 
 def _item(**attributes) -> Dataset:
@@ -40,14 +37,7 @@ def write_enhanced_ct(path, volume: Volume, frame_order: Optional[Sequence[int]]
     slices = list(frame_order) if frame_order is not None else list(range(volume.shape[0]))
     slices = slices * time_points
     stored = np.rint((volume.array.astype(np.float64) - intercept) / slope).astype(np.uint16)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ENHANCED_CT_IMAGE_STORAGE
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = ENHANCED_CT_IMAGE_STORAGE
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds = new_instance(ENHANCED_CT_IMAGE_STORAGE)
     ds.Modality = modality
     ds.PatientID = "ENHANCED-1"
     ds.StudyInstanceUID = generate_uid()
@@ -64,16 +54,16 @@ def write_enhanced_ct(path, volume: Volume, frame_order: Optional[Sequence[int]]
     ds.HighBit = 15
     ds.PixelRepresentation = 0
     ds.SharedFunctionalGroupsSequence = [_item(
-        PixelMeasuresSequence=[_item(PixelSpacing=[_ds(sy), _ds(sx)], SliceThickness=_ds(sz))],
-        PlaneOrientationSequence=[_item(ImageOrientationPatient=[_ds(v) for v in (*direction[:, 0],
+        PixelMeasuresSequence=[_item(PixelSpacing=[decimal_string(sy), decimal_string(sx)], SliceThickness=decimal_string(sz))],
+        PlaneOrientationSequence=[_item(ImageOrientationPatient=[decimal_string(v) for v in (*direction[:, 0],
                                                                                    *direction[:, 1])])],
-        PixelValueTransformationSequence=[_item(RescaleIntercept=_ds(intercept), RescaleSlope=_ds(slope),
+        PixelValueTransformationSequence=[_item(RescaleIntercept=decimal_string(intercept), RescaleSlope=decimal_string(slope),
                                                 RescaleType="HU")],
         CTReconstructionSequence=[_item(ConvolutionKernel=kernel)])]
     per_frame = []
     for number, k in enumerate(slices):
         position = np.asarray(volume.origin) + k * sz * direction[:, 2] + np.asarray((moved_mm or {}).get(k, 0.0))
-        per_frame.append(_item(PlanePositionSequence=[_item(ImagePositionPatient=[_ds(v) for v in position])],
+        per_frame.append(_item(PlanePositionSequence=[_item(ImagePositionPatient=[decimal_string(v) for v in position])],
                                FrameContentSequence=[_item(TemporalPositionIndex=number // len(set(slices)) + 1)]))
     ds.PerFrameFunctionalGroupsSequence = per_frame
     ds.PixelData = np.ascontiguousarray(stored[slices]).tobytes()
