@@ -54,8 +54,7 @@ class _PlainBar:
         self.stream.flush()
 
     def write(self, text: str) -> None:
-        self.stream.write(text + "\n")
-        self.stream.flush()
+        _write_line(self.stream, text)
 
     def close(self) -> None:
         pass
@@ -90,8 +89,7 @@ class _TqdmBar:
     def write(self, text: str) -> None:
         """A message on its own line above the bar (never glued to the bar's line)."""
         if self.bar is None:
-            self.stream.write(text + "\n")
-            self.stream.flush()
+            _write_line(self.stream, text)
         else:
             self.bar.write(text, file=self.stream)
 
@@ -106,6 +104,7 @@ class ProgressBar:
     def __init__(self, description: str, unit: str = "step", stream: Optional[TextIO] = None,
                  enabled: bool = True, interval: float = 2.0, use_tqdm: Optional[bool] = None):
         stream = stream if stream is not None else sys.stderr
+        self._stream = stream
         self.enabled = enabled
         self._impl = None
         if not enabled:
@@ -127,7 +126,7 @@ class ProgressBar:
         if self._impl is not None:
             self._impl.write(text)
         else:
-            sys.stderr.write(text + "\n")
+            _write_line(self._stream, text)
 
     def close(self) -> None:
         if self._impl is not None:
@@ -139,6 +138,11 @@ class ProgressBar:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _write_line(stream: TextIO, text: str) -> None:
+    stream.write(text + "\n")
+    stream.flush()
 
 
 def _is_terminal(stream: TextIO) -> bool:
