@@ -309,6 +309,25 @@ def load_config(path: Optional[str] = None, overrides: Iterable[str] = ()) -> Tr
     return config_from_dict(values).validate()
 
 
+# ----------------------------------------------------------------------------- the generator a task needs
+
+
+def generator_for_task(generator: GeneratorConfig, task: str, factors_xyz=None) -> GeneratorConfig:
+    """The generator configuration a run builds: a "resize" super-resolution generator
+    upsamples inside the network by the dataset's factors (``upscale_zyx`` is filled in from
+    them; a different explicit value is refused), every other one keeps the grid."""
+    if task != "super_resolution" or not factors_xyz or generator.architecture != "resize":
+        if generator.upscale_zyx != (1, 1, 1):
+            raise ConfigError(f"model.generator.upscale_zyx {list(generator.upscale_zyx)} is only for "
+                              "super-resolution with the 'resize' architecture")
+        return generator
+    factors_zyx = tuple(int(f) for f in factors_xyz)[::-1]
+    if generator.upscale_zyx not in ((1, 1, 1), factors_zyx):
+        raise ConfigError(f"model.generator.upscale_zyx {list(generator.upscale_zyx)} differs from the dataset's "
+                          f"super-resolution factors {list(factors_zyx)} (z, y, x); leave it out")
+    return dataclasses.replace(generator, upscale_zyx=factors_zyx)
+
+
 # ----------------------------------------------------------------------------- validation
 
 

@@ -164,8 +164,19 @@ class _PatchDataset(torch.utils.data.Dataset):
 
     def __init__(self, patch_size, samples_per_epoch: int, seed: int, flip_axes: Sequence[int],
                  foreground_fraction: float, window, max_cached_cases: Optional[int],
-                 clip_to_window: bool = True) -> None:
+                 clip_to_window: bool = True, source_scale_zyx: Optional[Sequence[int]] = None) -> None:
         self.patch_size = _checked_patch_size(patch_size)
+        # Generators that upsample inside the network take the source on its own, coarser
+        # grid: its patches are cut there, patch_size / scale voxels, at start / scale.
+        self.source_scale = tuple(int(f) for f in source_scale_zyx) if source_scale_zyx is not None else None
+        if self.source_scale is not None:
+            if len(self.source_scale) != 3 or min(self.source_scale) < 1:
+                raise ConfigError(f"source scale must be 3 positive integers (z, y, x), got {source_scale_zyx!r}")
+            if any(p % f for p, f in zip(self.patch_size, self.source_scale)):
+                raise ConfigError(f"patch size {self.patch_size} (z, y, x) is not divisible by the "
+                                  f"super-resolution factors {self.source_scale} (z, y, x)")
+        self.source_patch_size = (tuple(p // f for p, f in zip(self.patch_size, self.source_scale))
+                                  if self.source_scale is not None else self.patch_size)
         if int(samples_per_epoch) < 1:
             raise ConfigError(f"samples_per_epoch must be at least 1, got {samples_per_epoch}")
         if not 0.0 <= float(foreground_fraction) <= 1.0:
@@ -180,6 +191,8 @@ class _PatchDataset(torch.utils.data.Dataset):
         self.window = window
         self.epoch = 0
         self._loader = _CaseLoader(self.patch_size, window, max_cached_cases, clip_to_window)
+        self._source_loader = (_CaseLoader(self.source_patch_size, window, max_cached_cases, clip_to_window)
+                               if self.source_scale is not None else self._loader)
 
     def __len__(self) -> int:
         return self.samples_per_epoch
@@ -193,19 +206,22 @@ class _PatchDataset(torch.utils.data.Dataset):
             raise IndexError(f"patch index {index} out of range 0..{self.samples_per_epoch - 1}")
         return np.random.default_rng([self.seed, self.epoch, int(index)])
 
-    def _start(self, rng: np.random.Generator, case: _LoadedCase) -> Tuple[int, int, int]:
+    def _start(self, rng: np.random.Generator, case: _LoadedCase, patch_size=None,
+               multiple_of=(1, 1, 1)) -> Tuple[int, int, int]:
+        patch_size = patch_size or self.patch_size
         shape = case.unit.shape
-        highest = [n - p for n, p in zip(shape, self.patch_size)]
+        highest = [n - p for n, p in zip(shape, patch_size)]
         use_body = len(case.foreground) > 0 and rng.random() < self.foreground_fraction
         if use_body:
             centre = case.foreground[rng.integers(len(case.foreground))]
-            start = [int(c) - p // 2 for c, p in zip(centre, self.patch_size)]
+            start = [int(c) - p // 2 for c, p in zip(centre, patch_size)]
         else:
             start = [int(rng.integers(0, h + 1)) for h in highest]
-        return tuple(min(max(s, 0), h) for s, h in zip(start, highest))  # type: ignore[return-value]
+        start = [min(max(s, 0), h) for s, h in zip(start, highest)]
+        return tuple(s - s % m for s, m in zip(start, multiple_of))  # type: ignore[return-value]
 
-    def _crop(self, unit: np.ndarray, start, flips) -> torch.Tensor:
-        region = tuple(slice(s, s + p) for s, p in zip(start, self.patch_size))
+    def _crop(self, unit: np.ndarray, start, flips, patch_size=None) -> torch.Tensor:
+        region = tuple(slice(s, s + p) for s, p in zip(start, patch_size or self.patch_size))
         patch = unit[region]
         if flips:
             patch = np.flip(patch, axis=flips)
@@ -242,9 +258,9 @@ class PairedPatchDataset(_PatchDataset):
                  samples_per_epoch: int = 256, seed: int = 0, flip_axes: Sequence[int] = (0, 1, 2),
                  foreground_fraction: float = 0.9, window=DEFAULT_HU_WINDOW, interpolation: str = "bspline",
                  case_ids: Optional[Sequence[str]] = None, max_cached_cases: Optional[int] = None,
-                 clip_to_window: bool = True) -> None:
+                 clip_to_window: bool = True, source_scale_zyx: Optional[Sequence[int]] = None) -> None:
         super().__init__(patch_size, samples_per_epoch, seed, flip_axes, foreground_fraction, window,
-                         max_cached_cases, clip_to_window)
+                         max_cached_cases, clip_to_window, source_scale_zyx)
         if len(sources) != len(targets) or not sources:
             raise ConfigError(f"paired datasets need as many sources as targets (at least one); got "
                               f"{len(sources)} and {len(targets)}")
@@ -258,6 +274,13 @@ class PairedPatchDataset(_PatchDataset):
 
     def case(self, index: int) -> Tuple[_LoadedCase, _LoadedCase]:
         target = self._loader.load(("target", index), self.targets[index])
+        if self.source_scale is not None:
+            source = self._source_loader.load(("source", index), self.sources[index])
+            expected = tuple(n * f for n, f in zip(source.unit.shape, self.source_scale))
+            if expected != target.unit.shape:
+                raise ConfigError(f"case {self.case_ids[index]}: the source grid {source.unit.shape} (z, y, x) times "
+                                  f"the factors {self.source_scale} is not the target grid {target.unit.shape}")
+            return source, target
         source = self._loader.load(("source", index), self.sources[index], grid_of=self.targets[index],
                                    interpolation=self.interpolation)
         if source.unit.shape != target.unit.shape:
@@ -268,12 +291,15 @@ class PairedPatchDataset(_PatchDataset):
         rng = self._rng(index)
         case_index = int(rng.integers(len(self.targets)))
         source, target = self.case(case_index)
-        start = self._start(rng, target)
+        scale = self.source_scale or (1, 1, 1)
+        start = self._start(rng, target, multiple_of=scale)
+        source_start = tuple(s // f for s, f in zip(start, scale))
         flips = self._flips(rng)
-        corner = torch.tensor(start, dtype=torch.int64)
-        return {"source": self._crop(source.unit, start, flips), "target": self._crop(target.unit, start, flips),
-                "source_case": case_index, "target_case": case_index, "source_start": corner,
-                "target_start": corner.clone()}
+        return {"source": self._crop(source.unit, source_start, flips, self.source_patch_size),
+                "target": self._crop(target.unit, start, flips),
+                "source_case": case_index, "target_case": case_index,
+                "source_start": torch.tensor(source_start, dtype=torch.int64),
+                "target_start": torch.tensor(start, dtype=torch.int64)}
 
 
 class UnpairedPatchDataset(_PatchDataset):
@@ -289,9 +315,10 @@ class UnpairedPatchDataset(_PatchDataset):
                  foreground_fraction: float = 0.9, window=DEFAULT_HU_WINDOW,
                  source_factors_xyz: Optional[Sequence[int]] = None, interpolation: str = "bspline",
                  source_ids: Optional[Sequence[str]] = None, target_ids: Optional[Sequence[str]] = None,
-                 max_cached_cases: Optional[int] = None, clip_to_window: bool = True) -> None:
+                 max_cached_cases: Optional[int] = None, clip_to_window: bool = True,
+                 source_scale_zyx: Optional[Sequence[int]] = None) -> None:
         super().__init__(patch_size, samples_per_epoch, seed, flip_axes, foreground_fraction, window,
-                         max_cached_cases, clip_to_window)
+                         max_cached_cases, clip_to_window, source_scale_zyx)
         if not sources or not targets:
             raise ConfigError(f"unpaired datasets need at least one source and one target volume; got "
                               f"{len(sources)} and {len(targets)}")
@@ -304,6 +331,8 @@ class UnpairedPatchDataset(_PatchDataset):
 
     def grid_shapes(self) -> Dict[str, List[Tuple[int, int, int]]]:
         factors_zyx = self.source_factors_xyz[::-1] if self.source_factors_xyz else (1, 1, 1)
+        if self.source_scale is not None:  # cut on its own grid, in patches scaled alike: compare scaled
+            factors_zyx = self.source_scale
         sources = [tuple(int(n * f) for n, f in zip(volume_shape(source), factors_zyx)) for source in self.sources]
         return {"source": sources, "target": [volume_shape(target) for target in self.targets]}
 
@@ -313,11 +342,14 @@ class UnpairedPatchDataset(_PatchDataset):
         others = [i for i, name in enumerate(self.target_ids) if name != self.source_ids[source_index]]
         choices = others or list(range(len(self.targets)))
         target_index = int(choices[int(rng.integers(len(choices)))])
-        source = self._loader.load(("source", source_index), self.sources[source_index],
-                                   factors_xyz=self.source_factors_xyz, interpolation=self.interpolation)
+        if self.source_scale is not None:
+            source = self._source_loader.load(("source", source_index), self.sources[source_index])
+        else:
+            source = self._loader.load(("source", source_index), self.sources[source_index],
+                                       factors_xyz=self.source_factors_xyz, interpolation=self.interpolation)
         target = self._loader.load(("target", target_index), self.targets[target_index])
-        source_start = self._start(rng, source)
-        source_patch = self._crop(source.unit, source_start, self._flips(rng))
+        source_start = self._start(rng, source, self.source_patch_size)
+        source_patch = self._crop(source.unit, source_start, self._flips(rng), self.source_patch_size)
         target_start = self._start(rng, target)
         target_patch = self._crop(target.unit, target_start, self._flips(rng))
         return {"source": source_patch, "target": target_patch, "source_case": source_index,
@@ -360,11 +392,16 @@ def datasets_from_manifest(manifest_path, task: str = "super_resolution", paired
     Returns ``{"train": dataset}`` plus ``"validation"`` when ``validation_fraction`` > 0
     (a seeded split by case). ``case_ids`` restricts the cases; ``patch_options`` go to
     the dataset classes (patch_size, samples_per_epoch, flip_axes, foreground_fraction,
-    window, max_cached_cases, clip_to_window)."""
+    window, max_cached_cases, clip_to_window), except ``source_on_own_grid``: True keeps a
+    super-resolution source on its own coarse grid (for generators that upsample inside the
+    network) instead of resampling it onto the target's."""
+    own_grid = bool(patch_options.pop("source_on_own_grid", False))
     manifest = load_manifest(manifest_path)
     spec = manifest.task(task)
     source_domain, target_domain = spec["source"], spec["target"]
     factors = spec.get("factors_xyz")
+    if own_grid and factors:
+        patch_options["source_scale_zyx"] = tuple(factors)[::-1]
     cases = pick_cases(manifest, case_ids)
     needed = (source_domain, target_domain)
     usable = [c for c in cases if all(d in c.files for d in needed)] if paired else [
@@ -389,9 +426,10 @@ def _build(cases, ids, source_domain, target_domain, paired, factors, seed, patc
     with_target = [c for c in chosen if target_domain in c.files]
     if not with_source or not with_target:
         raise ConfigError(f"cases {ids} lack volumes of {source_domain!r} or {target_domain!r}")
+    own_grid = patch_options.get("source_scale_zyx") is not None
     return UnpairedPatchDataset([c.files[source_domain] for c in with_source],
                                 [c.files[target_domain] for c in with_target], seed=seed,
-                                source_factors_xyz=factors, source_ids=[c.id for c in with_source],
+                                source_factors_xyz=None if own_grid else factors, source_ids=[c.id for c in with_source],
                                 target_ids=[c.id for c in with_target], **patch_options)
 
 

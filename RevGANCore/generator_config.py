@@ -12,9 +12,18 @@ from typing import Dict, Optional, Tuple
 
 from .errors import ConfigError
 
-__all__ = ["GENERATOR_LIMITS", "NORMS", "ACTIVATIONS", "GeneratorConfig", "generator_state_shapes"]
+__all__ = ["GENERATOR_LIMITS", "NORMS", "ACTIVATIONS", "ARCHITECTURES", "GeneratorConfig", "generator_state_shapes",
+           "core_stride_zyx"]
 
 NORMS = ("none", "instance")
+#: "resize": decoders upsample by interpolation, then convolve (no checkerboard), layers pad
+#: by replicating the border voxel, and super-resolution upsamples inside the network (the
+#: encoder works on the input grid). "transposed": the first layout (transposed-convolution
+#: decoders, zero padding, super-resolution on a pre-resampled input); model files without
+#: an ``architecture`` field are this one.
+ARCHITECTURES = ("resize", "transposed")
+#: Largest in-network upsampling factor per axis.
+MAX_UPSCALE = 8
 #: Names of the core activations; networks maps each to its torch module.
 ACTIVATIONS = ("elu", "leaky_relu", "relu", "silu")
 
@@ -27,6 +36,7 @@ GENERATOR_LIMITS: Dict[str, Tuple[int, int]] = {
     "ngf": (1, 256),
     "depth": (0, 128),
     "coupling_channels": (1, 1024),
+    "head_channels": (1, 256),
 }
 
 
@@ -46,6 +56,13 @@ class GeneratorConfig:
     coupling_channels: Optional[int] = None  # hidden channels of F and G; None: ngf
     residual: bool = False
     memory_saving: bool = True
+    architecture: str = "resize"
+    #: In-network upsampling of the forward direction (z, y, x): (1, 1, 1) for same-grid
+    #: translation, the super-resolution factors otherwise ("resize" only).
+    upscale_zyx: Tuple[int, int, int] = (1, 1, 1)
+    #: Channels of the decoder's full-resolution layers ("resize" only): few, because
+    #: they run on every output voxel.
+    head_channels: int = 8
 
     def __post_init__(self) -> None:
         # Model files carry this configuration: every field is checked for type and range
@@ -66,9 +83,21 @@ class GeneratorConfig:
             raise ConfigError(f"generator norm must be one of {NORMS}, got {self.norm!r}")
         if not isinstance(self.core_activation, str) or self.core_activation not in ACTIVATIONS:
             raise ConfigError(f"core_activation must be one of {list(ACTIVATIONS)}, got {self.core_activation!r}")
+        if not isinstance(self.architecture, str) or self.architecture not in ARCHITECTURES:
+            raise ConfigError(f"generator architecture must be one of {list(ARCHITECTURES)}, got {self.architecture!r}")
+        upscale = self.upscale_zyx
+        if (not isinstance(upscale, (tuple, list)) or len(upscale) != 3
+                or not all(_is_integer(f) and 1 <= f <= MAX_UPSCALE for f in upscale)):
+            raise ConfigError(f"generator upscale_zyx must be three integers from 1 to {MAX_UPSCALE}, got {upscale!r}")
+        object.__setattr__(self, "upscale_zyx", tuple(upscale))
+        if self.architecture == "transposed" and self.upscale_zyx != (1, 1, 1):
+            raise ConfigError("the 'transposed' architecture cannot upsample inside the network "
+                              f"(upscale_zyx {self.upscale_zyx}); use architecture 'resize'")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        values = asdict(self)
+        values["upscale_zyx"] = list(self.upscale_zyx)  # as JSON holds it
+        return values
 
     @classmethod
     def from_dict(cls, values: dict) -> "GeneratorConfig":
@@ -77,7 +106,18 @@ class GeneratorConfig:
         unknown = sorted(set(values) - set(cls.__dataclass_fields__))
         if unknown:
             raise ConfigError(f"unknown generator settings: {', '.join(unknown)}")
+        values = dict(values)
+        # Files written before the "resize" layout existed name no architecture.
+        values.setdefault("architecture", "transposed")
         return cls(**values)
+
+
+def core_stride_zyx(config: GeneratorConfig) -> Tuple[int, int, int]:
+    """How many low-side voxels (the forward direction's input grid) one core voxel spans
+    per axis: 2 for same-grid translation (the core works at half resolution), and for
+    super-resolution 1 along upscaled axes (the core works on the input grid, which is
+    already coarse) and 2 along the others."""
+    return tuple(1 if f > 1 else 2 for f in config.upscale_zyx)  # type: ignore[return-value]
 
 
 def generator_state_shapes(config: GeneratorConfig) -> Dict[str, Tuple[int, ...]]:
@@ -97,6 +137,8 @@ def generator_state_shapes(config: GeneratorConfig) -> Dict[str, Tuple[int, ...]
         if instance:  # affine InstanceNorm3d; nn.Identity has no state
             shapes[f"{prefix}.weight"] = shapes[f"{prefix}.bias"] = (channels,)
 
+    if config.architecture == "resize":
+        return _resize_state_shapes(config, norm)
     for side in ("x", "y"):
         conv(f"encoder_{side}.0", ngf, image, 5)
         norm(f"encoder_{side}.1", ngf)
@@ -113,4 +155,42 @@ def generator_state_shapes(config: GeneratorConfig) -> Dict[str, Tuple[int, ...]
         shapes[f"decoder_{side}.upsample.0.bias"] = (ngf,)
         norm(f"decoder_{side}.upsample.1", ngf)
         conv(f"decoder_{side}.to_image", image, ngf, 5)
+    return shapes
+
+
+def _resize_state_shapes(config: GeneratorConfig, norm) -> Dict[str, Tuple[int, ...]]:
+    shapes: Dict[str, Tuple[int, ...]] = {}
+    instance = config.norm == "instance"
+
+    def norm(prefix: str, channels: int) -> None:
+        if instance:
+            shapes[f"{prefix}.weight"] = shapes[f"{prefix}.bias"] = (channels,)
+
+    def add(prefix: str, out_channels: int, in_channels: int, kernel) -> None:
+        kernel3 = tuple(kernel) if isinstance(kernel, tuple) else (kernel,) * 3
+        shapes[f"{prefix}.weight"] = (out_channels, in_channels) + kernel3
+        shapes[f"{prefix}.bias"] = (out_channels,)
+
+    ngf, image, head = config.ngf, config.in_channels, config.head_channels
+    hidden = config.coupling_channels or ngf
+    stride = core_stride_zyx(config)
+    high_stride = tuple(s * f for s, f in zip(stride, config.upscale_zyx))
+    for side, total in (("x", stride), ("y", high_stride)):
+        first = ngf if side == "x" or config.upscale_zyx == (1, 1, 1) else head
+        add(f"encoder_{side}.features", first, image, 3)
+        norm(f"encoder_{side}.features_norm", first)
+        add(f"encoder_{side}.to_core", 2 * ngf, first, total if max(total) > 1 else 3)
+        norm(f"encoder_{side}.core_norm", 2 * ngf)
+    for block in range(config.depth):
+        for function in ("f", "g"):
+            prefix = f"core.blocks.{block}.{function}"
+            add(f"{prefix}.0", hidden, ngf, 3)
+            norm(f"{prefix}.1", hidden)
+            add(f"{prefix}.3", ngf, hidden, 3)
+    for side in ("x", "y"):
+        add(f"decoder_{side}.reduce", head, 2 * ngf, 1)
+        norm(f"decoder_{side}.reduce_norm", head)
+        add(f"decoder_{side}.refine", head, head, 3)
+        norm(f"decoder_{side}.refine_norm", head)
+        add(f"decoder_{side}.to_image", image, head, 1)
     return shapes

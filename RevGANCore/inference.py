@@ -70,7 +70,8 @@ from .field_of_view import output_limits, padding_mask, restore_padding, without
 from .physical_scale import InPlaneScale, in_plane_scale, scale_warning
 from .tiling import (TilePlan, auto_window_shape, halo_for, minimum_window, padded_window_shape, plan_tiles,
                      run_tiled, write_core)
-from .volume import Grid, Volume, hu_to_unit, resample_to_grid, super_resolution_grid, unit_to_hu
+from .volume import (Grid, Volume, hu_to_unit, low_resolution_grid, resample_to_grid, super_resolution_grid,
+                     unit_to_hu)
 from .output import allocate_scratch, check_room, nearest_existing_folder
 from .volume_io import CT_VALUE_RANGE, check_volume_output, estimated_file_bytes, read_volume, write_volume
 
@@ -106,8 +107,14 @@ def _say(log: Logger, message: str) -> None:
 
 
 def bytes_per_window_voxel(config: GeneratorConfig) -> float:
-    """Estimated peak activation bytes per input voxel of one float32 generator pass."""
-    return 4.0 * (3.5 * config.ngf + 6.0)
+    """Estimated peak activation bytes per window voxel (the plan's grid, the coarse one for
+    super-resolution) of one float32 generator pass: for a generator that upsamples inside,
+    each coarse voxel also carries its block of fine voxels through the head."""
+    coarse = 4.0 * (3.5 * config.ngf + 6.0)
+    block = int(np.prod(config.upscale_zyx))
+    if block == 1:
+        return coarse
+    return coarse + block * 4.0 * (3.0 * config.head_channels + 4.0)
 
 
 def window_budget_voxels(config: GeneratorConfig, device: torch.device, memory_mib: Optional[float] = None,
@@ -133,7 +140,8 @@ def _min_plane(config: GeneratorConfig, device: torch.device) -> int:
     if device.type != "cpu":
         return 0
     channels = min(config.ngf, config.coupling_channels or config.ngf)
-    return (4 * _ONEDNN_MIN_NCDH) // channels
+    stride = receptive_field(config).stride  # the core's convs see the window shrunk by it
+    return (stride * stride * _ONEDNN_MIN_NCDH) // channels
 
 
 def make_plan(config: GeneratorConfig, shape: Sequence[int], device: torch.device,
@@ -151,7 +159,7 @@ def make_plan(config: GeneratorConfig, shape: Sequence[int], device: torch.devic
         for _ in range(16):
             window_ = auto_window_shape(shape, halo, field.stride, target, min_plane=_min_plane(config, device))
             plan_ = plan_tiles(shape, window_, halo, field.stride)
-            if np.prod(padded_window_shape(plan_, border_padding(halo)), dtype=np.int64) <= budget:
+            if np.prod(padded_window_shape(plan_, border_padding(config, halo)), dtype=np.int64) <= budget:
                 break
             target = max(1, int(target * 0.8))
         return plan_
@@ -177,11 +185,15 @@ def make_plan(config: GeneratorConfig, shape: Sequence[int], device: torch.devic
     return plan
 
 
-def border_padding(halo: int) -> Tuple[int, int, int]:
-    """Edge padding (z, y, x) of windows on the volume's faces: the halo along z, so the
-    first and last slices are computed like the middle ones; none in-plane, where CT's faces
-    are air or reconstruction padding (which the network sees as air) and padding would cost
-    about a quarter more computation on a 512 x 512 slice for nothing."""
+def border_padding(config: GeneratorConfig, halo: int) -> Tuple[int, int, int]:
+    """Edge padding (z, y, x) of windows on the volume's faces. "resize" generators pad every
+    layer by replicating the border, so they need none. "transposed" generators pad with
+    zeros (a fake -400 HU edge): the halo along z, so the first and last slices are computed
+    like the middle ones; none in-plane, where CT's faces are air or reconstruction padding
+    (which the network sees as air) and padding would cost about a quarter more computation
+    on a 512 x 512 slice for nothing."""
+    if config.architecture == "resize":
+        return (0, 0, 0)
     return (halo, 0, 0)
 
 
@@ -199,10 +211,14 @@ def _halved(plan: TilePlan) -> Optional[Tuple[int, int, int]]:
 
 
 def output_grid(model: TranslationModel, volume: Volume, direction: str = "forward") -> Grid:
-    """The grid of ``translate(model, volume, direction)``'s result."""
+    """The grid of ``translate(model, volume, direction)``'s result: finer for the forward
+    direction of super-resolution; coarser for its inverse when the generator changes the
+    grid itself (an older "transposed" model degrades on the same grid)."""
     factors = model.metadata.scale_factors_xyz
     if factors is not None and direction == "forward":
         return super_resolution_grid(volume, factors)
+    if factors is not None and model.generator.config.upscale_zyx != (1, 1, 1):
+        return low_resolution_grid(volume, factors, round_up=True)
     return volume.grid
 
 
@@ -366,19 +382,32 @@ def translate(model, volume: Volume, direction: str = "forward",
     limits = output_limits(clean)
     scale = in_plane_scale(model.metadata, grid)
     resampled = grid.shape != volume.shape
+    upscale = model.generator.config.upscale_zyx
+    # The plan is made on the coarse grid: the input's for the forward direction of a
+    # generator that upsamples inside, the output's for its inverse.
+    source_scale, out_scale = (1, 1, 1), (1, 1, 1)
     if scale is not None:
         work_grid = scale.working_grid(grid)
+        plan_shape = work_grid.shape
         source = _SlabSource(work_grid.shape, lambda start, stop: scale.to_working(clean.array[start:stop]))
         work_out = np.empty(work_grid.shape, dtype=np.float32)
+    elif upscale != (1, 1, 1):
+        work_grid = grid
+        source, work_out = clean.array, out
+        if direction == "forward":
+            plan_shape, out_scale = volume.shape, upscale
+        else:
+            plan_shape, source_scale = grid.shape, upscale
     else:
         work_grid = grid
+        plan_shape = grid.shape
         source = _resampled_source(clean, grid) if resampled else clean.array
         work_out = out
 
     device_ = resolve_device(str(device))
     amp_dtype = _autocast_dtype(device_, precision)
     config = model.generator.config
-    plan = make_plan(config, work_grid.shape, device_, tile_size, tile_memory_mib, amp_dtype is not None)
+    plan = make_plan(config, plan_shape, device_, tile_size, tile_memory_mib, amp_dtype is not None)
     source_name, target_name = model.metadata.domain_names(direction)
     _say(log, printable(f"{model.name}: {source_name} -> {target_name}")
               + (f", resampled onto {grid.shape[::-1]} voxels (x, y, z)" if resampled else "")
@@ -393,9 +422,10 @@ def translate(model, volume: Volume, direction: str = "forward",
         runner = _WindowRunner(model, direction, device__, amp, clip)
         with _ieee_float32(device__, amp is None):
             run_tiled(runner, source, work_out, plan_, progress=progress, cancel=cancel,
-                      border_padding=border_padding(plan_.halo))
+                      border_padding=border_padding(config, plan_.halo), source_scale=source_scale,
+                      out_scale=out_scale)
 
-    _run_with_fallback(attempt, plan, device_, amp_dtype, config, work_grid.shape, log)
+    _run_with_fallback(attempt, plan, device_, amp_dtype, config, plan_shape, log)
     if scale is not None:
         _back_to_scan_grid(scale, clean.array, work_out, out, clip)
         work_out = None
@@ -405,7 +435,11 @@ def translate(model, volume: Volume, direction: str = "forward",
                   "and the input's range, plus a margin)")
     if padding is not None:
         factors = model.metadata.scale_factors_xyz if resampled else None
-        restore_padding(out, volume.array, padding, factors[::-1] if factors else (1, 1, 1))
+        if factors is not None and direction == "inverse":  # a coarse voxel takes its block's first voxel
+            step = tuple(slice(None, None, f) for f in factors[::-1])
+            restore_padding(out, volume.array[step], padding[step])
+        else:
+            restore_padding(out, volume.array, padding, factors[::-1] if factors else (1, 1, 1))
     return Volume(out, grid.spacing, grid.origin, grid.direction)
 
 

@@ -185,6 +185,11 @@ class ModelMetadata:
             raise ConfigError("a super_resolution model needs scale_factors_xyz (e.g. [2, 2, 4])")
         if self.task == "kernel" and factors is not None:
             raise ConfigError("a kernel model keeps the voxel grid: scale_factors_xyz must be null")
+        if self.generator:
+            upscale = self.generator_config.upscale_zyx
+            if upscale != (1, 1, 1) and (factors is None or tuple(upscale) != tuple(factors)[::-1]):
+                raise ConfigError(f"the generator upsamples by {list(upscale)} (z, y, x) but scale_factors_xyz is "
+                                  f"{list(factors) if factors else None}: they must agree")
         object.__setattr__(self, "training_spacing_xyz", _checked_spacing(self.training_spacing_xyz))
         object.__setattr__(self, "training_slice_thickness_mm",
                            _checked_thickness(self.training_slice_thickness_mm))

@@ -5,10 +5,24 @@ Generator, after van der Ouderaa et al. (3D RevGAN)::
     G: X -> Y   = dec_Y(core(enc_X(x)))          direction="forward"
     F: Y -> X   = dec_X(core.inverse(enc_Y(y)))   direction="inverse"
 
-Per-domain encoders (5^3 conv to ngf, stride-2 3^3 conv to 2*ngf) and decoders (stride-2
-transposed conv to ngf, 5^3 conv to the image) around a reversible core of ``depth``
-additive couplings working at half resolution. Every coupling function is conv-act-conv
-with its last conv zero-initialised, so each block starts as the identity.
+Per-domain encoders and decoders around a reversible core of ``depth`` additive
+couplings. Every coupling function is conv-act-conv with its last conv zero-initialised,
+so each block starts as the identity. Two layouts (``GeneratorConfig.architecture``):
+
+- ``"resize"`` (default): encoder 3^3 conv, SiLU, then a patch convolution (kernel =
+  stride) onto the core grid; decoder 1^3 conv to ``head_channels`` on the core grid,
+  trilinear upsampling onto the output grid, SiLU, 3^3 conv, SiLU, 3^3 conv to the image.
+  Interpolation followed by convolution cannot make a checkerboard (a constant stays
+  constant, unlike a transposed convolution's period-2 pattern). Every layer pads by
+  replicating the border voxel, so a volume's faces are not a fake -400 HU edge. For
+  super-resolution (``upscale_zyx`` > 1) the forward encoder works on the coarse input grid
+  and the decoder upsamples inside the network: nothing is computed on a pre-resampled
+  16x larger input, and only the two small head convolutions run per output voxel. The
+  residual path is the trilinear upsampling of the input (forward) or its average over
+  each block of fine voxels (inverse).
+- ``"transposed"`` (the first layout, kept so older model files keep working): 5^3 conv to
+  ngf, stride-2 3^3 conv to 2*ngf; stride-2 transposed conv to ngf, 5^3 conv to the image;
+  zero padding; super-resolution runs on the input resampled onto the fine grid.
 
 Design choices (see docs/design.md, decisions 1-3):
 - The core uses a smooth activation (SiLU by default): with ReLU, the ~1e-6 reconstruction
@@ -26,11 +40,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+
 import torch
+import torch.nn.functional as functional
 from torch import nn
 
 from .errors import ArchitectureError, ConfigError
-from .generator_config import ACTIVATIONS, GENERATOR_LIMITS, NORMS, GeneratorConfig, generator_state_shapes
+from .generator_config import (ACTIVATIONS, GENERATOR_LIMITS, NORMS, GeneratorConfig, core_stride_zyx,
+                               generator_state_shapes)
 from .reversible import AdditiveCoupling, ReversibleSequence
 
 __all__ = [
@@ -42,6 +59,9 @@ __all__ = [
     "PatchDiscriminator3d",
     "ReceptiveField",
     "receptive_field",
+    "output_shape",
+    "upsample_image",
+    "downsample_image",
     "DIRECTIONS",
 ]
 
@@ -60,9 +80,27 @@ class ReceptiveField:
     stride: int
 
 
-def receptive_field(config: GeneratorConfig) -> ReceptiveField:
-    """Receptive-field radius (full-resolution voxels) and total stride of the generator.
+def output_shape(config: GeneratorConfig, shape, direction: str = "forward"):
+    """The generator's output shape (z, y, x) for an input of ``shape`` in ``direction``:
+    the forward direction multiplies by ``upscale_zyx``, the inverse divides (rounding up:
+    an incomplete block of fine voxels still gives a coarse one)."""
+    factors = config.upscale_zyx
+    if direction == "forward":
+        return tuple(int(n) * f for n, f in zip(shape, factors))
+    return tuple(-(-int(n) // f) for n, f in zip(shape, factors))
 
+
+def receptive_field(config: GeneratorConfig) -> ReceptiveField:
+    """Receptive-field radius and total stride of the generator, in voxels of the low side
+    (the forward direction's input grid; for same-grid translation, the volume's grid).
+
+    "resize": an output voxel depends on low-side voxels within 4 + 4*depth*s, where s is
+    the core stride (1 or 2): the four 3^3 convs of each core block reach 4s low-side voxels,
+    and the encoder (3^3 conv and patch conv), the trilinear upsampling and the head's 3^3
+    conv together reach 4 (measured tight for s = 1 and 2 along every axis, both directions,
+    in Testing/test_networks.py). The inverse direction's chain is no longer.
+
+    "transposed":
     Chain from an output voxel back to the input: final 5^3 conv (2) + stride-2 transposed
     conv (1) + each core block's four 3^3 convs at half resolution (4 x 2 = 8 per block) +
     stride-2 conv (1) + first 5^3 conv (2). Instance normalisation makes every voxel depend
@@ -71,6 +109,9 @@ def receptive_field(config: GeneratorConfig) -> ReceptiveField:
         raise ArchitectureError(
             f"a generator with norm={config.norm!r} has a global receptive field "
             "(per-sample statistics), so tiled inference cannot equal whole-volume inference")
+    if config.architecture == "resize":
+        stride = max(core_stride_zyx(config))
+        return ReceptiveField(radius=4 + 4 * config.depth * stride, stride=stride)
     return ReceptiveField(radius=6 + 8 * config.depth, stride=2)
 
 
@@ -80,12 +121,13 @@ def _norm(kind: str, channels: int) -> nn.Module:
     return nn.Identity()
 
 
-def _coupling_function(channels: int, hidden: int, norm: str, activation: str) -> nn.Sequential:
-    last = nn.Conv3d(hidden, channels, 3, padding=1)
+def _coupling_function(channels: int, hidden: int, norm: str, activation: str,
+                       padding_mode: str = "zeros") -> nn.Sequential:
+    last = nn.Conv3d(hidden, channels, 3, padding=1, padding_mode=padding_mode)
     nn.init.zeros_(last.weight)
     nn.init.zeros_(last.bias)
     return nn.Sequential(
-        nn.Conv3d(channels, hidden, 3, padding=1),
+        nn.Conv3d(channels, hidden, 3, padding=1, padding_mode=padding_mode),
         _norm(norm, hidden),
         _ACTIVATIONS[activation](),
         last,
@@ -135,6 +177,96 @@ class _Decoder(nn.Module):
         return image + out if self.residual else torch.tanh(out)
 
 
+def _same_conv(in_channels: int, out_channels: int) -> nn.Conv3d:
+    return nn.Conv3d(in_channels, out_channels, 3, padding=1, padding_mode="replicate")
+
+
+def _pad_to_multiple(x: torch.Tensor, stride) -> torch.Tensor:
+    """Extend the end of each spatial axis by copies of its last voxel up to a multiple of
+    ``stride``, so a patch convolution covers every voxel (whole volume and tiles alike)."""
+    pads = [(-n) % s for n, s in zip(x.shape[2:], stride)]
+    if not any(pads):
+        return x
+    return functional.pad(x, (0, pads[2], 0, pads[1], 0, pads[0]), mode="replicate")
+
+
+class _ResizeEncoder(nn.Module):
+    """3^3 conv, SiLU, then onto the core grid: a patch convolution (kernel = stride, each
+    core voxel sees exactly the block of voxels it stands for) or, with stride 1, a 3^3 conv."""
+
+    def __init__(self, config: GeneratorConfig, channels: int, stride):
+        super().__init__()
+        self.stride = tuple(stride)
+        self.features = _same_conv(config.in_channels, channels)
+        self.features_norm = _norm(config.norm, channels)
+        if max(self.stride) > 1:
+            self.to_core = nn.Conv3d(channels, 2 * config.ngf, self.stride, stride=self.stride)
+        else:
+            self.to_core = _same_conv(channels, 2 * config.ngf)
+        self.core_norm = _norm(config.norm, 2 * config.ngf)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        features = functional.silu(self.features_norm(self.features(_pad_to_multiple(image, self.stride))))
+        return self.core_norm(self.to_core(features))
+
+
+class _ResizeDecoder(nn.Module):
+    """Core grid -> output grid: 1^3 conv to ``head_channels`` and SiLU on the core grid,
+    trilinear upsampling by ``factor``, a 3^3 conv, SiLU and a 1^3 conv to the image (added
+    to ``base`` when residual).
+
+    Speed: everything after the upsampling runs on every output voxel, where memory traffic,
+    not arithmetic, sets the time on a CPU. So the activation before the upsampling works on
+    the small grid, and the border for the 3^3 conv comes from upsampling a core grid
+    extended by one replicated voxel (no padded copy of the large tensor is made); the last
+    conv is 1^3 (a 3^3 conv to one channel runs at a few GFLOP/s in oneDNN)."""
+
+    def __init__(self, config: GeneratorConfig, factor):
+        super().__init__()
+        self.factor = tuple(factor)
+        head = config.head_channels
+        self.reduce = nn.Conv3d(2 * config.ngf, head, 1)
+        self.reduce_norm = _norm(config.norm, head)
+        self.refine = nn.Conv3d(head, head, 3)
+        self.refine_norm = _norm(config.norm, head)
+        self.to_image = nn.Conv3d(head, config.in_channels, 1)
+        self.residual = config.residual
+        if self.residual:  # start as the identity map (plus the residual path)
+            nn.init.zeros_(self.to_image.weight)
+            nn.init.zeros_(self.to_image.bias)
+
+    def forward(self, features: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        reduced = functional.silu(self.reduce_norm(self.reduce(features)))
+        reduced = functional.pad(reduced, (1, 1) * 3, mode="replicate")
+        if self.factor != (1, 1, 1):
+            size = tuple(n * f for n, f in zip(reduced.shape[2:], self.factor))
+            reduced = functional.interpolate(reduced, size=size, mode="trilinear", align_corners=False)
+        # Keep the output grid (the core grid covers the input rounded up to whole blocks)
+        # plus one voxel on each side for the 3^3 conv; the one-voxel extension of the core
+        # grid is `factor` voxels here.
+        up = reduced[(Ellipsis,) + tuple(slice(f - 1, f + 1 + n) for f, n in zip(self.factor, base.shape[2:]))]
+        out = self.to_image(functional.silu(self.refine_norm(self.refine(up))))
+        return base + out if self.residual else torch.tanh(out)
+
+
+def upsample_image(x: torch.Tensor, factors) -> torch.Tensor:
+    """Trilinear upsampling by integer ``factors`` (z, y, x) on cell-centred grids (the
+    geometry of volume.super_resolution_grid): the forward residual path."""
+    if tuple(factors) == (1, 1, 1):
+        return x
+    size = tuple(n * f for n, f in zip(x.shape[2:], factors))
+    return functional.interpolate(x, size=size, mode="trilinear", align_corners=False)
+
+
+def downsample_image(x: torch.Tensor, factors) -> torch.Tensor:
+    """The mean of each block of ``factors`` (z, y, x) fine voxels (an incomplete last block
+    is completed by repeating its last voxel): the inverse residual path."""
+    factors = tuple(factors)
+    if factors == (1, 1, 1):
+        return x
+    return functional.avg_pool3d(_pad_to_multiple(x, factors), factors, stride=factors)
+
+
 class RevGANGenerator3d(nn.Module):
     """Both translation directions of a 3D RevGAN in one module with a shared reversible core.
 
@@ -153,15 +285,27 @@ class RevGANGenerator3d(nn.Module):
                                      memory_saving=memory_saving)
         self.config = config
         hidden = config.coupling_channels or config.ngf
-        self.encoder_x = _Encoder(config)
-        self.encoder_y = _Encoder(config)
+        padding = "replicate" if config.architecture == "resize" else "zeros"
+        if config.architecture == "resize":
+            stride = core_stride_zyx(config)
+            high_stride = tuple(s * f for s, f in zip(stride, config.upscale_zyx))
+            high_channels = config.ngf if config.upscale_zyx == (1, 1, 1) else config.head_channels
+            self.encoder_x = _ResizeEncoder(config, config.ngf, stride)
+            self.encoder_y = _ResizeEncoder(config, high_channels, high_stride)
+        else:
+            self.encoder_x = _Encoder(config)
+            self.encoder_y = _Encoder(config)
         self.core = ReversibleSequence(
-            [AdditiveCoupling(_coupling_function(config.ngf, hidden, config.norm, config.core_activation),
-                              _coupling_function(config.ngf, hidden, config.norm, config.core_activation))
+            [AdditiveCoupling(_coupling_function(config.ngf, hidden, config.norm, config.core_activation, padding),
+                              _coupling_function(config.ngf, hidden, config.norm, config.core_activation, padding))
              for _ in range(config.depth)],
             memory_saving=config.memory_saving)
-        self.decoder_x = _Decoder(config)
-        self.decoder_y = _Decoder(config)
+        if config.architecture == "resize":
+            self.decoder_x = _ResizeDecoder(config, stride)
+            self.decoder_y = _ResizeDecoder(config, high_stride)
+        else:
+            self.decoder_x = _Decoder(config)
+            self.decoder_y = _Decoder(config)
 
     @classmethod
     def from_config(cls, config: GeneratorConfig) -> "RevGANGenerator3d":
@@ -171,10 +315,13 @@ class RevGANGenerator3d(nn.Module):
         if x.dim() != 5 or x.shape[1] != self.config.in_channels:
             raise ArchitectureError(
                 f"generator input must be (N, {self.config.in_channels}, D, H, W); got {tuple(x.shape)}")
+        if direction not in DIRECTIONS:
+            raise ArchitectureError(f"direction must be 'forward' or 'inverse', got {direction!r}")
+        factors = self.config.upscale_zyx
         if direction == "forward":
-            return self.decoder_y(self.core(self.encoder_x(x)), x)
+            return self.decoder_y(self.core(self.encoder_x(x)), upsample_image(x, factors))
         if direction == "inverse":
-            return self.decoder_x(self.core.inverse(self.encoder_y(x)), x)
+            return self.decoder_x(self.core.inverse(self.encoder_y(x)), downsample_image(x, factors))
         raise ArchitectureError(f"direction must be 'forward' or 'inverse', got {direction!r}")
 
     @property

@@ -32,6 +32,13 @@ the result is exactly that of a whole-volume pass over the edge-padded volume; i
 to ``2 * halo`` extra voxels per padded axis in the border windows, never a padded copy of
 the volume.
 
+Grids of different resolution (super-resolution inside the network). The plan is made on
+the coarse grid. With ``out_scale`` f the network turns a window into one f times larger
+per axis (its core lands on ``f * core`` in the output); with ``source_scale`` f the input
+is the finer grid and a window reads ``f * window`` of it (the last block of a volume may be
+incomplete; the network completes it). The receptive-field radius and the stride are then
+counted in coarse voxels, and the argument above holds unchanged.
+
 Cost: each window computes ``halo`` extra voxels on every cut face, so the computed
 volume is ``prod_axis(N + 2 * halo * (n_axis - 1)) / prod(N)`` times the volume. Larger
 windows mean less overhead and more memory; :func:`auto_window_shape` picks per-axis
@@ -308,45 +315,70 @@ def padded_window_shape(plan: TilePlan, padding: Union[int, Sequence[int]]) -> S
                  in zip(plan.window_shape, plan.counts, _padding3(padding)))  # type: ignore[return-value]
 
 
+def _scale3(value: Union[int, Sequence[int]], what: str) -> Shape3:
+    scale = _padding3(value)
+    if min(scale) < 1:
+        raise ConfigError(f"{what} must be positive integers, got {value!r}")
+    return scale
+
+
 def run_tiled(function: Callable[[np.ndarray], object], source, out: np.ndarray, plan: TilePlan,
               progress: Optional[Callable[[int, int], None]] = None,
               cancel: Optional[Callable[[], bool]] = None,
-              border_padding: Union[int, Sequence[int]] = 0) -> None:
+              border_padding: Union[int, Sequence[int]] = 0,
+              source_scale: Union[int, Sequence[int]] = 1,
+              out_scale: Union[int, Sequence[int]] = 1) -> None:
     """Evaluate ``function`` on every window of ``plan`` and write each tile's core into
-    ``out`` (shape ``plan.shape``, float or integer dtype).
+    ``out`` (shape ``plan.shape`` times ``out_scale``, float or integer dtype).
 
     ``border_padding`` (voxels, or (z, y, x); each 0 or a multiple of the stride at least the
     receptive-field radius, e.g. ``plan.halo``) extends window faces on the volume's border
     along those axes by that many copies
     of the border voxels, so the network continues the image instead of meeting its own
     zero padding there (on CT, zero in the window's units is a fake -400 HU edge); the
-    result is then that of a whole-volume pass over the edge-padded volume.
+    result is then that of a whole-volume pass over the edge-padded volume. Same-grid plans
+    only (networks that pad by replication need none).
 
     ``source[window]`` (a numpy array or any object sliceable with three slices) gives the
-    input of a window; ``function`` returns an array or tensor of the window's shape.
+    input of a window; ``source`` has the plan's shape, or with ``source_scale`` f (per axis)
+    a shape whose f-blocks cover it (``ceil(n / f) == plan.shape``). ``function`` returns an
+    array or tensor of the window's shape (in plan voxels) times ``out_scale``.
     ``progress(done, total)`` is called before the first and after each tile; ``cancel()``
     is checked before each tile and raises :class:`CancelledError` when true."""
-    if tuple(out.shape) != plan.shape:
-        raise ConfigError(f"output array shape {tuple(out.shape)} does not match the plan's {plan.shape}")
-    if tuple(source.shape) != plan.shape:
-        raise ConfigError(f"input shape {tuple(source.shape)} does not match the plan's {plan.shape}")
+    source_scale3 = _scale3(source_scale, "source_scale")
+    out_scale3 = _scale3(out_scale, "out_scale")
+    expected_out = tuple(n * f for n, f in zip(plan.shape, out_scale3))
+    if tuple(out.shape) != expected_out:
+        raise ConfigError(f"output array shape {tuple(out.shape)} does not match the plan's {expected_out}")
+    source_shape = tuple(int(n) for n in source.shape)
+    if tuple(-(-n // f) for n, f in zip(source_shape, source_scale3)) != plan.shape:
+        raise ConfigError(f"input shape {source_shape} does not match the plan's {plan.shape}"
+                          + (f" (in blocks of {source_scale3})" if source_scale3 != (1, 1, 1) else ""))
+    padding3 = _padding3(border_padding)
+    if any(padding3) and (source_scale3 != (1, 1, 1) or out_scale3 != (1, 1, 1)):
+        raise ConfigError("border padding is only available for same-grid tiling")
     total = len(plan)
     if progress is not None:
         progress(0, total)
     for done, tile in enumerate(plan, 1):
         if cancel is not None and cancel():
             raise CancelledError(f"cancelled after {done - 1} of {total} tiles")
-        window = source[tile.window]
+        window = source[tuple(slice(w.start * f, min(w.stop * f, n))
+                              for w, f, n in zip(tile.window, source_scale3, source_shape))]
         crop = tile.crop
-        if any(_padding3(border_padding)):
-            pads = border_pads(tile, plan.shape, border_padding)
+        if any(padding3):
+            pads = border_pads(tile, plan.shape, padding3)
             if any(before or after for before, after in pads):
                 window = np.pad(window, pads, mode="edge")
                 crop = tuple(slice(c.start + before, c.stop + before) for c, (before, _) in zip(crop, pads))
         result = function(window)
-        if tuple(result.shape) != tuple(window.shape):
+        window_plan_shape = tuple(-(-n // f) for n, f in zip(window.shape, source_scale3))
+        expected = tuple(n * f for n, f in zip(window_plan_shape, out_scale3))
+        if tuple(result.shape) != expected:
             raise ConfigError(f"the network returned shape {tuple(result.shape)} for a window of "
-                              f"{tuple(window.shape)}; tiling needs same-size outputs")
-        write_core(out, tile.core, result[crop])
+                              f"{tuple(window.shape)}; tiling needs an output of {expected}")
+        core = tuple(slice(c.start * f, c.stop * f) for c, f in zip(tile.core, out_scale3))
+        crop = tuple(slice(c.start * f, c.stop * f) for c, f in zip(crop, out_scale3))
+        write_core(out, core, result[crop])
         if progress is not None:
             progress(done, total)

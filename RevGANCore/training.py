@@ -37,14 +37,14 @@ from torch import nn
 from . import __version__
 from .checkpoints import (CheckpointStore, optimizer_from_tensors, optimizer_to_tensors, require_resumable,
                           write_json_atomic)
-from .config import TrainConfig
+from .config import TrainConfig, generator_for_task
 from .devices import describe_device, resolve_device
 from .data import batch_positions
 from .distributed import distributed_context, shutdown
 from .errors import ConfigError, RevGANError
 from .losses import GANLoss, ImagePool
 from .modelfile import ModelMetadata, load_model, save_model
-from .networks import PatchDiscriminator3d, RevGANGenerator3d
+from .networks import PatchDiscriminator3d, RevGANGenerator3d, downsample_image, upsample_image
 from .volume_io import read_spacing
 
 Log = Callable[[str], None]
@@ -220,6 +220,7 @@ class Trainer:
         spec = manifest.task(data.task)
         self.task_spec = spec
         self.manifest = manifest
+        self.generator_config = generator_for_task(self.config.model.generator, data.task, spec.get("factors_xyz"))
         all_ids = [c.id for c in manifest.cases]
         for case_id in tuple(data.train_cases) + tuple(data.val_cases):
             if case_id not in all_ids:
@@ -233,7 +234,8 @@ class Trainer:
                      samples_per_epoch=max(256, data.batch_size * self.dist.world_size * 16),
                      # Residual generators learn unclipped HU (bone beyond the window survives);
                      # tanh generators are bounded to the window, as in the seed paper.
-                     clip_to_window=not self.config.model.generator.residual)
+                     clip_to_window=not self.config.model.generator.residual,
+                     source_on_own_grid=self.generator_config.upscale_zyx != (1, 1, 1))
         self.train_set = datasets_from_manifest(manifest_path, task=data.task, paired=paired,
                                                 case_ids=train_ids, seed=self.config.seed, **patch)["train"]
         self.train_set.check_patch_fits(f"{manifest.path}: data.patch_size")
@@ -273,14 +275,15 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed patch shapes: let cuDNN pick the fastest 3D convs
         torch.manual_seed(config.seed)
-        self.generator = RevGANGenerator3d(config=config.model.generator).to(self.device)
+        self.generator = RevGANGenerator3d(config=self.generator_config).to(self.device)
         d_config = dataclasses.replace(config.model.discriminator, in_channels=2 if paired else 1)
         self.d_x = PatchDiscriminator3d(config=d_config).to(self.device)
         self.d_y = PatchDiscriminator3d(config=d_config).to(self.device)
         if config.optim.channels_last:
             for module in (self.generator, self.d_x, self.d_y):
                 module.to(memory_format=torch.channels_last_3d)
-        identity = (not paired) and config.objective.lambda_identity > 0
+        # An identity term needs G(y) on y's grid: not for generators that change the grid.
+        identity = (not paired) and config.objective.lambda_identity > 0 and self.generator_config.upscale_zyx == (1, 1, 1)
         self.g_phase: nn.Module = _GeneratorPhase(self.generator, config.objective.mode, identity)
         self.d_phase: nn.Module = _DiscriminatorPhase(self.d_x, self.d_y)
         if self.dist.enabled:
@@ -318,13 +321,16 @@ class Trainer:
         objective = self.config.objective
         paired = objective.mode == "paired"
         l1 = nn.functional.l1_loss
+        # A conditional discriminator sees the input beside the output, on the output's grid.
+        factors = self.generator.config.upscale_zyx
+        x_on_y, y_on_x = upsample_image(x, factors), downsample_image(y, factors)
 
         _set_requires_grad(self.d_phase, False)
         with self._autocast():
             out = self.g_phase(x, y)
             if paired:
-                score_y = self.d_y(torch.cat([x, out["fake_y"]], 1))
-                score_x = self.d_x(torch.cat([y, out["fake_x"]], 1))
+                score_y = self.d_y(torch.cat([x_on_y, out["fake_y"]], 1))
+                score_x = self.d_x(torch.cat([y_on_x, out["fake_x"]], 1))
             else:
                 score_y = self.d_y(out["fake_y"])
                 score_x = self.d_x(out["fake_x"])
@@ -348,8 +354,8 @@ class Trainer:
         fake_y = out["fake_y"].detach()
         fake_x = out["fake_x"].detach()
         if paired:
-            inputs_y = torch.cat([torch.cat([x, y], 1), torch.cat([x, fake_y], 1)], 0)
-            inputs_x = torch.cat([torch.cat([y, x], 1), torch.cat([y, fake_x], 1)], 0)
+            inputs_y = torch.cat([torch.cat([x_on_y, y], 1), torch.cat([x_on_y, fake_y], 1)], 0)
+            inputs_x = torch.cat([torch.cat([y_on_x, x], 1), torch.cat([y_on_x, fake_x], 1)], 0)
         else:
             inputs_y = torch.cat([y, self.pool_y.query(fake_y).to(y.dtype)], 0)
             inputs_x = torch.cat([x, self.pool_x.query(fake_x).to(x.dtype)], 0)
@@ -420,7 +426,7 @@ class Trainer:
             sums["val_l1"] += float((fake_y - y).abs().mean()) * x.shape[0]
             sums["val_mse"] += float(((fake_y - y) ** 2).mean()) * x.shape[0]
             sums["val_l1_inverse"] += float((fake_x - x).abs().mean()) * x.shape[0]
-            sums["val_l1_input"] += float((x - y).abs().mean()) * x.shape[0]
+            sums["val_l1_input"] += float((upsample_image(x, self.generator.config.upscale_zyx) - y).abs().mean()) * x.shape[0]
             count += x.shape[0]
         self.generator.train()
         metrics = {key: value / count for key, value in sums.items()}
@@ -437,6 +443,7 @@ class Trainer:
         x, y = self.val_batches[0]
         with torch.no_grad(), self._autocast():
             fake_y = self.generator(self._to_device(x[:1]), "forward").float().cpu()
+        x = upsample_image(x, self.generator.config.upscale_zyx)  # shown on the output's grid
         middle = x.shape[2] // 2
         panels = [window_to_uint8(unit_to_hu(t[0, 0, middle].numpy()), level=-600, width=1500)
                   for t in (x, fake_y, y)]
@@ -465,7 +472,7 @@ class Trainer:
             training_slice_thickness_mm=source_spacing[2] if source_spacing else None,
             task=config.data.task,
             domains={"x": spec["source"], "y": spec["target"]},
-            generator=config.model.generator.to_dict(),
+            generator=self.generator_config.to_dict(),
             scale_factors_xyz=tuple(factors) if factors else None,
             name=config.name or Path(config.output_dir).name,
             description=f"{config.objective.mode} 3D RevGAN, depth {config.model.generator.depth}, "

@@ -185,17 +185,19 @@ def super_resolution_grid(volume, factors_xyz=(2, 2, 4)) -> Grid:
     return Grid(shape, tuple(fine_spacing), tuple(origin), grid.direction)  # type: ignore[arg-type]
 
 
-def low_resolution_grid(volume, factors_xyz=(2, 2, 4)) -> Grid:
+def low_resolution_grid(volume, factors_xyz=(2, 2, 4), round_up: bool = False) -> Grid:
     """The coarser grid covering the same physical box (inverse of
-    :func:`super_resolution_grid`); voxel counts must be divisible by the factors."""
+    :func:`super_resolution_grid`); voxel counts must be divisible by the factors, unless
+    ``round_up``: then an incomplete last block still makes a coarse voxel (the box grows
+    by less than one coarse voxel at the far end)."""
     grid = _as_grid(volume)
     factors = _checked_factors(factors_xyz)
-    if any(n % f for n, f in zip(grid.size_xyz, factors)):
+    if not round_up and any(n % f for n, f in zip(grid.size_xyz, factors)):
         raise VolumeError(f"grid size (x, y, z) {grid.size_xyz} is not divisible by the factors {factors}")
     spacing = np.asarray(grid.spacing)
     coarse_spacing = spacing * np.asarray(factors, dtype=float)
     origin = np.asarray(grid.origin) + grid.direction_matrix @ ((coarse_spacing - spacing) / 2)
-    shape = tuple(n // f for n, f in zip(grid.shape, factors[::-1]))
+    shape = tuple(-(-n // f) for n, f in zip(grid.shape, factors[::-1]))
     return Grid(shape, tuple(coarse_spacing), tuple(origin), grid.direction)  # type: ignore[arg-type]
 
 

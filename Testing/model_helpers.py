@@ -64,14 +64,16 @@ def metadata_for(task: str, factors: Optional[Tuple[int, int, int]] = None, **ex
 
 def tiny_model(task: str = "kernel", ngf: int = 3, depth: int = 1, seed: int = 0,
                factors: Optional[Tuple[int, int, int]] = None) -> TranslationModel:
-    generator = random_generator(ngf, depth, seed)
+    """A residual random model: its outputs stay CT-like (the input plus tens of HU), as
+    files written from them must read back as CT."""
+    generator = two_way_generator(ngf, depth, seed)
     metadata = replace(metadata_for(task, factors), generator=generator.config.to_dict())
     return TranslationModel(generator, metadata)
 
 
 def save_tiny_model(path: Path, task: str = "kernel", ngf: int = 3, depth: int = 1, seed: int = 0,
                     factors: Optional[Tuple[int, int, int]] = None) -> Path:
-    return save_model(path, random_generator(ngf, depth, seed), metadata_for(task, factors))
+    return save_model(path, two_way_generator(ngf, depth, seed), metadata_for(task, factors))
 
 
 def rewrite_model(source: Path, target: Path, change_metadata: Optional[Callable[[dict], None]] = None,
@@ -122,16 +124,20 @@ def oblique_direction(angle_deg: float = 30.0) -> Tuple[float, ...]:
 
 def whole_volume_hu(model: TranslationModel, hu: np.ndarray, direction: str = "forward") -> np.ndarray:
     """The reference: the generator on the whole (window-normalised) volume at once, edge-
-    padded along z as inference does at the volume's first and last slices."""
+    padded along z as inference does at the volume's first and last slices for generators
+    that pad with zeros (the "transposed" layout; "resize" generators pad every layer)."""
+    from RevGANCore.inference import border_padding
     from RevGANCore.networks import receptive_field
     from RevGANCore.tiling import halo_for
     from RevGANCore.volume import hu_to_unit, unit_to_hu
 
-    field = receptive_field(model.generator.config)
-    halo = halo_for(field.radius, field.stride)
+    config = model.generator.config
+    field = receptive_field(config)
+    pad = border_padding(config, halo_for(field.radius, field.stride))[0]
     window = model.metadata.hu_window
-    padded = np.pad(hu, ((halo, halo), (0, 0), (0, 0)), mode="edge")
+    padded = np.pad(hu, ((pad, pad), (0, 0), (0, 0)), mode="edge")
     with torch.no_grad():
-        unit = hu_to_unit(torch.from_numpy(np.ascontiguousarray(padded)), window)[None, None]
+        # residual models see HU beyond the window unclipped, as in inference
+        unit = hu_to_unit(torch.from_numpy(np.ascontiguousarray(padded)), window, clip=not config.residual)[None, None]
         result = model.generator.cpu()(unit, direction)[0, 0]
-    return unit_to_hu(result, window).numpy()[halo:-halo]
+    return unit_to_hu(result, window).numpy()[pad:result.shape[0] - pad]

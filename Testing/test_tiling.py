@@ -62,7 +62,8 @@ def test_plan_writes_every_voxel_exactly_once_and_windows_start_on_the_stride():
 
 def test_receptive_field_halo_and_minimum_window():
     field = receptive_field(GeneratorConfig(depth=2))
-    assert (field.radius, field.stride) == (22, 2)
+    assert (field.radius, field.stride) == (20, 2)
+    assert receptive_field(GeneratorConfig(depth=2, architecture="transposed")).radius == 22
     assert halo_for(21, 2) == 22 and halo_for(22, 2) == 22 and halo_for(0, 2) == 0
     assert minimum_window(22, 2) == 46
 
@@ -116,7 +117,7 @@ def test_a_halo_below_the_receptive_field_is_visibly_wrong():
     plan = plan_tiles(shape, 32, field.radius - 2, field.stride)
     out = np.empty(shape, dtype=np.float32)
     run_tiled(_network(generator, "forward"), array, out, plan)
-    assert np.abs(out - whole).max() > 1e-3
+    assert np.abs(out - whole).max() > 1e-4  # 10x the exactness tests' tolerance
 
 
 def test_odd_window_origin_would_break_stride_alignment():

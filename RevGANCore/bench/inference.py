@@ -4,10 +4,10 @@ and how much of the machine it uses.
 For each default model of the registry (one row each):
 
 - ``flop_per_voxel``: floating-point operations of one generator pass, counted with
-  ``torch.utils.flop_counter.FlopCounterMode`` on a 48^3 window (shapes only, on the "meta"
-  device) and divided by the
-  window's voxels (the generator's output has its input's size; a super-resolution model
-  runs on the high-resolution grid). Halos recomputed by tiling are not in it.
+  ``torch.utils.flop_counter.FlopCounterMode`` on a 48^3 input window (shapes only, on the
+  "meta" device) and divided by the voxels of its output (for a super-resolution generator
+  that upsamples inside, the fine grid; an older one runs on the input resampled onto
+  it). Halos recomputed by tiling are not in it.
 - ``mvoxel_per_s``, ``gflop_per_s``: output voxels per second of a timed, tiled
   :func:`~RevGANCore.inference.translate` of a synthetic volume (random HU) and the
   FLOP rate that means (``flop_per_voxel`` x voxels / seconds).
@@ -43,8 +43,8 @@ QUICK_SIZE_SCALE = 0.25
 
 
 def count_flop_per_voxel(generator: torch.nn.Module, direction: str = "forward", window: int = FLOP_WINDOW) -> float:
-    """FLOP of one pass of ``generator`` per voxel of a ``window``^3 input. Counted on a
-    copy on PyTorch's "meta" device: FLOP depend on shapes only, so nothing is computed."""
+    """FLOP of one pass of ``generator`` on a ``window``^3 input per output voxel. Counted on
+    a copy on PyTorch's "meta" device: FLOP depend on shapes only, so nothing is computed."""
     import copy
 
     from torch.utils.flop_counter import FlopCounterMode
@@ -52,8 +52,8 @@ def count_flop_per_voxel(generator: torch.nn.Module, direction: str = "forward",
     shapes_only = copy.deepcopy(generator).to("meta")
     sample = torch.zeros(1, 1, window, window, window, device="meta")
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        shapes_only(sample, direction)
-    return counter.get_total_flops() / float(window ** 3)
+        output = shapes_only(sample, direction)
+    return counter.get_total_flops() / float(output.numel())
 
 
 def _synchronize(device: torch.device) -> None:
