@@ -221,7 +221,7 @@ def test_cuda_out_of_memory_halves_windows_then_falls_back_to_cpu():
 
     used = _run_with_fallback(never_fits, start, torch.device("cuda"), torch.float16, config, shape, log.append)
     assert used.type == "cpu" and tried[-1][0] == "cpu" and tried[-1][2] is None
-    assert min(tried[-2][1]) == 30  # the smallest window (2 * halo + stride) was tried on CUDA
+    assert min(tried[-2][1]) == 26  # the smallest window (2 * halo + stride) was tried on CUDA
     assert "continuing on the CPU" in log[-1]
 
     def broken(plan, device, amp):
