@@ -44,7 +44,7 @@ from .distributed import distributed_context, shutdown
 from .errors import ConfigError, RevGANError
 from .losses import GANLoss, ImagePool
 from .modelfile import ModelMetadata, load_model, save_model
-from .networks import PatchDiscriminator3d, RevGANGenerator3d, downsample_image, upsample_image
+from .networks import PatchDiscriminator3d, RevGANGenerator3d, upsample_image
 from .volume_io import read_spacing
 
 Log = Callable[[str], None]
@@ -321,19 +321,22 @@ class Trainer:
         objective = self.config.objective
         paired = objective.mode == "paired"
         l1 = nn.functional.l1_loss
-        # A conditional discriminator sees the input beside the output, on the output's grid.
+        # Both discriminators judge on the fine grid (for a generator that upsamples inside,
+        # x-side patches are too small for a PatchGAN on their own grid), a conditional one
+        # with the input beside the output.
         factors = self.generator.config.upscale_zyx
-        x_on_y, y_on_x = upsample_image(x, factors), downsample_image(y, factors)
+        fine = (lambda t: upsample_image(t, factors)) if factors != (1, 1, 1) else (lambda t: t)
+        x_fine = fine(x)
 
         _set_requires_grad(self.d_phase, False)
         with self._autocast():
             out = self.g_phase(x, y)
             if paired:
-                score_y = self.d_y(torch.cat([x_on_y, out["fake_y"]], 1))
-                score_x = self.d_x(torch.cat([y_on_x, out["fake_x"]], 1))
+                score_y = self.d_y(torch.cat([x_fine, out["fake_y"]], 1))
+                score_x = self.d_x(torch.cat([y, fine(out["fake_x"])], 1))
             else:
                 score_y = self.d_y(out["fake_y"])
-                score_x = self.d_x(out["fake_x"])
+                score_x = self.d_x(fine(out["fake_x"]))
         loss_gan = self.gan_loss(score_y, True) + self.gan_loss(score_x, True)
         terms = {"g_gan": loss_gan}
         if paired:
@@ -352,13 +355,13 @@ class Trainer:
 
         _set_requires_grad(self.d_phase, True)
         fake_y = out["fake_y"].detach()
-        fake_x = out["fake_x"].detach()
+        fake_x = fine(out["fake_x"].detach())
         if paired:
-            inputs_y = torch.cat([torch.cat([x_on_y, y], 1), torch.cat([x_on_y, fake_y], 1)], 0)
-            inputs_x = torch.cat([torch.cat([y_on_x, x], 1), torch.cat([y_on_x, fake_x], 1)], 0)
+            inputs_y = torch.cat([torch.cat([x_fine, y], 1), torch.cat([x_fine, fake_y], 1)], 0)
+            inputs_x = torch.cat([torch.cat([y, x_fine], 1), torch.cat([y, fake_x], 1)], 0)
         else:
             inputs_y = torch.cat([y, self.pool_y.query(fake_y).to(y.dtype)], 0)
-            inputs_x = torch.cat([x, self.pool_x.query(fake_x).to(x.dtype)], 0)
+            inputs_x = torch.cat([x_fine, self.pool_x.query(fake_x).to(x.dtype)], 0)
         with self._autocast():
             scores_y, scores_x = self.d_phase(inputs_y, inputs_x)
         n = x.shape[0]
