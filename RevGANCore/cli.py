@@ -236,6 +236,9 @@ def _add_translation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:N")
     parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                         help="CUDA autocast precision (auto: float16; float32 for IEEE float32 throughout)")
+    parser.add_argument("--threads", type=int, default=0, metavar="N",
+                        help="CPU threads for PyTorch (0, the default: PyTorch's choice, usually one per core; "
+                             "with batch --jobs J each worker gets N // J)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or messages (warnings still show)")
     parser.add_argument("--progress", default="auto", choices=PROGRESS_STYLES,
                         help="auto: a bar on a terminal, plain lines otherwise; jsonl: one JSON object per line "
@@ -282,6 +285,17 @@ def _setup_translate(commands: argparse._SubParsersAction) -> None:
     resolve.set_defaults(handler=_run_super_resolve)
 
 
+def _apply_threads(args: argparse.Namespace) -> None:
+    """``--threads N``: PyTorch's intra-op thread count for this process (0: leave it)."""
+    threads = getattr(args, "threads", 0)
+    if threads < 0:
+        raise RevGANError(f"--threads must be 0 (automatic) or a positive number, got {threads}")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def _tile_argument(values: Optional[List[int]]):
     if values is None:
         return None
@@ -298,6 +312,7 @@ def _run_translation(args: argparse.Namespace, model_name: str, task: Optional[s
     from .progress import JsonLinesReporter, progress_bar
     from .registry import get_model_path
 
+    _apply_threads(args)
     tile = _tile_argument(args.tile)
     model_path = get_model_path(model_name)
     check_translation_output(args.output, [args.input, model_path], args.output_format, args.dtype)
@@ -385,6 +400,7 @@ def _run_batch(args: argparse.Namespace) -> int:
     from .batch_plan import parse_shard
     from .progress import JsonLinesReporter, progress_bar
 
+    _apply_threads(args)
     shard = parse_shard(args.shard)
     task = BATCH_TASKS.get(args.task) if args.task else None
     model = args.model
@@ -398,7 +414,7 @@ def _run_batch(args: argparse.Namespace) -> int:
                            device=args.device, tile_size=_tile_argument(args.tile), precision=args.precision,
                            strict=args.strict)
     run = dict(model=model, inputs=args.inputs, out_dir=args.out, options=options, task=task, shard=shard,
-               jobs=args.jobs, resume=args.resume)
+               jobs=args.jobs, resume=args.resume, threads=args.threads)
     if args.progress == "jsonl":
         reporter = JsonLinesReporter()
 
@@ -462,6 +478,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_model, format_evaluation
     from .modelfile import load_model
 
+    _apply_threads(args)
     model = load_model(args.model)
     quiet = args.quiet or args.json
 
@@ -479,31 +496,107 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _setup_models(commands: argparse._SubParsersAction) -> None:
-    models = commands.add_parser("models", help="list the shipped models")
+    models = commands.add_parser(
+        "models", help="list, add, show and remove models (shipped ones and those you added)",
+        description="Models you add are copied into your model folder (REVGAN_USER_MODELS_DIR, default: the "
+                    "user's data folder) with their SHA-256, which is checked on every use. Without a "
+                    "subcommand: list.")
     models.add_argument("--json", action="store_true", help="print one JSON object")
-    models.set_defaults(handler=_run_models)
+    models.set_defaults(handler=_run_models_list)
+    actions = models.add_subparsers(dest="models_action", metavar="ACTION")
+    listing = actions.add_parser("list", help="shipped and user models")
+    listing.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object")
+    listing.set_defaults(handler=_run_models_list)
+    add = actions.add_parser("add", help="validate a .safetensors model file and copy it into your model folder")
+    add.add_argument("file", metavar="FILE", help="model file (.safetensors); a FILE-stem .md card beside it is copied")
+    add.add_argument("--name", default=None, help="name to use it by (default: the file name without .safetensors)")
+    add.add_argument("--replace", action="store_true", help="replace a user model of the same name")
+    add.set_defaults(handler=_run_models_add)
+    show = actions.add_parser("show", help="the card of a model: metadata, file, checksum")
+    show.add_argument("name", metavar="NAME_OR_FILE")
+    show.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object")
+    show.set_defaults(handler=_run_models_show)
+    remove = actions.add_parser("remove", help="remove a model you added (never a shipped one)")
+    remove.add_argument("name", metavar="NAME")
+    remove.set_defaults(handler=_run_models_remove)
 
 
-def _run_models(args: argparse.Namespace) -> int:
-    from .registry import MODELS_DIR_ENV, list_models, models_dir, models_dir_candidates
+def _model_row(entry) -> dict:
+    return {"name": entry.name, "origin": entry.origin, "task": entry.task, "description": entry.description,
+            "file": str(entry.path), "card": str(entry.card) if entry.card else None, "default": entry.default,
+            "available": entry.available, "sha256": entry.sha256}
+
+
+def _run_models_list(args: argparse.Namespace) -> int:
+    from .model_store import store_dir
+    from .registry import MODELS_DIR_ENV, all_models, models_dir, models_dir_candidates
 
     folder = models_dir()
-    entries = list_models()
+    entries = all_models()
     if args.json:
-        _print_json({"models_dir": str(folder) if folder else None,
-                     "models": [{"name": e.name, "task": e.task, "description": e.description,
-                                 "file": str(e.path), "card": str(e.card) if e.card else None,
-                                 "default": e.default, "available": e.available} for e in entries]})
+        _print_json({"models_dir": str(folder) if folder else None, "user_models_dir": str(store_dir()),
+                     "models": [_model_row(e) for e in entries]})
         return 0
-    if not entries:
+    shipped = [entry for entry in entries if entry.origin == "shipped"]
+    users = [entry for entry in entries if entry.origin == "user"]
+    if not shipped:
         searched = ", ".join(str(path) for path in models_dir_candidates())
         print(f"no models are shipped (searched {searched}; set {MODELS_DIR_ENV} to use another folder)")
-        return 0
-    print(f"models in {folder}:")
-    for entry in entries:
+    else:
+        print(f"models in {folder}:")
+    for entry in shipped:
         flags = " (default)" if entry.default else ""
         missing = "" if entry.available else "  [file missing]"
         print(printable(f"  {entry.name:<28} {entry.task:<17}{flags} {entry.description}{missing}"))
+    if users:
+        print(f"user models in {store_dir()}:")
+        for entry in users:
+            missing = "" if entry.available else "  [file missing]"
+            print(printable(f"  {entry.name:<28} {entry.task:<17} {entry.description}{missing}"))
+    return 0
+
+
+def _run_models_add(args: argparse.Namespace) -> int:
+    from .model_store import add_model
+
+    entry = add_model(args.file, name=args.name, replace=args.replace)
+    print(printable(f"added {entry.name} ({entry.task}) as {entry.path}; sha256 {entry.sha256}"))
+    return 0
+
+
+def _run_models_show(args: argparse.Namespace) -> int:
+    from .model_store import file_sha256
+    from .modelmetadata import read_metadata
+    from .registry import all_models, get_model_path
+
+    path = get_model_path(args.name)  # a user model's checksum is verified here
+    entry = next((e for e in all_models() if e.name == args.name), None)
+    metadata = read_metadata(path)
+    card = {"name": args.name if entry else path.stem, "origin": entry.origin if entry else "file",
+            "file": str(path), "sha256": file_sha256(path), "card": str(entry.card) if entry and entry.card else None,
+            "metadata": metadata.to_dict()}
+    if getattr(args, "json", False):
+        _print_json(card)
+        return 0
+    lines = [f"{card['name']} ({card['origin']})", f"  file:        {path}", f"  sha256:      {card['sha256']}",
+             f"  task:        {metadata.task}", f"  domains:     x = {metadata.domains['x']}, y = {metadata.domains['y']}"]
+    if metadata.scale_factors_xyz:
+        lines.append(f"  scale (xyz): {' '.join(str(f) for f in metadata.scale_factors_xyz)}")
+    lines.append(f"  HU window:   {metadata.hu_window[0]:g} .. {metadata.hu_window[1]:g}")
+    for label, text in (("description", metadata.description), ("caveats", metadata.caveats),
+                        ("card", card["card"])):
+        if text:
+            lines.append(f"  {label + ':':<12} {text}")
+    for line in lines:
+        print(printable(line))
+    return 0
+
+
+def _run_models_remove(args: argparse.Namespace) -> int:
+    from .model_store import remove_model
+
+    entry = remove_model(args.name)
+    print(printable(f"removed user model {entry.name} ({entry.path})"))
     return 0
 
 
