@@ -149,11 +149,14 @@ def placeLikeReference(node, reference) -> None:
     if hierarchy is None:
         return
     referenceItem = hierarchy.GetItemByDataNode(reference)
+    parent = hierarchy.GetItemParent(referenceItem) if referenceItem else 0
+    if not parent:
+        return
     item = hierarchy.GetItemByDataNode(node)
-    if referenceItem and item:
-        parent = hierarchy.GetItemParent(referenceItem)
-        if parent:
-            hierarchy.SetItemParent(item, parent)
+    if item:
+        hierarchy.SetItemParent(item, parent)
+    else:  # Slicer's subject-hierarchy plugins add an item for every new node; bare MRML does not
+        hierarchy.CreateItem(parent, node)
 
 
 #: Subject-hierarchy attributes that Slicer's DICOM export reads as the series' tags
@@ -177,9 +180,9 @@ def describeSeries(node, description: str) -> None:
     """Give ``node``'s subject-hierarchy item the series description (and CT modality)
     that Slicer's DICOM export writes, so an exported result says what made it."""
     hierarchy = _subjectHierarchy(node.GetScene())
-    item = hierarchy.GetItemByDataNode(node) if hierarchy is not None else 0
-    if not item:
+    if hierarchy is None:
         return
+    item = hierarchy.GetItemByDataNode(node) or hierarchy.CreateItem(hierarchy.GetSceneItemID(), node)
     hierarchy.SetItemAttribute(item, SERIES_DESCRIPTION_ATTRIBUTE, description[:SERIES_DESCRIPTION_LENGTH])
     hierarchy.SetItemAttribute(item, MODALITY_ATTRIBUTE, "CT")
 
