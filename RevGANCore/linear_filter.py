@@ -190,7 +190,7 @@ def radial_power_spectrum(volumes: Sequence[Volume], width: float, bins: int, th
         for k in range(volume.shape[0] - 1):
             window = windows[k] * windows[k + 1]
             energy = float((window ** 2).sum())
-            if energy < 64.0:  # under ~8 x 8 pixels of body: nothing to measure
+            if energy < 16.0:  # under ~4 x 4 pixels of body: nothing to measure
                 continue
             values = volume.array[k + 1].astype(np.float64) - volume.array[k].astype(np.float64)
             centred = (values - (values * window).sum() / window.sum()) * window

@@ -261,6 +261,9 @@ class ModelMetadata:
             raise ConfigError("model metadata must be a JSON object")
         # The version first: a newer file may have other fields, and saying so is clearer.
         _check_format(values.get("format"), values.get("format_version"))
+        model_type = values.get("model_type", GENERATOR_MODEL_TYPE)
+        if model_type not in MODEL_TYPES:
+            raise ConfigError(f"model_type must be one of {', '.join(MODEL_TYPES)}, got {model_type!r}")
         required = ("task", "domains") if values.get("model_type") == FILTER_MODEL_TYPE else ("task", "domains",
                                                                                               "generator")
         missing = [key for key in required if not values.get(key)]
