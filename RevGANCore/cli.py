@@ -70,6 +70,8 @@ def _setup_bench(commands: argparse._SubParsersAction) -> None:
     quality.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     quality.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"), default=None,
                          help="phantom voxel counts (quick checks only; the README table uses the default)")
+    quality.add_argument("--worlds", nargs="+", default=["linear", "nonlinear"], choices=["linear", "nonlinear"],
+                         help="phantom worlds to evaluate (default: both)")
     quality.add_argument("--json", action="store_true", help="print one JSON object")
     quality.set_defaults(handler=_run_bench_quality)
 
@@ -115,7 +117,7 @@ def _run_bench_quality(args: argparse.Namespace) -> int:
     log = (lambda message: print(message, file=sys.stderr)) if args.json else print
     result = run_quality_benchmark(models_dir=Path(args.models) if args.models else None,
                                    data_dir=Path(args.data), test_cases=args.cases, device=args.device, log=log,
-                                   shape=tuple(args.shape) if args.shape else None)
+                                   shape=tuple(args.shape) if args.shape else None, worlds=args.worlds)
     if args.json:
         _print_json(result)
     else:
@@ -148,6 +150,9 @@ def _setup_phantom(commands: argparse._SubParsersAction) -> None:
                          help="high-resolution grid in voxels (default 64 128 128)")
     phantom.add_argument("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"), default=None,
                          help="high-resolution spacing in mm (default 0.8 0.8 1.25)")
+    phantom.add_argument("--world", default="linear", choices=["linear", "nonlinear"],
+                         help="linear: FBP-like images only; nonlinear: hr and smooth are iterative-"
+                              "reconstruction-like (docs/data.md)")
     phantom.add_argument("--overwrite", action="store_true", help="allow a non-empty OUT_DIR")
     phantom.add_argument("--json", action="store_true", help="print one JSON object")
     phantom.set_defaults(handler=_run_phantom)
@@ -158,11 +163,11 @@ def _run_phantom(args: argparse.Namespace) -> int:
 
     from .phantom_dataset import PhantomRecipe, write_phantom_dataset
 
-    recipe = PhantomRecipe()
+    recipe = PhantomRecipe(world=args.world)
     if args.shape is not None:
-        recipe = PhantomRecipe(shape=tuple(args.shape), spacing=recipe.spacing)
+        recipe = PhantomRecipe(shape=tuple(args.shape), spacing=recipe.spacing, world=args.world)
     if args.spacing is not None:
-        recipe = PhantomRecipe(shape=recipe.shape, spacing=tuple(args.spacing))
+        recipe = PhantomRecipe(shape=recipe.shape, spacing=tuple(args.spacing), world=args.world)
 
     def progress(index: int, total: int, case_id: str) -> None:
         if not args.json:
@@ -172,13 +177,58 @@ def _run_phantom(args: argparse.Namespace) -> int:
     manifest = write_phantom_dataset(args.out_dir, cases=args.cases, seed=args.seed, recipe=recipe,
                                      overwrite=args.overwrite, progress=progress)
     result = {"manifest": str(manifest), "cases": args.cases, "seed": args.seed,
-              "shape_zyx": list(recipe.shape), "spacing_xyz_mm": list(recipe.spacing),
+              "shape_zyx": list(recipe.shape), "spacing_xyz_mm": list(recipe.spacing), "world": recipe.world,
               "seconds": round(time.perf_counter() - started, 2)}
     if args.json:
         _print_json(result)
     else:
         print(f"wrote {args.cases} phantom case(s) to {args.out_dir} in {result['seconds']} s; "
               f"manifest: {manifest}")
+    return 0
+
+
+# --------------------------------------------------------------------------- fit-kernel-filter
+
+
+def _setup_fit_kernel_filter(commands: argparse._SubParsersAction) -> None:
+    fit = commands.add_parser(
+        "fit-kernel-filter",
+        help="fit a linear kernel converter (radial filter in cycles/mm) on paired volumes; "
+             "`revgan translate --model` runs it")
+    fit.add_argument("output", metavar="OUT.safetensors", help="model file to write (a card OUT.md goes beside it)")
+    source = fit.add_mutually_exclusive_group(required=True)
+    source.add_argument("--manifest", help="dataset manifest (or its folder) with a kernel task, e.g. from "
+                                           "`revgan dataset` or `revgan phantom`")
+    source.add_argument("--pairs", nargs=2, metavar=("SOURCE_DIR", "TARGET_DIR"),
+                        help="two folders whose equally named volumes are pairs (source kernel, target kernel)")
+    fit.add_argument("--cases", nargs="+", default=None, help="manifest cases to fit on (default: all)")
+    fit.add_argument("--domains", nargs=2, metavar=("SOURCE", "TARGET"), default=("sharp", "smooth"),
+                     help="domain names with --pairs (default: sharp smooth)")
+    fit.add_argument("--name", default="", help="model name (default: the file name)")
+    fit.add_argument("--inverse-floor", type=float, default=0.1,
+                     help="the inverse direction floors |gain| at this value: at most 1/floor amplification "
+                          "(default 0.1)")
+    fit.add_argument("--json", action="store_true", help="print one JSON object")
+    fit.set_defaults(handler=_run_fit_kernel_filter)
+
+
+def _run_fit_kernel_filter(args: argparse.Namespace) -> int:
+    from .linear_filter_file import (fit_kernel_filter_file, paired_volumes_from_folders,
+                                     paired_volumes_from_manifest)
+
+    if args.manifest:
+        names, pairs, inputs, domains = paired_volumes_from_manifest(args.manifest, args.cases)
+    else:
+        names, pairs, inputs = paired_volumes_from_folders(*args.pairs)
+        domains = {"x": args.domains[0], "y": args.domains[1]}
+    written = fit_kernel_filter_file(args.output, pairs, names, domains, inputs, name=args.name,
+                                     inverse_gain_floor=args.inverse_floor)
+    result = {"model": str(written), "card": str(written.with_suffix(".md")), "pairs": names,
+              "domains": domains}
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"fitted a radial kernel filter on {len(names)} pair(s); wrote {written} and its card")
     return 0
 
 
@@ -721,6 +771,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 _SETUPS: List[Callable[[argparse._SubParsersAction], None]] = [
     _setup_bench,
     _setup_phantom,
+    _setup_fit_kernel_filter,
     _setup_dataset,
     _setup_translate,
     _setup_evaluate,

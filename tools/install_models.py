@@ -90,9 +90,9 @@ def install_runs(archive_path: Path) -> None:
     print(f"installed {len(entries)} models into {TABLE} and registered {len(SHIPPED)} in {MODELS / 'models.json'}")
 
 
-def _table(block: dict) -> str:
+def _table(rows: list) -> str:
     lines = ["| method | MAE (HU) | PSNR (dB) | SSIM |", "|---|---|---|---|"]
-    for row in block["rows"]:
+    for row in rows:
         lines.append(f"| {row['method']} | {row['mae_hu']:.1f} ± {row['mae_hu_std']:.1f} | "
                      f"{row['psnr']:.2f} ± {row['psnr_std']:.2f} | {row['ssim']:.3f} ± {row['ssim_std']:.3f} |")
     return "\n".join(lines)
@@ -132,9 +132,9 @@ def write_cards(quality_path: Path) -> None:
 
 {CAVEATS}
 
-## Held-out test phantoms ({quality['cases']} cases, seed {quality['test_seed']}; mean ± std)
+## Held-out test phantoms, linear world ({quality['cases']} cases, seed {quality['test_seed']}; mean ± std)
 
-{_table(quality['tasks'][task])}
+{_table(quality['tasks'][f"{task}/linear"])}
 
 PSNR: window-normalised, data range 2 (the seed paper's convention). MAE inside the body mask.
 Table 2 evaluates the forward direction only. Recompute with `revgan bench quality`.
