@@ -147,11 +147,11 @@ def train_rows(args, device: str, budget_end: float) -> dict:
     # The data is generated once, before the concurrent runs start.
     say("generating training phantoms")
     from RevGANCore.config import load_config
-    from RevGANCore.training import Trainer
+    from RevGANCore.training_data import ensure_training_manifest
 
     first = load_config(str(REPO / "configs" / "table2" / f"{rows[0]}.toml"),
                         [e for e in extra if e != "--set"] + ["optim.iterations=1"])
-    Trainer(first, log=say)._ensure_data()
+    ensure_training_manifest(first, log=say)
 
     if args.iterations:
         return _train(args, rows, args.iterations, extra, env, budget_end, calibration={})
