@@ -20,14 +20,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 from ..errors import ConfigError, ModelFileError
-
-#: Seed of the held-out test phantoms (training configurations use seed 0).
-TEST_SEED = 2026
-TEST_CASES = 5
-#: Training cases used to fit the Gaussian baseline (the training set's first cases, its
-#: validation case excluded: see configs/table2).
-FIT_CASES = ("case001", "case002", "case003", "case004")
-TRAIN_SEED = 0
+from ..phantom_splits import FIT_CASES, TEST_CASES, TEST_SEED, TRAIN_SEED  # the data side's splits
 
 VARIANT_LABELS = {"unpaired": "Unpaired", "unpaired_2r": "Unpaired+2R", "paired": "Paired",
                   "paired_2r": "Paired+2R"}
