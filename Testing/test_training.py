@@ -48,6 +48,12 @@ def test_end_to_end_training_writes_loadable_models(phantoms, tmp_path, mode):
     rows = list(np.genfromtxt(tmp_path / "run" / "metrics.csv", delimiter=",", names=True))
     losses = [row["g_total"] for row in rows if not np.isnan(row["g_total"])]
     assert losses and all(np.isfinite(losses))
+    # validation cases choose best.safetensors: by pairs when paired, by the pair-free criterion when not
+    assert summary["best_metric"] == {"paired": "val_l1", "unpaired": "val_unpaired"}[mode]
+    assert all(np.isfinite(row["val_unpaired"]) for row in rows if not np.isnan(row["val_l1"]))
+    if mode == "unpaired":
+        assert all(np.isfinite(row["g_physics"]) and np.isfinite(row["g_spectrum"])
+                   for row in rows if not np.isnan(row["g_total"]))
     assert (tmp_path / "run" / "previews" / "step_00000002.png").exists()
     model = load_model(summary["latest_model"])
     assert model.task == "kernel" and model.metadata.domains == {"x": "sharp", "y": "smooth"}
