@@ -145,8 +145,21 @@ class Objective:
         terms.update(self.reconstruction_terms(x, y, out))
         return self.weighted_total(terms), terms
 
+    def check_patch(self, patch_size: Sequence[int]) -> None:
+        """Refuse target patches the super-resolution degradation cannot tile exactly."""
+        if self.degrade is None:
+            return
+        if any(int(n) % f for n, f in zip(patch_size, self.degrade.factors)):
+            raise ConfigError(f"data.patch_size {tuple(patch_size)} (z, y, x) must be divisible by the "
+                              f"super-resolution factors {self.degrade.factors} (z, y, x)")
+
     def reconstruction_terms(self, x: torch.Tensor, y: torch.Tensor, out: Outputs) -> Dict[str, torch.Tensor]:
-        """Every generator term except the adversarial one (unweighted)."""
+        """Every generator term except the adversarial one (unweighted), in float32 even under
+        autocast: the physics terms compare values a few HU apart."""
+        with torch.autocast(x.device.type, enabled=False):
+            return self._reconstruction_terms(x, y, out)
+
+    def _reconstruction_terms(self, x: torch.Tensor, y: torch.Tensor, out: Outputs) -> Dict[str, torch.Tensor]:
         l1 = functional.l1_loss
         fake_y, fake_x = out["fake_y"].float(), out["fake_x"].float()
         if self.paired:

@@ -105,6 +105,7 @@ class Trainer:
         manifest = ensure_training_manifest(config, self.log, self.dist.is_main, self.dist.barrier)
         self.data = load_training_data(config, manifest, self.dist.world_size)
         self.objective = Objective(config.objective, config.data.task, self.data.factors_zyx)
+        self.objective.check_patch(config.data.patch_size)
         self.models = build_training_models(config, self.objective, self.device, self.dist.enabled)
 
     def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:

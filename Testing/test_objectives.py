@@ -137,3 +137,10 @@ def test_pair_free_criterion_ranks_the_exact_answer_first(cases):
     biased = objective.pair_free_criterion(x, y, unit(a["smooth"]) + TWENTY_HU, unit(b["sharp"]) - TWENTY_HU)
     assert exact["val_unpaired"] < identity["val_unpaired"]
     assert exact["val_unpaired"] < biased["val_unpaired"]
+
+
+def test_super_resolution_patches_must_tile_the_degradation():
+    objective = Objective(ObjectiveConfig(mode="unpaired"), "super_resolution", FACTORS_ZYX)
+    objective.check_patch((32, 64, 64))
+    with pytest.raises(ConfigError, match=r"must be divisible by the super-resolution factors \(4, 2, 2\)"):
+        objective.check_patch((30, 64, 64))
