@@ -61,7 +61,7 @@ class ObjectiveConfig:
     - ``lambda_physics`` 10 and ``physics_pool`` 16 voxels: physics consistency without pairs
       (kernel: local means kept; super-resolution: the degraded output is the input);
     - ``lambda_spectrum`` 1: noise-power-spectrum matching of generated to real patches;
-    - ``texture_discriminator``: discriminators also see the image's high-pass;
+    - ``texture_discriminator`` (off): discriminators also see the image's high-pass;
     - ``pool_size`` 50: CycleGAN's history of generated images for the discriminators;
     - LSGAN: CycleGAN's default adversarial loss (Mao et al. 2017).
     The physics and spectrum terms belong to the unpaired objective."""
@@ -74,7 +74,7 @@ class ObjectiveConfig:
     lambda_physics: float = 10.0
     physics_pool: int = 16
     lambda_spectrum: float = 1.0
-    texture_discriminator: bool = True
+    texture_discriminator: bool = False
     pool_size: int = 50
 
 

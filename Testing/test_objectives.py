@@ -144,3 +144,23 @@ def test_super_resolution_patches_must_tile_the_degradation():
     objective.check_patch((32, 64, 64))
     with pytest.raises(ConfigError, match=r"must be divisible by the super-resolution factors \(4, 2, 2\)"):
         objective.check_patch((30, 64, 64))
+
+
+@pytest.mark.parametrize("mode, texture, channels", [("unpaired", False, 1), ("unpaired", True, 2),
+                                                     ("paired", False, 2), ("paired", True, 3)])
+def test_discriminator_view(cases, mode, texture, channels):
+    """Paired discriminators see the input (on the image's grid) first; the texture option adds
+    the image's high-pass, which carries the noise and none of the mean."""
+    a, _ = cases
+    objective = Objective(ObjectiveConfig(mode=mode, texture_discriminator=texture), "super_resolution", FACTORS_ZYX)
+    image, condition = unit(a["hr"]), unit(a["lr"])
+    view = objective.discriminator_view(image, condition)
+    assert view.shape[1] == channels == objective.discriminator_channels
+    assert torch.equal(view[:, 1 if mode == "paired" else 0], image[:, 0])
+    if mode == "paired":
+        assert torch.allclose(view[:, :1], on_grid(condition, image.shape[2:]))
+    if texture:
+        texture_channel = view[:, -1]
+        assert abs(float(texture_channel.mean())) < 0.01 * float(image.abs().mean())
+        assert torch.allclose(objective.discriminator_view(image + TWENTY_HU, condition)[:, -1], texture_channel,
+                              atol=1e-5)
