@@ -21,9 +21,7 @@ acquisition's noise level): ``smooth`` is the iterative reconstruction of the B3
 ``hr`` that of the thin-slice reconstruction, while ``sharp`` and ``lr`` (thick slices of the
 FBP thin-slice image) stay FBP-like. Mapping the sources onto the targets is then not linear.
 
-The Table-2 protocol's case lists live here too (:data:`TRAINING_SEED`, :data:`TEST_SEED`,
-:data:`VALIDATION_CASES`, :data:`BASELINE_FIT_CASES`), so training, the benchmark and the demo
-share them.
+The Table-2 protocol's seeds and case lists live in :mod:`RevGANCore.phantom_splits`.
 """
 
 from __future__ import annotations
@@ -47,15 +45,6 @@ PHANTOM_DOMAINS = ("hr", "lr", "sharp", "smooth")
 SUPER_RESOLUTION_FACTORS: Tuple[int, int, int] = (2, 2, 4)
 #: "linear": FBP-like reconstructions only; "nonlinear": iterative-reconstruction-like targets.
 WORLDS = ("linear", "nonlinear")
-
-#: Seed of the Table-2 training phantoms (configs/table2/base.toml generates them).
-TRAINING_SEED = 0
-#: Training-set cases held out for validation (configs/table2/base.toml ``val_cases``).
-VALIDATION_CASES: Tuple[str, ...] = ("case000",)
-#: Seed of the held-out test phantoms: never seen in training or fitting.
-TEST_SEED = 2026
-#: Training cases (validation excluded) the classical baselines are fitted on.
-BASELINE_FIT_CASES: Tuple[str, ...] = ("case001", "case002", "case003", "case004")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ Rows and their ``kind``:
 
 Test cases are phantoms of their own seed (:data:`~RevGANCore.phantom_dataset.TEST_SEED`),
 never seen in training; fitted baselines use training cases of the training seed only
-(:data:`~RevGANCore.phantom_dataset.BASELINE_FIT_CASES`; the unpaired filter also the next
+(:data:`~RevGANCore.phantom_splits.FIT_CASES`; the unpaired filter also the next
 cases, see :data:`UNPAIRED_FIT_CASES`), the validation case excluded. The models are read from
 ``table2/table2.json`` in the shipped-model folder (:func:`RevGANCore.registry.table2_dir`),
 or a folder given with ``--models``; an entry's ``world`` (default "linear") says which world
@@ -41,15 +41,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import ConfigError, ModelFileError
-from ..phantom_dataset import (BASELINE_FIT_CASES, TEST_SEED, TRAINING_SEED, VALIDATION_CASES, WORLDS)
-
-#: Kept under their former names for callers (the demo).
-TRAIN_SEED = TRAINING_SEED
-FIT_CASES = BASELINE_FIT_CASES
-TEST_CASES = 5
-#: The unpaired spectral-ratio filter sees the sharp volumes of BASELINE_FIT_CASES and the
-#: smooth volumes of these other training cases: no case contributes both kernels.
-UNPAIRED_FIT_CASES = ("case005", "case006", "case007", "case008")
+from ..phantom_dataset import WORLDS
+from ..phantom_splits import FIT_CASES, TEST_CASES, TEST_SEED, TRAIN_SEED, UNPAIRED_FIT_CASES, VALIDATION_CASES
 
 VARIANT_LABELS = {"unpaired": "Unpaired", "unpaired_2r": "Unpaired+2R", "paired": "Paired",
                   "paired_2r": "Paired+2R"}
@@ -148,7 +141,7 @@ class _Methods:
         def volumes(cases, domain):
             return [read_volume(fit_manifest.case(c).files[domain]) for c in cases]
 
-        sharp, smooth = volumes(BASELINE_FIT_CASES, "sharp"), volumes(BASELINE_FIT_CASES, "smooth")
+        sharp, smooth = volumes(FIT_CASES, "sharp"), volumes(FIT_CASES, "smooth")
         pairs = list(zip(sharp, smooth))
         self.world = world
         self.factors = factors
@@ -157,7 +150,7 @@ class _Methods:
         self.kernel_filter = fit_kernel_filter(pairs)
         self.ratio_filter = fit_spectral_ratio(sharp, volumes(UNPAIRED_FIT_CASES, "smooth"))
         self.upsampling_filter = fit_super_resolution_filter(
-            list(zip(volumes(BASELINE_FIT_CASES, "lr"), volumes(BASELINE_FIT_CASES, "hr"))), factors)
+            list(zip(volumes(FIT_CASES, "lr"), volumes(FIT_CASES, "hr"))), factors)
         log(f"{world} world: fitted on training cases: Gaussian sigma {self.sigma:.2f} mm, radial filter "
             f"({self.kernel_filter.gain.size} bins), spectral-ratio filter, polyphase upsampling filter")
 
@@ -214,9 +207,9 @@ def run_quality_benchmark(models_dir: Optional[Path] = None, data_dir: Path = Pa
         raise ConfigError(f"worlds must be among {', '.join(WORLDS)}, got {list(worlds)}")
     table = load_table_index(models_dir or table2_dir())
     fit_count = int(UNPAIRED_FIT_CASES[-1][-3:]) + 1
-    result = {"cases": test_cases, "test_seed": TEST_SEED, "training_seed": TRAINING_SEED,
-              "validation_cases": list(VALIDATION_CASES), "fit_cases": list(BASELINE_FIT_CASES),
-              "unpaired_fit_cases": {"sharp": list(BASELINE_FIT_CASES), "smooth": list(UNPAIRED_FIT_CASES)},
+    result = {"cases": test_cases, "test_seed": TEST_SEED, "training_seed": TRAIN_SEED,
+              "validation_cases": list(VALIDATION_CASES), "fit_cases": list(FIT_CASES),
+              "unpaired_fit_cases": {"sharp": list(FIT_CASES), "smooth": list(UNPAIRED_FIT_CASES)},
               "worlds": list(worlds), "gaussian_sigma_mm": {}, "tasks": {}}
     loaded = {m.path: load_model(m.path, device="cpu") for m in table if m.world in worlds}
     for world in worlds:
@@ -224,7 +217,7 @@ def run_quality_benchmark(models_dir: Optional[Path] = None, data_dir: Path = Pa
         test_manifest = load_manifest(ensure_phantoms(Path(data_dir) / f"phantoms_test{suffix}", test_cases,
                                                       TEST_SEED, log, shape, world))
         fit_manifest = load_manifest(ensure_phantoms(Path(data_dir) / f"phantoms_fit{suffix}", fit_count,
-                                                     TRAINING_SEED, log, shape, world))
+                                                     TRAIN_SEED, log, shape, world))
         factors = test_manifest.task("super_resolution").get("factors_xyz", [2, 2, 4])
         methods = _Methods(world, fit_manifest, factors, PhantomRecipe().kernel_noise_std_hu, log)
         result["gaussian_sigma_mm"][world] = methods.sigma
