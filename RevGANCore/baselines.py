@@ -1,12 +1,14 @@
-"""Classical baselines the learned models are compared with.
+"""Classical baselines the learned models are compared with (all fitted on TRAINING cases,
+never on test cases).
 
-- super-resolution: B-spline (or linear) interpolation of the low-resolution volume onto the
-  high-resolution grid;
-- kernel conversion sharp -> smooth: identity; the in-plane Gaussian
-  (:func:`~RevGANCore.degradations.gaussian_inplane`) whose sigma is fitted here on TRAINING
-  cases (never on test cases); and the linear oracle
-  (:func:`~RevGANCore.degradations.kernel_oracle`), the MTF-ratio filter the simulation
-  implies (a ceiling: with shared noise it is nearly exact).
+- super-resolution: nearest-neighbour, linear or B-spline interpolation of the
+  low-resolution volume onto the high-resolution grid (no pairs needed); the polyphase
+  linear filter on the B-spline grid fitted on pairs (:mod:`RevGANCore.upsampling_filter`);
+- kernel conversion sharp -> smooth: the identity; the spectral-ratio filter from unpaired
+  volumes and the least-squares radial filter from pairs (:mod:`RevGANCore.linear_filter`);
+  the in-plane Gaussian (:func:`~RevGANCore.degradations.gaussian_inplane`) whose sigma is
+  fitted on pairs; and the oracle (:func:`~RevGANCore.degradations.kernel_oracle`), the
+  MTF-ratio filter the simulation implies.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from typing import Iterable, Sequence, Tuple
 import numpy as np
 
 from .degradations import gaussian_inplane
+from .linear_filter import RadialFilter, fit_radial_filter, fit_spectral_ratio_filter
 from .metrics import body_mask, mae
+from .upsampling_filter import PolyphaseFilter, fit_polyphase_filter
 from .volume import Volume, resample_to_grid, super_resolution_grid
 
 #: Candidate in-plane sigmas (mm) for the Gaussian baseline: 0 (identity) to 1.5 mm.
@@ -46,3 +50,20 @@ def fit_gaussian_sigma(pairs: Iterable[Tuple[Volume, Volume]],
         if error < best_error:
             best_sigma, best_error = float(sigma), error
     return best_sigma, best_error
+
+
+def fit_kernel_filter(pairs: Iterable[Tuple[Volume, Volume]]) -> RadialFilter:
+    """The least-squares radial filter from (sharp, smooth) training pairs."""
+    return fit_radial_filter(pairs)
+
+
+def fit_spectral_ratio(sharp_volumes: Iterable[Volume], smooth_volumes: Iterable[Volume]) -> RadialFilter:
+    """The spectral-ratio filter from UNPAIRED sharp and smooth training volumes (of different cases)."""
+    return fit_spectral_ratio_filter(sharp_volumes, smooth_volumes)
+
+
+def fit_super_resolution_filter(pairs: Iterable[Tuple[Volume, Volume]], factors_xyz: Sequence[int]) -> PolyphaseFilter:
+    """The polyphase linear filter on the B-spline grid from (low-resolution, high-resolution)
+    training pairs; apply it to :func:`interpolate_super_resolution`'s output."""
+    upsampled = [(interpolate_super_resolution(low, factors_xyz), high) for low, high in pairs]
+    return fit_polyphase_filter(upsampled, tuple(int(f) for f in factors_xyz)[::-1])

@@ -101,14 +101,15 @@ def _duration(seconds: float) -> str:
 def run_batch(model, inputs: Sequence, out_dir, options: BatchOptions = BatchOptions(),
               task: Optional[str] = None, shard: Tuple[int, int] = (1, 1), jobs: int = 1, resume: bool = False,
               progress: Progress = None, on_record: Optional[Callable[[dict], None]] = None,
-              log: Optional[Callable[[str], None]] = None) -> BatchSummary:
+              log: Optional[Callable[[str], None]] = None, threads: int = 0) -> BatchSummary:
     """Translate every scan of ``inputs`` that shard ``(K, N)`` takes into ``out_dir``.
 
     ``model``: a model file or registry name (workers load it themselves). ``task``, if
     given, is checked against the model. Without ``resume`` the shard's ledger must not
     exist yet; with it, scans that a ledger in ``out_dir`` records as done (output present
     with the recorded digest) are skipped. ``progress(done, total, postfix)`` after each
-    scan; ``on_record(record)`` with each ledger line. Errors of the command itself (bad
+    scan; ``on_record(record)`` with each ledger line. ``threads``: the CPU threads the
+    workers share (0: one per core). Errors of the command itself (bad
     arguments, a bad model, an unwritable ``out_dir``) raise; a bad scan does not."""
     from .modelfile import check_task, load_model
     from .registry import get_model_path
@@ -144,7 +145,7 @@ def run_batch(model, inputs: Sequence, out_dir, options: BatchOptions = BatchOpt
     out_dir.mkdir(parents=True, exist_ok=True)
     with AppendOnlyLog(ledger) as log_file:
         results = (_run_in_this_process(loaded, todo, options, shard) if jobs == 1 or len(todo) <= 1
-                   else _run_in_workers(model_path, todo, options, shard, jobs))
+                   else _run_in_workers(model_path, todo, options, shard, jobs, threads))
         for record in results:
             log_file.append(_json_line(record))
             if record["status"] == "ok":
@@ -241,12 +242,12 @@ def _worker_job(job: BatchJob, options: BatchOptions, shard: Tuple[int, int]) ->
 
 
 def _run_in_workers(model_path: Path, todo: Sequence[BatchJob], options: BatchOptions,
-                    shard: Tuple[int, int], jobs: int) -> Iterator[dict]:
+                    shard: Tuple[int, int], jobs: int, threads: int = 0) -> Iterator[dict]:
     """Records in the order scans finish; at most ``jobs`` scans are in flight, so a killed
-    run loses at most those. Each worker gets cores // jobs torch threads."""
+    run loses at most those. Each worker gets (``threads`` or cores) // jobs torch threads."""
     import multiprocessing
 
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = max(1, (threads or os.cpu_count() or 1) // jobs)
     # "spawn": a forked copy of a process that already ran torch can deadlock in its thread pools.
     context = multiprocessing.get_context("spawn")
     pending = list(todo)[::-1]

@@ -65,6 +65,47 @@ def optimizer_from_tensors(optimizer: torch.optim.Optimizer, prefix: str, tensor
     optimizer.load_state_dict({"state": state, "param_groups": remainder["param_groups"]})
 
 
+# ------------------------------------------------------------- a run's state <-> tensors
+
+
+def pack_training_state(modules: Dict[str, torch.nn.Module], optimizers: Dict[str, torch.optim.Optimizer],
+                        pools: Dict[str, Any], device: torch.device, scalars: dict) -> Tuple[Dict[str, torch.Tensor], dict]:
+    """Everything a bit-exact resume needs besides the generator: module weights, optimizer
+    moments, image pools (``state_tensors``/``load_state_tensors``), the RNG states, and JSON
+    ``scalars``. Returns (tensors, JSON state)."""
+    tensors: Dict[str, torch.Tensor] = {}
+    for prefix, module in modules.items():
+        for name, tensor in module.state_dict().items():
+            tensors[f"{prefix}.{name}"] = tensor.detach().cpu().contiguous()
+    remainders = {}
+    for prefix, optimizer in optimizers.items():
+        opt_tensors, remainders[prefix] = optimizer_to_tensors(optimizer, prefix)
+        tensors.update(opt_tensors)
+    for prefix, pool in pools.items():
+        tensors.update(pool.state_tensors(prefix))
+    tensors["rng.cpu"] = torch.get_rng_state()
+    if device.type == "cuda":
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
+    return tensors, {**scalars, "optimizers": remainders}
+
+
+def unpack_training_state(tensors: Dict[str, torch.Tensor], state: dict, modules: Dict[str, torch.nn.Module],
+                          optimizers: Dict[str, torch.optim.Optimizer], pools: Dict[str, Any],
+                          device: torch.device) -> dict:
+    """Restores what :func:`pack_training_state` saved; returns the JSON scalars."""
+    for prefix, module in modules.items():
+        module.load_state_dict({name[len(prefix) + 1:]: t for name, t in tensors.items()
+                                if name.startswith(prefix + ".")})
+    for prefix, optimizer in optimizers.items():
+        optimizer_from_tensors(optimizer, prefix, tensors, state["optimizers"][prefix])
+    for prefix, pool in pools.items():
+        pool.load_state_tensors(prefix, tensors, device)
+    torch.set_rng_state(tensors["rng.cpu"])
+    if "rng.cuda" in tensors and device.type == "cuda":
+        torch.cuda.set_rng_state(tensors["rng.cuda"], device)
+    return {key: value for key, value in state.items() if key != "optimizers"}
+
+
 # --------------------------------------------------------------------------- the store
 
 

@@ -70,6 +70,8 @@ def _setup_bench(commands: argparse._SubParsersAction) -> None:
     quality.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     quality.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"), default=None,
                          help="phantom voxel counts (quick checks only; the README table uses the default)")
+    quality.add_argument("--worlds", nargs="+", default=["linear", "nonlinear"], choices=["linear", "nonlinear"],
+                         help="phantom worlds to evaluate (default: both)")
     quality.add_argument("--json", action="store_true", help="print one JSON object")
     quality.set_defaults(handler=_run_bench_quality)
 
@@ -115,7 +117,7 @@ def _run_bench_quality(args: argparse.Namespace) -> int:
     log = (lambda message: print(message, file=sys.stderr)) if args.json else print
     result = run_quality_benchmark(models_dir=Path(args.models) if args.models else None,
                                    data_dir=Path(args.data), test_cases=args.cases, device=args.device, log=log,
-                                   shape=tuple(args.shape) if args.shape else None)
+                                   shape=tuple(args.shape) if args.shape else None, worlds=args.worlds)
     if args.json:
         _print_json(result)
     else:
@@ -148,6 +150,9 @@ def _setup_phantom(commands: argparse._SubParsersAction) -> None:
                          help="high-resolution grid in voxels (default 64 128 128)")
     phantom.add_argument("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"), default=None,
                          help="high-resolution spacing in mm (default 0.8 0.8 1.25)")
+    phantom.add_argument("--world", default="linear", choices=["linear", "nonlinear"],
+                         help="linear: FBP-like images only; nonlinear: hr and smooth are iterative-"
+                              "reconstruction-like (docs/data.md)")
     phantom.add_argument("--overwrite", action="store_true", help="allow a non-empty OUT_DIR")
     phantom.add_argument("--json", action="store_true", help="print one JSON object")
     phantom.set_defaults(handler=_run_phantom)
@@ -158,11 +163,11 @@ def _run_phantom(args: argparse.Namespace) -> int:
 
     from .phantom_dataset import PhantomRecipe, write_phantom_dataset
 
-    recipe = PhantomRecipe()
+    recipe = PhantomRecipe(world=args.world)
     if args.shape is not None:
-        recipe = PhantomRecipe(shape=tuple(args.shape), spacing=recipe.spacing)
+        recipe = PhantomRecipe(shape=tuple(args.shape), spacing=recipe.spacing, world=args.world)
     if args.spacing is not None:
-        recipe = PhantomRecipe(shape=recipe.shape, spacing=tuple(args.spacing))
+        recipe = PhantomRecipe(shape=recipe.shape, spacing=tuple(args.spacing), world=args.world)
 
     def progress(index: int, total: int, case_id: str) -> None:
         if not args.json:
@@ -172,13 +177,58 @@ def _run_phantom(args: argparse.Namespace) -> int:
     manifest = write_phantom_dataset(args.out_dir, cases=args.cases, seed=args.seed, recipe=recipe,
                                      overwrite=args.overwrite, progress=progress)
     result = {"manifest": str(manifest), "cases": args.cases, "seed": args.seed,
-              "shape_zyx": list(recipe.shape), "spacing_xyz_mm": list(recipe.spacing),
+              "shape_zyx": list(recipe.shape), "spacing_xyz_mm": list(recipe.spacing), "world": recipe.world,
               "seconds": round(time.perf_counter() - started, 2)}
     if args.json:
         _print_json(result)
     else:
         print(f"wrote {args.cases} phantom case(s) to {args.out_dir} in {result['seconds']} s; "
               f"manifest: {manifest}")
+    return 0
+
+
+# --------------------------------------------------------------------------- fit-kernel-filter
+
+
+def _setup_fit_kernel_filter(commands: argparse._SubParsersAction) -> None:
+    fit = commands.add_parser(
+        "fit-kernel-filter",
+        help="fit a linear kernel converter (radial filter in cycles/mm) on paired volumes; "
+             "`revgan translate --model` runs it")
+    fit.add_argument("output", metavar="OUT.safetensors", help="model file to write (a card OUT.md goes beside it)")
+    source = fit.add_mutually_exclusive_group(required=True)
+    source.add_argument("--manifest", help="dataset manifest (or its folder) with a kernel task, e.g. from "
+                                           "`revgan dataset` or `revgan phantom`")
+    source.add_argument("--pairs", nargs=2, metavar=("SOURCE_DIR", "TARGET_DIR"),
+                        help="two folders whose equally named volumes are pairs (source kernel, target kernel)")
+    fit.add_argument("--cases", nargs="+", default=None, help="manifest cases to fit on (default: all)")
+    fit.add_argument("--domains", nargs=2, metavar=("SOURCE", "TARGET"), default=("sharp", "smooth"),
+                     help="domain names with --pairs (default: sharp smooth)")
+    fit.add_argument("--name", default="", help="model name (default: the file name)")
+    fit.add_argument("--inverse-floor", type=float, default=0.1,
+                     help="the inverse direction floors |gain| at this value: at most 1/floor amplification "
+                          "(default 0.1)")
+    fit.add_argument("--json", action="store_true", help="print one JSON object")
+    fit.set_defaults(handler=_run_fit_kernel_filter)
+
+
+def _run_fit_kernel_filter(args: argparse.Namespace) -> int:
+    from .linear_filter_file import (fit_kernel_filter_file, paired_volumes_from_folders,
+                                     paired_volumes_from_manifest)
+
+    if args.manifest:
+        names, pairs, inputs, domains = paired_volumes_from_manifest(args.manifest, args.cases)
+    else:
+        names, pairs, inputs = paired_volumes_from_folders(*args.pairs)
+        domains = {"x": args.domains[0], "y": args.domains[1]}
+    written = fit_kernel_filter_file(args.output, pairs, names, domains, inputs, name=args.name,
+                                     inverse_gain_floor=args.inverse_floor)
+    result = {"model": str(written), "card": str(written.with_suffix(".md")), "pairs": names,
+              "domains": domains}
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"fitted a radial kernel filter on {len(names)} pair(s); wrote {written} and its card")
     return 0
 
 
@@ -236,6 +286,9 @@ def _add_translation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:N")
     parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                         help="CUDA autocast precision (auto: float16; float32 for IEEE float32 throughout)")
+    parser.add_argument("--threads", type=int, default=0, metavar="N",
+                        help="CPU threads for PyTorch (0, the default: PyTorch's choice, usually one per core; "
+                             "with batch --jobs J each worker gets N // J)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or messages (warnings still show)")
     parser.add_argument("--progress", default="auto", choices=PROGRESS_STYLES,
                         help="auto: a bar on a terminal, plain lines otherwise; jsonl: one JSON object per line "
@@ -282,6 +335,17 @@ def _setup_translate(commands: argparse._SubParsersAction) -> None:
     resolve.set_defaults(handler=_run_super_resolve)
 
 
+def _apply_threads(args: argparse.Namespace) -> None:
+    """``--threads N``: PyTorch's intra-op thread count for this process (0: leave it)."""
+    threads = getattr(args, "threads", 0)
+    if threads < 0:
+        raise RevGANError(f"--threads must be 0 (automatic) or a positive number, got {threads}")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def _tile_argument(values: Optional[List[int]]):
     if values is None:
         return None
@@ -298,6 +362,7 @@ def _run_translation(args: argparse.Namespace, model_name: str, task: Optional[s
     from .progress import JsonLinesReporter, progress_bar
     from .registry import get_model_path
 
+    _apply_threads(args)
     tile = _tile_argument(args.tile)
     model_path = get_model_path(model_name)
     check_translation_output(args.output, [args.input, model_path], args.output_format, args.dtype)
@@ -385,6 +450,7 @@ def _run_batch(args: argparse.Namespace) -> int:
     from .batch_plan import parse_shard
     from .progress import JsonLinesReporter, progress_bar
 
+    _apply_threads(args)
     shard = parse_shard(args.shard)
     task = BATCH_TASKS.get(args.task) if args.task else None
     model = args.model
@@ -398,7 +464,7 @@ def _run_batch(args: argparse.Namespace) -> int:
                            device=args.device, tile_size=_tile_argument(args.tile), precision=args.precision,
                            strict=args.strict)
     run = dict(model=model, inputs=args.inputs, out_dir=args.out, options=options, task=task, shard=shard,
-               jobs=args.jobs, resume=args.resume)
+               jobs=args.jobs, resume=args.resume, threads=args.threads)
     if args.progress == "jsonl":
         reporter = JsonLinesReporter()
 
@@ -462,6 +528,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_model, format_evaluation
     from .modelfile import load_model
 
+    _apply_threads(args)
     model = load_model(args.model)
     quiet = args.quiet or args.json
 
@@ -479,31 +546,107 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _setup_models(commands: argparse._SubParsersAction) -> None:
-    models = commands.add_parser("models", help="list the shipped models")
+    models = commands.add_parser(
+        "models", help="list, add, show and remove models (shipped ones and those you added)",
+        description="Models you add are copied into your model folder (REVGAN_USER_MODELS_DIR, default: the "
+                    "user's data folder) with their SHA-256, which is checked on every use. Without a "
+                    "subcommand: list.")
     models.add_argument("--json", action="store_true", help="print one JSON object")
-    models.set_defaults(handler=_run_models)
+    models.set_defaults(handler=_run_models_list)
+    actions = models.add_subparsers(dest="models_action", metavar="ACTION")
+    listing = actions.add_parser("list", help="shipped and user models")
+    listing.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object")
+    listing.set_defaults(handler=_run_models_list)
+    add = actions.add_parser("add", help="validate a .safetensors model file and copy it into your model folder")
+    add.add_argument("file", metavar="FILE", help="model file (.safetensors); a FILE-stem .md card beside it is copied")
+    add.add_argument("--name", default=None, help="name to use it by (default: the file name without .safetensors)")
+    add.add_argument("--replace", action="store_true", help="replace a user model of the same name")
+    add.set_defaults(handler=_run_models_add)
+    show = actions.add_parser("show", help="the card of a model: metadata, file, checksum")
+    show.add_argument("name", metavar="NAME_OR_FILE")
+    show.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object")
+    show.set_defaults(handler=_run_models_show)
+    remove = actions.add_parser("remove", help="remove a model you added (never a shipped one)")
+    remove.add_argument("name", metavar="NAME")
+    remove.set_defaults(handler=_run_models_remove)
 
 
-def _run_models(args: argparse.Namespace) -> int:
-    from .registry import MODELS_DIR_ENV, list_models, models_dir, models_dir_candidates
+def _model_row(entry) -> dict:
+    return {"name": entry.name, "origin": entry.origin, "task": entry.task, "description": entry.description,
+            "file": str(entry.path), "card": str(entry.card) if entry.card else None, "default": entry.default,
+            "available": entry.available, "sha256": entry.sha256}
+
+
+def _run_models_list(args: argparse.Namespace) -> int:
+    from .model_store import store_dir
+    from .registry import MODELS_DIR_ENV, all_models, models_dir, models_dir_candidates
 
     folder = models_dir()
-    entries = list_models()
+    entries = all_models()
     if args.json:
-        _print_json({"models_dir": str(folder) if folder else None,
-                     "models": [{"name": e.name, "task": e.task, "description": e.description,
-                                 "file": str(e.path), "card": str(e.card) if e.card else None,
-                                 "default": e.default, "available": e.available} for e in entries]})
+        _print_json({"models_dir": str(folder) if folder else None, "user_models_dir": str(store_dir()),
+                     "models": [_model_row(e) for e in entries]})
         return 0
-    if not entries:
+    shipped = [entry for entry in entries if entry.origin == "shipped"]
+    users = [entry for entry in entries if entry.origin == "user"]
+    if not shipped:
         searched = ", ".join(str(path) for path in models_dir_candidates())
         print(f"no models are shipped (searched {searched}; set {MODELS_DIR_ENV} to use another folder)")
-        return 0
-    print(f"models in {folder}:")
-    for entry in entries:
+    else:
+        print(f"models in {folder}:")
+    for entry in shipped:
         flags = " (default)" if entry.default else ""
         missing = "" if entry.available else "  [file missing]"
         print(printable(f"  {entry.name:<28} {entry.task:<17}{flags} {entry.description}{missing}"))
+    if users:
+        print(f"user models in {store_dir()}:")
+        for entry in users:
+            missing = "" if entry.available else "  [file missing]"
+            print(printable(f"  {entry.name:<28} {entry.task:<17} {entry.description}{missing}"))
+    return 0
+
+
+def _run_models_add(args: argparse.Namespace) -> int:
+    from .model_store import add_model
+
+    entry = add_model(args.file, name=args.name, replace=args.replace)
+    print(printable(f"added {entry.name} ({entry.task}) as {entry.path}; sha256 {entry.sha256}"))
+    return 0
+
+
+def _run_models_show(args: argparse.Namespace) -> int:
+    from .model_store import file_sha256
+    from .modelmetadata import read_metadata
+    from .registry import all_models, get_model_path
+
+    path = get_model_path(args.name)  # a user model's checksum is verified here
+    entry = next((e for e in all_models() if e.name == args.name), None)
+    metadata = read_metadata(path)
+    card = {"name": args.name if entry else path.stem, "origin": entry.origin if entry else "file",
+            "file": str(path), "sha256": file_sha256(path), "card": str(entry.card) if entry and entry.card else None,
+            "metadata": metadata.to_dict()}
+    if getattr(args, "json", False):
+        _print_json(card)
+        return 0
+    lines = [f"{card['name']} ({card['origin']})", f"  file:        {path}", f"  sha256:      {card['sha256']}",
+             f"  task:        {metadata.task}", f"  domains:     x = {metadata.domains['x']}, y = {metadata.domains['y']}"]
+    if metadata.scale_factors_xyz:
+        lines.append(f"  scale (xyz): {' '.join(str(f) for f in metadata.scale_factors_xyz)}")
+    lines.append(f"  HU window:   {metadata.hu_window[0]:g} .. {metadata.hu_window[1]:g}")
+    for label, text in (("description", metadata.description), ("caveats", metadata.caveats),
+                        ("card", card["card"])):
+        if text:
+            lines.append(f"  {label + ':':<12} {text}")
+    for line in lines:
+        print(printable(line))
+    return 0
+
+
+def _run_models_remove(args: argparse.Namespace) -> int:
+    from .model_store import remove_model
+
+    entry = remove_model(args.name)
+    print(printable(f"removed user model {entry.name} ({entry.path})"))
     return 0
 
 
@@ -628,6 +771,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 _SETUPS: List[Callable[[argparse._SubParsersAction], None]] = [
     _setup_bench,
     _setup_phantom,
+    _setup_fit_kernel_filter,
     _setup_dataset,
     _setup_translate,
     _setup_evaluate,

@@ -23,6 +23,7 @@ TASKS = ("super_resolution", "kernel")
 MODES = ("paired", "unpaired")
 GAN_LOSSES = ("lsgan", "vanilla")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
+BEST_METRICS = ("auto", "val_l1", "val_psnr", "val_unpaired")
 
 
 @dataclass(frozen=True)
@@ -51,18 +52,29 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ObjectiveConfig:
-    """Defaults and where they come from:
+    """Defaults and where they come from (docs/training.md, "Objectives", has the reasons):
     - ``lambda_l1`` 100: pix2pix (Isola et al. 2017), the paired objective of the seed;
-    - ``lambda_cycle`` 10 and ``lambda_identity`` 0.5 (a fraction of lambda_cycle): CycleGAN
-      (Zhu et al. 2017), the unpaired objective of the seed;
+    - ``lambda_cycle`` 10: CycleGAN (Zhu et al. 2017), the unpaired objective of the seed;
+    - ``lambda_identity`` 0 (a fraction of lambda_cycle when set): the seed's 3D RevGAN code and
+      ganslate use none; CycleGAN's 0.5 was for photo painting, and on CT it makes "do nothing"
+      nearly optimal;
+    - ``lambda_physics`` 10 and ``physics_pool`` 16 voxels: physics consistency without pairs
+      (kernel: local means kept; super-resolution: the degraded output is the input);
+    - ``lambda_spectrum`` 1: noise-power-spectrum matching of generated to real patches;
+    - ``texture_discriminator`` (off): discriminators also see the image's high-pass;
     - ``pool_size`` 50: CycleGAN's history of generated images for the discriminators;
-    - LSGAN: CycleGAN's default adversarial loss (Mao et al. 2017)."""
+    - LSGAN: CycleGAN's default adversarial loss (Mao et al. 2017).
+    The physics and spectrum terms belong to the unpaired objective."""
 
     mode: str = "paired"
     gan_loss: str = "lsgan"
     lambda_l1: float = 100.0
     lambda_cycle: float = 10.0
-    lambda_identity: float = 0.5
+    lambda_identity: float = 0.0
+    lambda_physics: float = 10.0
+    physics_pool: int = 16
+    lambda_spectrum: float = 1.0
+    texture_discriminator: bool = False
     pool_size: int = 50
 
 
@@ -86,7 +98,9 @@ class CheckpointConfig:
     every: int = 100
     keep_last: int = 3
     validate_every: int = 100
-    best_metric: str = "val_l1"  # lower is better
+    # auto: val_l1 for paired runs, the pair-free val_unpaired for unpaired runs. All but
+    # val_psnr are better when lower.
+    best_metric: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -346,8 +360,8 @@ def _validate(config: TrainConfig) -> None:
         raise ConfigError(f"objective.gan_loss must be one of {GAN_LOSSES}, got {objective.gan_loss!r}")
     if optim.amp not in AMP_MODES:
         raise ConfigError(f"optim.amp must be one of {AMP_MODES}, got {optim.amp!r}")
-    if config.checkpoint.best_metric not in ("val_l1", "val_psnr"):
-        raise ConfigError("checkpoint.best_metric must be val_l1 or val_psnr")
+    if config.checkpoint.best_metric not in BEST_METRICS:
+        raise ConfigError(f"checkpoint.best_metric must be one of {BEST_METRICS}, got {config.checkpoint.best_metric!r}")
     if not data.manifest:
         raise ConfigError("data.manifest is required (a manifest.json written by `revgan phantom` "
                           "or `revgan dataset`)")

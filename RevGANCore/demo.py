@@ -16,7 +16,7 @@ from typing import Callable, Dict
 
 import numpy as np
 
-from .bench.quality import FIT_CASES, TEST_SEED, TRAIN_SEED
+from .phantom_splits import FIT_CASES, TEST_SEED, TRAIN_SEED
 
 Log = Callable[[str], None]
 

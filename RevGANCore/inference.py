@@ -353,8 +353,14 @@ def translate(model, volume: Volume, direction: str = "forward",
     ``out_dtype`` is allocated. int16 output is rounded to whole HU and clipped.
     ``progress(done, total)`` is called per tile, ``cancel()`` before each tile
     (:class:`CancelledError`; a caller-supplied ``out`` is then partly written),
-    ``log(message)`` receives the plan, the device and any out-of-memory fallback."""
+    ``log(message)`` receives the plan, the device and any out-of-memory fallback.
+    A fitted radial kernel filter (:mod:`RevGANCore.linear_filter_file`) filters the slices
+    instead (no tiles or device)."""
     model = as_model(model)
+    if not isinstance(model, TranslationModel):  # a fitted KernelFilterModel: no tiles, no device
+        if isinstance(volume, Volume):
+            _check_finite(volume)
+        return model.translate(volume, direction, out=out, out_dtype=out_dtype, progress=progress, log=log)
     if direction not in DIRECTIONS:
         raise ConfigError(f"direction must be 'forward' or 'inverse', got {direction!r}")
     if not isinstance(volume, Volume):

@@ -128,13 +128,19 @@ def read_metadata(path) -> ModelMetadata:
 
 
 def load_model(path, device: Union[str, torch.device] = "cpu") -> TranslationModel:
-    """Load a model file (or a registry name) into a :class:`TranslationModel` on ``device``."""
+    """Load a model file (or a registry name) into a :class:`TranslationModel` on ``device``;
+    a fitted radial kernel filter file gives a
+    :class:`~RevGANCore.linear_filter_file.KernelFilterModel` (numpy, no device)."""
     import torch
 
     from .networks import RevGANGenerator3d
 
     path = get_model_path(path)
     header, start, size, metadata, config = read_model_header(path)
+    if config is None:
+        from .linear_filter_file import load_kernel_filter
+
+        return load_kernel_filter(path, header, start, size, metadata)
     tensors = read_safetensors_tensors(path, header, start, size)
     for name, tensor in sorted(tensors.items()):
         if not torch.isfinite(tensor).all():
@@ -152,7 +158,9 @@ def load_model(path, device: Union[str, torch.device] = "cpu") -> TranslationMod
 def as_model(model, device: Union[str, torch.device] = "cpu") -> TranslationModel:
     """``model`` itself if it is a :class:`TranslationModel`, else :func:`load_model` of it
     (a model file path or a registry name)."""
-    if isinstance(model, TranslationModel):
+    from .linear_filter_file import KernelFilterModel
+
+    if isinstance(model, (TranslationModel, KernelFilterModel)):
         return model
     if isinstance(model, (str, os.PathLike)):
         return load_model(model, device)

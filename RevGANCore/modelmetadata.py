@@ -19,6 +19,10 @@ for its JSON type (no float where an integer belongs, no string where a flag bel
 - the metadata JSON may not nest deeper than Python's parser allows (it is refused, not
   a RecursionError).
 
+- ``model_type``: absent or "revgan-generator" (a generator: weights + ``generator``), or
+  "radial-kernel-filter" (a fitted linear kernel converter, :mod:`RevGANCore.linear_filter_file`:
+  task "kernel", empty ``generator``, a ``filter`` object validated there).
+
 Every problem raises :class:`ConfigError` with one line naming the field; the model-file
 reader adds the file name.
 
@@ -48,6 +52,9 @@ __all__ = ["MODEL_FORMAT", "MODEL_FORMAT_VERSION", "TASKS", "DEFAULT_HU_WINDOW",
 
 MODEL_FORMAT = "revgan-model"
 MODEL_FORMAT_VERSION = 1
+GENERATOR_MODEL_TYPE = "revgan-generator"
+FILTER_MODEL_TYPE = "radial-kernel-filter"  # RevGANCore.linear_filter_file
+MODEL_TYPES = (GENERATOR_MODEL_TYPE, FILTER_MODEL_TYPE)
 TASKS = ("super_resolution", "kernel", "custom")
 DEFAULT_HU_WINDOW = (-1150.0, 350.0)
 HU_LIMIT = 100_000.0
@@ -61,7 +68,8 @@ METADATA_KEY = "revgan"
 FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
 
 _FIELDS = ("format", "format_version", "name", "task", "domains", "generator", "hu_window",
-           "scale_factors_xyz", "training_spacing_xyz", "training_slice_thickness_mm", "description", "caveats", "training", "created_by")
+           "scale_factors_xyz", "training_spacing_xyz", "training_slice_thickness_mm", "description", "caveats", "training", "created_by",
+           "model_type", "filter")
 _FREE_TEXT_CONTROLS = "\n\t"  # allowed in description and caveats only
 
 
@@ -166,11 +174,23 @@ class ModelMetadata:
     format: str = MODEL_FORMAT
     format_version: int = MODEL_FORMAT_VERSION
     extra: Dict[str, Any] = field(default_factory=dict)
+    model_type: str = GENERATOR_MODEL_TYPE
+    filter: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.generator, GeneratorConfig):
             object.__setattr__(self, "generator", self.generator.to_dict())
         _check_format(self.format, self.format_version)
+        if self.model_type not in MODEL_TYPES:
+            raise ConfigError(f"model_type must be one of {', '.join(MODEL_TYPES)}, got {self.model_type!r}")
+        if self.model_type == FILTER_MODEL_TYPE:
+            from .linear_filter_file import check_filter_settings
+
+            if self.generator or self.task != "kernel":
+                raise ConfigError("a radial kernel filter has task 'kernel' and no generator")
+            object.__setattr__(self, "filter", check_filter_settings(self.filter))
+        elif self.filter:
+            raise ConfigError("filter settings belong to a radial-kernel-filter model, not a generator")
         if not isinstance(self.task, str) or self.task not in TASKS:
             raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
         _check_domains(self.domains)
@@ -227,6 +247,9 @@ class ModelMetadata:
             "description": self.description, "caveats": self.caveats, "training": self.training,
             "created_by": self.created_by,
         }
+        if self.model_type != GENERATOR_MODEL_TYPE:  # generator files stay as they were
+            values["model_type"] = self.model_type
+            values["filter"] = dict(self.filter)
         if self.extra:
             values["extra"] = self.extra
         return values
@@ -243,7 +266,12 @@ class ModelMetadata:
             raise ConfigError("model metadata must be a JSON object")
         # The version first: a newer file may have other fields, and saying so is clearer.
         _check_format(values.get("format"), values.get("format_version"))
-        missing = [key for key in ("task", "domains", "generator") if not values.get(key)]
+        model_type = values.get("model_type", GENERATOR_MODEL_TYPE)
+        if model_type not in MODEL_TYPES:
+            raise ConfigError(f"model_type must be one of {', '.join(MODEL_TYPES)}, got {model_type!r}")
+        required = ("task", "domains") if values.get("model_type") == FILTER_MODEL_TYPE else ("task", "domains",
+                                                                                              "generator")
+        missing = [key for key in required if not values.get(key)]
         if missing:
             raise ConfigError(f"model metadata lacks {', '.join(missing)}")
         extra = values.get("extra")
@@ -266,8 +294,8 @@ class ModelMetadata:
 
 
 def read_model_header(path):
-    """(tensor entries, buffer offset, buffer size, metadata, generator configuration) of a
-    model file, validated against each other from the header alone: no tensor data is read
+    """(tensor entries, buffer offset, buffer size, metadata, generator configuration; None
+    for a radial kernel filter) of a model file, validated against each other from the header alone: no tensor data is read
     and no module is built, so a file that describes a huge network is refused at once.
     Every problem raises :class:`ModelFileError` naming the file."""
     path = Path(path)
@@ -277,10 +305,15 @@ def read_model_header(path):
                              "metadata)")
     try:
         metadata = ModelMetadata.from_json(strings[METADATA_KEY])
-        config = metadata.generator_config
+        config = metadata.generator_config if metadata.model_type == GENERATOR_MODEL_TYPE else None
     except RevGANError as error:
         raise ModelFileError(f"{path}: {error}") from None
-    _check_tensors_match(path, header, config)
+    if config is None:
+        from .linear_filter_file import check_filter_tensors
+
+        check_filter_tensors(path, header, metadata.filter)
+    else:
+        _check_tensors_match(path, header, config)
     return header, start, size, metadata, config
 
 

@@ -12,6 +12,16 @@ Per case, from one noise-free phantom:
   low-dose acquisition (smooth-image noise 20 HU), sharing one noise realisation as
   real kernel pairs (NLST style) do.
 The same seed always produces byte-identical files.
+
+Two worlds (``PhantomRecipe.world``): "linear" (the default, above: every image is an FBP-like
+linear reconstruction, so sharp -> smooth is exactly a filter) and "nonlinear", where the
+target of each task is an iterative-reconstruction-like image
+(:func:`~RevGANCore.degradations.iterative_reconstruction` of the FBP one, at that
+acquisition's noise level): ``smooth`` is the iterative reconstruction of the B30f-like image,
+``hr`` that of the thin-slice reconstruction, while ``sharp`` and ``lr`` (thick slices of the
+FBP thin-slice image) stay FBP-like. Mapping the sources onto the targets is then not linear.
+
+The Table-2 protocol's seeds and case lists live in :mod:`RevGANCore.phantom_splits`.
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ from typing import Callable, Dict, Optional, Tuple
 import numpy as np
 
 from . import __version__
-from .degradations import SMOOTH_KERNEL, KernelPair, LowResolution, Reconstruction
+from .degradations import SMOOTH_KERNEL, IterativeReconstruction, KernelPair, LowResolution, Reconstruction
 from .errors import ConfigError
 from .manifest import new_manifest, relative_path, write_manifest
 from .phantom import DEFAULT_SHAPE, DEFAULT_SPACING, generate_chest_phantom, phantom_scale
@@ -33,6 +43,8 @@ from .volume_io import write_volume
 
 PHANTOM_DOMAINS = ("hr", "lr", "sharp", "smooth")
 SUPER_RESOLUTION_FACTORS: Tuple[int, int, int] = (2, 2, 4)
+#: "linear": FBP-like reconstructions only; "nonlinear": iterative-reconstruction-like targets.
+WORLDS = ("linear", "nonlinear")
 
 
 @dataclass(frozen=True)
@@ -44,8 +56,11 @@ class PhantomRecipe:
     hr_noise_std_hu: float = 10.0
     kernel_noise_std_hu: float = 20.0
     factors_xyz: Tuple[int, int, int] = SUPER_RESOLUTION_FACTORS
+    world: str = "linear"
 
     def check(self) -> None:
+        if self.world not in WORLDS:
+            raise ConfigError(f"phantom world must be one of {', '.join(WORLDS)}, got {self.world!r}")
         shape = tuple(int(n) for n in self.shape)
         factors = self.factors_xyz
         if len(shape) != 3 or any(n % f for n, f in zip(shape, factors[::-1])):
@@ -66,14 +81,19 @@ def make_phantom_case(seeds: Dict[str, int], recipe: PhantomRecipe = PhantomReci
     hr = Reconstruction(SMOOTH_KERNEL, recipe.hr_noise_std_hu, seeds["hr_noise"])(clean)
     lr = LowResolution(recipe.factors_xyz)(hr)
     sharp, smooth = KernelPair(recipe.kernel_noise_std_hu, seeds["kernel_noise"])(clean)
+    if recipe.world == "nonlinear":
+        hr = IterativeReconstruction(recipe.hr_noise_std_hu)(hr) if recipe.hr_noise_std_hu > 0 else hr
+        if recipe.kernel_noise_std_hu > 0:
+            smooth = IterativeReconstruction(recipe.kernel_noise_std_hu)(smooth)
     return {"hr": hr, "lr": lr, "sharp": sharp, "smooth": smooth}
 
 
 def phantom_generator_description(seed: int, recipe: PhantomRecipe) -> dict:
     spacing = recipe.spacing
-    return {
+    description = {
         "name": "chest_phantom",
         "seed": int(seed),
+        "world": recipe.world,
         "shape_zyx": list(recipe.shape),
         "spacing_xyz_mm": list(spacing),
         "anatomy_scale": round(phantom_scale(recipe.shape, spacing), 6),
@@ -87,6 +107,12 @@ def phantom_generator_description(seed: int, recipe: PhantomRecipe) -> dict:
                        "acquisition, shared by sharp and smooth",
         "file_dtype": "int16",
     }
+    if recipe.world == "nonlinear":
+        description["iterative_reconstruction"] = {
+            "hr": IterativeReconstruction(recipe.hr_noise_std_hu).describe(),
+            "smooth": IterativeReconstruction(recipe.kernel_noise_std_hu).describe(),
+            "applied_to": "the FBP-like hr and smooth images; lr is made from the FBP-like hr, sharp stays FBP-like"}
+    return description
 
 
 def describe_phantom_manifest(manifest_path) -> Optional[Dict[str, object]]:
@@ -101,6 +127,15 @@ def describe_phantom_manifest(manifest_path) -> Optional[Dict[str, object]]:
         return None
     return {"cases": len(manifest.get("cases", [])), "seed": generator.get("seed"),
             "shape": tuple(generator.get("shape_zyx", ()))}
+
+
+def phantom_world(manifest_path) -> Optional[str]:
+    """The world ("linear" or "nonlinear") of a phantom dataset's manifest; datasets written
+    before worlds existed are "linear"; None when it is not a phantom dataset."""
+    if describe_phantom_manifest(manifest_path) is None:
+        return None
+    generator = json.loads(Path(manifest_path).read_text(encoding="utf-8")).get("generator", {})
+    return str(generator.get("world", "linear"))
 
 
 def _check_output_folder(out_dir: Path, overwrite: bool) -> None:
@@ -122,22 +157,25 @@ def write_phantom_dataset(out_dir, cases: int = 2, seed: int = 0, recipe: Phanto
     _check_output_folder(folder, overwrite)
     folder.mkdir(parents=True, exist_ok=True)
     hr_grid_note = f"{tuple(recipe.shape)} voxels (z, y, x) at {tuple(recipe.spacing)} mm (x, y, z)"
+    iterative = recipe.world == "nonlinear"
+    ir_note = "; iterative-reconstruction-like (edge-preserving, nonlinear)" if iterative else ""
     manifest = new_manifest(
         domains={
             "hr": {"description": "high-resolution reference: smooth (B30f-like) kernel, thin slices, "
-                                  f"{recipe.hr_noise_std_hu:g} HU noise; {hr_grid_note}"},
-            "lr": {"description": f"hr degraded by factors (x, y, z) {tuple(recipe.factors_xyz)}: Gaussian slice "
+                                  f"{recipe.hr_noise_std_hu:g} HU noise{ir_note}; {hr_grid_note}"},
+            "lr": {"description": f"{'the FBP-like ' if iterative else ''}hr degraded by factors (x, y, z) {tuple(recipe.factors_xyz)}: Gaussian slice "
                                   "profile and in-plane blur, then decimation; same physical extent"},
             "sharp": {"description": "B50f-like (edge-enhancing) kernel, low-dose acquisition, noise shared "
                                      "with smooth"},
             "smooth": {"description": "B30f-like kernel of the same raw data as sharp, "
-                                      f"{recipe.kernel_noise_std_hu:g} HU noise"},
+                                      f"{recipe.kernel_noise_std_hu:g} HU noise{ir_note}"},
         },
         tasks={
             "super_resolution": {"source": "lr", "target": "hr", "factors_xyz": list(recipe.factors_xyz)},
             "kernel": {"source": "sharp", "target": "smooth"},
         },
-        created_by=f"RevGANCore {__version__} (revgan phantom)")
+        created_by=f"RevGANCore {__version__} (revgan phantom"
+                   + (", nonlinear world)" if iterative else ")"))
     manifest["generator"] = phantom_generator_description(seed, recipe)
     for index in range(int(cases)):
         case_id = f"case{index:03d}"

@@ -18,6 +18,10 @@ Table-2 variants read by ``revgan bench quality``). The folder is the first of:
    where ``RevGANCore/`` and ``Resources/`` are installed side by side;
 
 the first one holding a ``models.json``. No folder means no shipped models.
+
+Models a user added live in the user's model folder (:mod:`RevGANCore.model_store`):
+:func:`all_models` lists them after the shipped ones, and :func:`get_model_path` finds
+them by name (a shipped name wins; a user model's checksum is verified on every use).
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ from .errors import ConfigError, ModelFileError
 from .modelmetadata import TASKS, check_text
 
 __all__ = ["ModelEntry", "MODELS_DIR_ENV", "PACKAGE_DATA_FOLDER", "REGISTRY_FILE", "REGISTRY_FORMAT",
-           "models_dir", "models_dir_candidates", "list_models", "get_model_path", "default_model", "table2_dir"]
+           "models_dir", "models_dir_candidates", "list_models", "all_models", "get_model_path", "default_model",
+           "table2_dir"]
 
 REGISTRY_FORMAT = "revgan-model-registry"
 REGISTRY_FILE = "models.json"
@@ -46,7 +51,8 @@ TABLE2_FOLDER = "table2"
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """One shipped model in the registry."""
+    """One model: shipped (in the registry) or added by the user (``origin`` "user",
+    with the SHA-256 recorded when it was added)."""
 
     name: str
     path: Path
@@ -54,6 +60,8 @@ class ModelEntry:
     task: str
     description: str
     default: bool = False
+    origin: str = "shipped"
+    sha256: Optional[str] = None
 
     @property
     def available(self) -> bool:
@@ -117,6 +125,15 @@ def list_models() -> List[ModelEntry]:
     return [_entry(index, folder, name, entry) for name, entry in models.items()]
 
 
+def all_models() -> List[ModelEntry]:
+    """The shipped models, then the user's (see :mod:`RevGANCore.model_store`)."""
+    from .model_store import list_user_models
+
+    users = [ModelEntry(name=e.name, path=e.path, card=e.card, task=e.task, description=e.description,
+                        origin="user", sha256=e.sha256) for e in list_user_models()]
+    return list_models() + users
+
+
 def _entry(index: Path, folder: Path, name: str, entry) -> ModelEntry:
     where = f"{index}: model {name!r}"
     if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or not entry["file"]:
@@ -155,11 +172,18 @@ def get_model_path(name_or_path) -> Path:
                 raise ModelFileError(f"model {text!r} is registered but its file {entry.path} is missing "
                                      "(a Git LFS file not fetched?)")
             return entry.path
+    from .model_store import find_user_model, list_user_models, verified_path
+
+    stored = find_user_model(text)
+    if stored is not None:
+        return verified_path(stored)
+    users = ", ".join(entry.name for entry in list_user_models()) or "none"
     if not entries:
-        raise ModelFileError(f"no model file or shipped model named {text!r} (no models are shipped in "
-                             f"{_searched()})")
+        raise ModelFileError(f"no model file, shipped or user model named {text!r} (no models are shipped in "
+                             f"{_searched()}; user models: {users})")
     names = ", ".join(entry.name for entry in entries)
-    raise ModelFileError(f"no model file or shipped model named {text!r}; shipped models: {names}")
+    raise ModelFileError(f"no model file, shipped or user model named {text!r}; shipped models: {names}; "
+                         f"user models: {users}")
 
 
 def default_model(task: str) -> ModelEntry:

@@ -24,7 +24,7 @@ from RevGANSlicerLib.corepath import ensureRevGANCoreImportable
 
 ensureRevGANCoreImportable()
 
-from RevGANSlicerLib import dependencies, engine  # noqa: E402
+from RevGANSlicerLib import dependencies, engine, sequences  # noqa: E402
 from RevGANSlicerLib.logic import LARGE_OUTPUT_BYTES, TranslationLogic  # noqa: E402
 from RevGANSlicerLib.process import parseEvent  # noqa: E402
 from RevGANSlicerLib.tasks import Direction, Task, domainLabel, taskInfo  # noqa: E402
@@ -109,8 +109,12 @@ class RevGANSlicerParameterNode:
     task - super-resolution, kernel conversion either way, or a custom model file.
     direction - direction of a custom model (forward: x -> y).
     modelPath - the custom model file.
+    modelName - a listed model (shipped or added by the user) chosen in the model selector;
+        "": the task's shipped model (custom task: modelPath).
     device - "auto", "cpu", "cuda:N" or "mps".
     tileSize - tile edge in voxels; 0: chosen by the core.
+    cpuThreads - PyTorch's CPU threads for a run; 0: automatic. Also kept in Slicer's settings.
+    processAllFrames - when the input shows a frame of a sequence, translate every frame.
     showSideBySide - show original and result side by side after the run.
     runInSeparateProcess - run in PythonSlicer (True) or in Slicer's process tile by tile.
     """
@@ -120,8 +124,11 @@ class RevGANSlicerParameterNode:
     task: Task = Task.SuperResolution
     direction: Direction = Direction.Forward
     modelPath: str = ""
+    modelName: str = ""
     device: str = "auto"
     tileSize: Annotated[int, WithinRange(0, 1024)] = 0
+    cpuThreads: Annotated[int, WithinRange(0, 256)] = 0
+    processAllFrames: bool = True
     showSideBySide: bool = True
     runInSeparateProcess: bool = True
 
@@ -144,6 +151,9 @@ class RevGANSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._devicesListed = False
         self._cardKey = None
         self._pollTimer = None
+        self._modelChoicesKey = None
+        self._modelChoiceValues = [""]
+        self._listedModels = []
 
     # ------------------------------------------------------------------ set-up
     def setup(self) -> None:
@@ -171,6 +181,13 @@ class RevGANSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelPathChanged)
         self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.onDeviceChanged)
         self.ui.advancedCollapsibleButton.connect("contentsCollapsed(bool)", self.onAdvancedCollapsed)
+        self.ui.modelSelectorComboBox.connect("currentIndexChanged(int)", self.onModelSelectorChanged)
+        self.ui.cpuThreadsSpinBox.connect("valueChanged(int)", self.onCpuThreadsChanged)
+        self.ui.modelsCollapsibleButton.connect("contentsCollapsed(bool)", self.onModelsCollapsed)
+        self.ui.modelsListWidget.connect("currentRowChanged(int)", self.onModelsSelectionChanged)
+        self.ui.addModelButton.connect("clicked(bool)", self.onAddModel)
+        self.ui.removeModelButton.connect("clicked(bool)", self.onRemoveModel)
+        self.ui.removeModelButton.enabled = False
 
         self._pollTimer = qt.QTimer()
         self._pollTimer.setInterval(100)
@@ -201,6 +218,7 @@ class RevGANSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
+        self._parameterNode.cpuThreads = _savedCpuThreads()
         if not self._parameterNode.inputVolume:
             firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
             if firstVolumeNode:
@@ -229,11 +247,14 @@ class RevGANSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.ui.modelPathLineEdit.currentPath != node.modelPath:
             self.ui.modelPathLineEdit.currentPath = node.modelPath
         self._selectDevice(node.device)
+        self._fillModelSelector(task)
+        sequence = self.logic.sequenceOf(node.inputVolume) if node.inputVolume else None
+        self.ui.allFramesCheckBox.setVisible(sequence is not None)
         self.ui.applyButton.text = taskInfo(task).buttonText
         problem = None
         if not node.inputVolume:
             problem = _("Select an input volume.")
-        elif custom and not node.modelPath:
+        elif custom and not node.modelPath and not node.modelName:
             problem = _("Choose a model file.")
         elif node.outputVolume and node.outputVolume.GetID() == node.inputVolume.GetID():
             problem = _("The output must not be the input volume: choose 'Create new volume'.")
@@ -241,9 +262,12 @@ class RevGANSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.enabled = problem is None and not running
         self.ui.applyButton.toolTip = problem or taskInfo(task).help
         self.ui.cancelButton.enabled = running
-        for button in (self.ui.loadLowResolutionPhantomButton, self.ui.loadSharpPhantomButton):
-            button.enabled = not running  # a run's input and task must not change under it
-        key = (task, node.modelPath if custom else "", node.direction)
+        for button in (self.ui.loadLowResolutionPhantomButton, self.ui.loadSharpPhantomButton,
+                       self.ui.addModelButton):
+            button.enabled = not running  # a run's input, task and models must not change under it
+        selected = self._selectedModel()
+        self.ui.removeModelButton.enabled = bool(selected is not None and selected.origin == "user" and not running)
+        key = (task, self._chosenModel(), node.direction)
         if key != self._cardKey:
             self._cardKey = key
             # Reading a model file can take a moment: after the panel has been drawn.
@@ -253,15 +277,117 @@ class RevGANSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         node = self._parameterNode
         if node is None:
             return
-        rows = self.logic.modelCard(node.task, node.modelPath if node.task is Task.CustomModel else "")
-        if node.task is Task.CustomModel and node.modelPath:
+        chosen = self._chosenModel()
+        rows = self.logic.modelCard(node.task, chosen)
+        if node.task is Task.CustomModel and chosen:
             try:
-                metadata = self.logic.modelMetadata(self.logic.modelPathForTask(node.task, node.modelPath))
+                metadata = self.logic.modelMetadata(self.logic.modelPathForTask(node.task, chosen))
                 rows.insert(0, (_("Direction"), domainLabel(metadata, node.direction.value)))
             except Exception:
                 pass
         html = "".join(f"<b>{_escape(label)}:</b> {_escape(text)}<br>" for label, text in rows)
         self.ui.modelCardLabel.text = html
+
+    def _chosenModel(self) -> str:
+        """What runs: a model chosen by name, the custom model file, or "" (the task's shipped model)."""
+        node = self._parameterNode
+        return self.logic.chosenModel(node.task, node.modelName, node.modelPath) if node else ""
+
+    def _fillModelSelector(self, task) -> None:
+        """The model selector offers the models made for the task (refilled when the task or
+        the list of models changes)."""
+        if self._modelChoicesKey == task:
+            return
+        self._modelChoicesKey = task
+        try:
+            choices = self.logic.modelChoices(task)
+        except Exception as error:  # a damaged model index must not break the panel
+            self._showStatus(_("Could not list the models: {error}").format(error=error))
+            choices = [(_("Shipped model for this task"), "")]
+        combo = self.ui.modelSelectorComboBox
+        wasBlocked = combo.blockSignals(True)
+        combo.clear()
+        for label, _value in choices:
+            combo.addItem(label)
+        self._modelChoiceValues = [value for _label, value in choices]
+        name = self._parameterNode.modelName
+        combo.currentIndex = self._modelChoiceValues.index(name) if name in self._modelChoiceValues else 0
+        combo.blockSignals(wasBlocked)
+        if name not in self._modelChoiceValues:  # removed, or made for another task
+            self._parameterNode.modelName = ""
+
+    def onModelSelectorChanged(self, index) -> None:
+        if self._parameterNode and 0 <= index < len(self._modelChoiceValues):
+            if self._parameterNode.modelName != self._modelChoiceValues[index]:
+                self._parameterNode.modelName = self._modelChoiceValues[index]
+
+    def onCpuThreadsChanged(self, value) -> None:
+        qt.QSettings().setValue(CPU_THREADS_SETTING, int(value))
+
+    # ------------------------------------------------------------------ model manager
+    def onModelsCollapsed(self, collapsed) -> None:
+        if not collapsed:
+            self._refreshModelList()
+
+    def _refreshModelList(self, select: Optional[str] = None) -> None:
+        try:
+            self._listedModels = self.logic.listModels()
+        except Exception as error:
+            self._listedModels = []
+            self.ui.modelsCardLabel.text = _escape(str(error))
+        widget = self.ui.modelsListWidget
+        wasBlocked = widget.blockSignals(True)
+        widget.clear()
+        for entry in self._listedModels:
+            origin = _("added by you") if entry.origin == "user" else _("shipped")
+            widget.addItem(f"{entry.name}  ({origin}, {entry.task})")
+        widget.blockSignals(wasBlocked)
+        self.ui.modelsFolderLabel.text = _("Models you add are kept in {folder}").format(
+            folder=engine.userModelsFolder())
+        names = [entry.name for entry in self._listedModels]
+        widget.currentRow = names.index(select) if select in names else -1
+        self.onModelsSelectionChanged(widget.currentRow)
+        self._modelChoicesKey = None  # the selector offers the new list
+        self._updateGUI()
+
+    def _selectedModel(self):
+        row = self.ui.modelsListWidget.currentRow
+        return self._listedModels[row] if 0 <= row < len(self._listedModels) else None
+
+    def onModelsSelectionChanged(self, row) -> None:
+        entry = self._selectedModel()
+        self.ui.removeModelButton.enabled = bool(entry is not None and entry.origin == "user" and not self._running)
+        if entry is None:
+            self.ui.modelsCardLabel.text = ""
+            return
+        rows = self.logic.modelManagerCard(entry.name)
+        self.ui.modelsCardLabel.text = "".join(f"<b>{_escape(label)}:</b> {_escape(text)}<br>" for label, text in rows)
+
+    def onAddModel(self) -> None:
+        path = qt.QFileDialog.getOpenFileName(self.parent, _("Add a RevGAN model file"), "",
+                                              _("RevGAN model files (*.safetensors)"))
+        if not path:
+            return
+        with slicer.util.tryWithErrorDisplay(_("The model file could not be added."), waitCursor=True):
+            entry = self.logic.addModel(path)
+            self._log(_("Added model {name} (SHA-256 {sha256}) from {path}").format(
+                name=entry.name, sha256=entry.sha256, path=path))
+            self._showStatus(_("Added model {name}.").format(name=entry.name))
+            self._refreshModelList(select=entry.name)
+
+    def onRemoveModel(self) -> None:
+        entry = self._selectedModel()
+        if entry is None or entry.origin != "user":
+            return
+        if not slicer.util.confirmOkCancelDisplay(
+                _("Remove the model {name} from your model folder?").format(name=entry.name)):
+            return
+        with slicer.util.tryWithErrorDisplay(_("The model could not be removed."), waitCursor=True):
+            self.logic.removeModel(entry.name)
+            if self._parameterNode and self._parameterNode.modelName == entry.name:
+                self._parameterNode.modelName = ""
+            self._showStatus(_("Removed model {name}.").format(name=entry.name))
+            self._refreshModelList()
 
     def _selectDevice(self, device: str) -> None:
         if device not in self._deviceNames:
@@ -364,27 +490,37 @@ class RevGANSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             with slicer.util.WaitCursor():
                 summary = self.logic.ensureDependencies(askUser=True)  # BusyError on a second click
             self._listDevices()
-            modelPath = node.modelPath if node.task is Task.CustomModel else ""
+            modelPath = self._chosenModel()
             path = self.logic.modelPathForTask(node.task, modelPath)
-            size = self.logic.estimateOutputBytes(node.inputVolume, node.task, self.logic.modelMetadata(path))
+            allFrames = node.processAllFrames and self.logic.sequenceOf(node.inputVolume) is not None
+            frames = len(sequences.frames(self.logic.sequenceOf(node.inputVolume)[1])) if allFrames else 1
+            size = frames * self.logic.estimateOutputBytes(node.inputVolume, node.task,
+                                                           self.logic.modelMetadata(path))
             if size > LARGE_OUTPUT_BYTES and not slicer.util.confirmOkCancelDisplay(
                     _("The result will take about {gib:.1f} GiB of memory. Continue?").format(gib=size / 2 ** 30)):
                 return
             options = dict(task=node.task, modelPath=modelPath, direction=node.direction, device=node.device,
-                           tileSize=node.tileSize, outputNode=node.outputVolume)
+                           tileSize=node.tileSize, threads=node.cpuThreads)
             self._cancelRequested = False
             self.ui.logTextEdit.clear()
             self._log(summary)
-            if node.runInSeparateProcess:
-                with slicer.util.WaitCursor():  # writes the input to a temporary file
-                    self._job = self.logic.startTranslation(node.inputVolume, onLine=self._logProcessLine, **options)
+            if allFrames:
+                # Frames run here, one after the other (the model is loaded once).
+                self._log(_("Every frame of the sequence, inside Slicer: {count} frames").format(count=frames))
+                self._runHere(node.inputVolume, options, self.logic.translateSequence)
+            elif node.runInSeparateProcess:
+                # The Logic shows the wait cursor while it writes the input to a temporary file.
+                self._job = self.logic.startTranslation(node.inputVolume, onLine=self._logProcessLine,
+                                                        outputNode=node.outputVolume, **options)
                 self._setRunning(True)
                 self._showStatus(_("Running: {what}").format(what=self._job.description))
                 self._pollTimer.start()
             else:
-                self._runHere(node.inputVolume, options)
+                self._runHere(node.inputVolume, dict(options, outputNode=node.outputVolume), self.logic.translate)
 
-    def _runHere(self, inputNode, options) -> None:
+    def _runHere(self, inputNode, options, run) -> None:
+        """``run`` (the Logic's translate or translateSequence) in this process, with
+        progress, Cancel and messages in the panel."""
         from RevGANCore.errors import CancelledError
 
         def progress(done, total):
@@ -402,8 +538,7 @@ class RevGANSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._showStatus(_("Running inside Slicer, tile by tile..."))
         self.ui.progressBar.setVisible(True)
         try:
-            outputNode = self.logic.translate(inputNode, progress=progress, cancel=cancel, message=message,
-                                              **options)
+            outputNode = run(inputNode, progress=progress, cancel=cancel, message=message, **options)
         except CancelledError:
             self._showStatus(_("Cancelled: no result was created."))
             return
@@ -429,8 +564,8 @@ class RevGANSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         inputNode = slicer.mrmlScene.GetNodeByID(job.inputNodeID)
         try:
-            with slicer.util.WaitCursor():  # reads the result (GBs for a large super-resolution)
-                outputNode = self.logic.finishTranslation(job)  # the Logic is idle afterwards
+            # The Logic shows the wait cursor while it reads the result (GBs for a large super-resolution).
+            outputNode = self.logic.finishTranslation(job)  # the Logic is idle afterwards
         except CancelledError:
             self._showStatus(_("Cancelled: no result was created."))
             return
@@ -478,6 +613,19 @@ class RevGANSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._log(line)
         elif event.get("event") in ("message", "error"):
             self._log(str(event.get("text", "")))
+
+
+#: Slicer setting (qt.QSettings) that keeps the CPU-thread choice between sessions.
+CPU_THREADS_SETTING = "RevGANSlicer/CPUThreads"
+
+
+def _savedCpuThreads() -> int:
+    """The CPU-thread choice kept in Slicer's settings (0, automatic, when there is none)."""
+    try:
+        value = int(qt.QSettings().value(CPU_THREADS_SETTING, 0) or 0)
+    except (TypeError, ValueError):
+        return 0
+    return min(max(value, 0), 256)
 
 
 def _escape(text) -> str:

@@ -101,3 +101,73 @@ def test_bench_scale_shows_the_same_kernel_transfer_at_every_pixel_size(capsys):
         assert all(spread < 1.10 for spread in result["directions"][direction]["spread"])
     assert main(["bench", "scale"]) == 0
     assert "spread" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------- bench quality (Table 2)
+
+QUALITY_SHAPE = (16, 48, 48)
+METRICS = ("mae_hu", "psnr", "ssim", "bias_hu")
+
+
+@pytest.fixture(scope="module")
+def identity_table(tmp_path_factory):
+    """A Table-2 index of untrained residual generators (each the identity on its input):
+    every variant in the linear world, and one pooled row (two files) in the nonlinear one."""
+    from RevGANCore.bench.quality import VARIANT_LABELS
+    from RevGANCore.modelfile import ModelMetadata, save_model
+    from RevGANCore.networks import RevGANGenerator3d
+
+    folder = tmp_path_factory.mktemp("table2")
+    entries = []
+    for task in ("super_resolution", "kernel"):
+        metadata = ModelMetadata(task=task, domains={"x": "lr", "y": "hr"} if task == "super_resolution"
+                                 else {"x": "sharp", "y": "smooth"},
+                                 scale_factors_xyz=(2, 2, 4) if task == "super_resolution" else None)
+        for variant in VARIANT_LABELS:
+            save_model(folder / f"{task}_{variant}.safetensors", RevGANGenerator3d(ngf=2, depth=1, residual=True),
+                       metadata)
+            entries.append({"task": task, "variant": variant, "file": f"{task}_{variant}.safetensors"})
+        for seed in (0, 1):
+            entries.append({"task": task, "variant": "paired_2r", "world": "nonlinear",
+                            "file": f"{task}_paired_2r.safetensors", "seed": seed})
+    (folder / "table2.json").write_text(json.dumps({"format": "revgan-table2", "models": entries}))
+    return folder
+
+
+def test_bench_quality_json_has_every_task_world_and_row_kind(identity_table, tmp_path, capsys):
+    assert main(["bench", "quality", "--models", str(identity_table), "--data", str(tmp_path), "--cases", "2",
+                 "--shape", *map(str, QUALITY_SHAPE), "--device", "cpu", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["tasks"]) == {"super_resolution/linear", "super_resolution/nonlinear", "kernel/linear",
+                                    "kernel/nonlinear"}
+    for key, rows in result["tasks"].items():
+        for row in rows:
+            assert set(row) >= {"method", "kind", "variant", *METRICS, *(f"{m}_std" for m in METRICS)}
+            assert row["kind"] in ("classical-paired", "classical-unpaired", "oracle", "revgan-paired",
+                                   "revgan-unpaired")
+            assert (row["variant"] is None) == row["kind"].startswith(("classical", "oracle"))
+        kinds = {row["kind"] for row in rows}
+        assert {"classical-paired", "classical-unpaired", "revgan-paired"} <= kinds
+        by_method = {row["method"]: row for row in rows}
+        fitted = next(row for row in rows if row["method"].startswith("Fitted linear filter"))
+        if key.startswith("kernel"):
+            identity = by_method["Identity (sharp input)"]
+            ratio = by_method["Spectral-ratio filter (unpaired training volumes)"]
+            assert ratio["kind"] == "classical-unpaired" and ratio["mae_hu"] < identity["mae_hu"]
+            assert fitted["mae_hu"] < 0.5 * identity["mae_hu"]
+            assert any(row["kind"] == "oracle" for row in rows)
+        else:
+            identity = by_method["B-spline interpolation"]
+            assert fitted["mae_hu"] < identity["mae_hu"] and abs(fitted["bias_hu"]) < abs(identity["bias_hu"])
+        # Untrained residual models are the identity on their (resampled) input.
+        paired_2r = by_method["Paired+2R"]
+        assert paired_2r["variant"] == "Paired+2R" and paired_2r["mae_hu"] == pytest.approx(identity["mae_hu"], abs=0.02)
+        if key.endswith("nonlinear"):
+            assert paired_2r["n"] == 4 and len(paired_2r["models"]) == 2  # two files pooled: 2 x 2 cases
+            assert "Paired" not in by_method
+        else:
+            assert {"Paired", "Unpaired", "Unpaired+2R"} <= set(by_method)
+    from RevGANCore.bench.quality import format_quality_table
+
+    text = format_quality_table(result)
+    assert "the fitted linear filter is the ceiling" in text and "kernel/nonlinear" in text

@@ -35,6 +35,7 @@ KNOWN_UI_CLASSES = {
     "QCheckBox": "QtWidgets", "QSpinBox": "QtWidgets", "QDoubleSpinBox": "QtWidgets",
     "QProgressBar": "QtWidgets", "QLineEdit": "QtWidgets", "QGroupBox": "QtWidgets", "QRadioButton": "QtWidgets",
     "QToolButton": "QtWidgets", "QTextBrowser": "QtWidgets", "QPlainTextEdit": "QtWidgets", "QFrame": "QtWidgets",
+    "QListWidget": "QtWidgets",
     "QVBoxLayout": "QtWidgets", "QHBoxLayout": "QtWidgets", "QFormLayout": "QtWidgets", "QGridLayout": "QtWidgets",
     # CTK (CTKWidgets)
     "ctkCollapsibleButton": "CTKWidgets", "ctkPathLineEdit": "CTKWidgets", "ctkSliderWidget": "CTKWidgets",

@@ -27,6 +27,7 @@ from RevGANCore.inference import translate
 from RevGANCore.manifest import load_manifest
 from RevGANCore.modelfile import load_model
 from RevGANCore.training import Trainer, TrainingDivergedError, learning_rate_factor
+from RevGANCore.training_data import ensure_training_manifest
 from RevGANCore.volume_io import read_volume
 from training_helpers import tiny_settings, write_config, write_tiny_phantoms
 
@@ -47,6 +48,12 @@ def test_end_to_end_training_writes_loadable_models(phantoms, tmp_path, mode):
     rows = list(np.genfromtxt(tmp_path / "run" / "metrics.csv", delimiter=",", names=True))
     losses = [row["g_total"] for row in rows if not np.isnan(row["g_total"])]
     assert losses and all(np.isfinite(losses))
+    # validation cases choose best.safetensors: by pairs when paired, by the pair-free criterion when not
+    assert summary["best_metric"] == {"paired": "val_l1", "unpaired": "val_unpaired"}[mode]
+    assert all(np.isfinite(row["val_unpaired"]) for row in rows if not np.isnan(row["val_l1"]))
+    if mode == "unpaired":
+        assert all(np.isfinite(row["g_physics"]) and np.isfinite(row["g_spectrum"])
+                   for row in rows if not np.isnan(row["g_total"]))
     assert (tmp_path / "run" / "previews" / "step_00000002.png").exists()
     model = load_model(summary["latest_model"])
     assert model.task == "kernel" and model.metadata.domains == {"x": "sharp", "y": "smooth"}
@@ -285,11 +292,9 @@ def test_learning_rate_schedule_is_constant_then_linear():
 def test_generated_dataset_must_match_the_configuration(phantoms, tmp_path):
     """A manifest generated for other phantoms (seed, count or shape) is refused, not reused."""
     matching = {"cases": 3, "seed": 5, "shape": [16, 32, 32]}
-    Trainer(config_from_dict(tiny_settings(phantoms, tmp_path / "ok", data__generate=matching)),
-            log=lambda m: None)._ensure_data()
+    ensure_training_manifest(config_from_dict(tiny_settings(phantoms, tmp_path / "ok", data__generate=matching)),
+                             log=lambda m: None)
     for key, value in (("seed", 6), ("cases", 4), ("shape", [16, 32, 64])):
-        other = dict(matching, **{key: value})
-        trainer = Trainer(config_from_dict(tiny_settings(phantoms, tmp_path / key, data__generate=other)),
-                          log=lambda m: None)
+        other = config_from_dict(tiny_settings(phantoms, tmp_path / key, data__generate=dict(matching, **{key: value})))
         with pytest.raises(ConfigError, match="point data.manifest at another folder"):
-            trainer._ensure_data()
+            ensure_training_manifest(other, log=lambda m: None)

@@ -11,10 +11,13 @@ Run from the repository root on a CUDA machine (SimpleITK must be importable):
    - ``revgan bench memory`` on CUDA (saved tensors and torch.cuda.max_memory_allocated);
    - ``revgan bench speed`` on CUDA;
    - tools/gpu_check_inference.py (tiled inference on CUDA, autocast, OOM halving/fallback);
-2. the 8 Table-2 rows (configs/table2), trained CONCURRENTLY (the models are small: one
-   process leaves the GPU mostly idle), all with the same iteration count, calibrated by a
-   short concurrent timing run so that everything ends inside ``--budget`` seconds;
-3. packs models, logs and figures into at most three files under ``--out``.
+2. the 8 Table-2 rows (configs/table2) x ``--seeds`` training seeds, trained CONCURRENTLY (the
+   models are small: one process leaves the GPU mostly idle), under the protocol of
+   RevGANCore/bench/protocol.py: every run the same iteration count (calibrated by a short
+   concurrent timing run so that everything ends inside ``--budget`` seconds), each run keeping
+   the checkpoint its validation criterion prefers, the validation cases choosing each row's seed;
+3. packs the validation-chosen models (and table2.json, their index), logs and figures into at
+   most three files under ``--out``.
 
 ``--dry-run`` does the same with tiny settings on the CPU, to test this script itself.
 """
@@ -37,8 +40,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-ROWS = [f"{task}_{variant}" for task in ("super_resolution", "kernel")
-        for variant in ("paired_2r", "paired", "unpaired_2r", "unpaired")]
+from RevGANCore.bench.protocol import DEFAULT_SEEDS, ROWS, run_folder, run_overrides, table_index  # noqa: E402
+
 START = time.time()
 
 
@@ -126,17 +129,18 @@ def run_checks(args, device: str) -> dict:
 # ------------------------------------------------------------------------------ training
 
 
-def launch(row: str, iterations: int, output: Path, extra, log_path: Path, env) -> subprocess.Popen:
+def launch(row: str, seed: int, iterations: int, output: Path, extra, log_path: Path, env) -> subprocess.Popen:
+    protocol = [item for value in run_overrides(seed, iterations, output) for item in ("--set", value)]
     command = [sys.executable, "-m", "RevGANCore", "train", str(REPO / "configs" / "table2" / f"{row}.toml"),
-               "--set", f"optim.iterations={iterations}", "--set", f"output_dir={output}",
-               "--set", "logging.progress=true", *extra]
+               *protocol, "--set", "logging.progress=true", *extra]
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=open(log_path, "w"), stderr=subprocess.STDOUT,
                             start_new_session=True)
 
 
 def train_rows(args, device: str, budget_end: float) -> dict:
-    rows = args.rows or ROWS
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 2) // 8)))
+    rows = args.rows or list(ROWS)
+    runs = [(row, seed) for row in rows for seed in range(args.seeds)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 2) // len(runs))))
     extra = ["--set", f"device={device}"]
     if args.dry_run:
         extra += ["--set", "data.patch_size=[24,32,32]", "--set", "data.batch_size=2",
@@ -147,29 +151,30 @@ def train_rows(args, device: str, budget_end: float) -> dict:
     # The data is generated once, before the concurrent runs start.
     say("generating training phantoms")
     from RevGANCore.config import load_config
-    from RevGANCore.training import Trainer
+    from RevGANCore.training_data import ensure_training_manifest
 
     first = load_config(str(REPO / "configs" / "table2" / f"{rows[0]}.toml"),
                         [e for e in extra if e != "--set"] + ["optim.iterations=1"])
-    Trainer(first, log=say)._ensure_data()
+    ensure_training_manifest(first, log=say)
 
     if args.iterations:
-        return _train(args, rows, args.iterations, extra, env, budget_end, calibration={})
+        return _train(args, runs, args.iterations, extra, env, budget_end, calibration={})
     calibration_iterations = 6 if args.dry_run else 40
-    say(f"calibrating: {len(rows)} concurrent runs of {calibration_iterations} iterations")
+    say(f"calibrating: {len(runs)} concurrent runs of {calibration_iterations} iterations")
     calib_dir = args.work / "calibration"
     started = time.time()
-    processes = {row: launch(row, calibration_iterations, calib_dir / row, extra + ["--set",
-                             "checkpoint.validate_every=100000", "--set", "logging.preview_every=0"],
-                             args.work / f"calib_{row}.log", env) for row in rows}
-    for row, process in processes.items():
+    processes = {(row, seed): launch(row, seed, calibration_iterations, run_folder(calib_dir, row, seed),
+                                     extra + ["--set", "checkpoint.validate_every=100000",
+                                              "--set", "logging.preview_every=0"],
+                                     args.work / f"calib_{row}_seed{seed}.log", env) for row, seed in runs}
+    for process in processes.values():
         process.wait()
     calibration_seconds = time.time() - started
     per_row = {}
-    for row in rows:
-        summary_path = calib_dir / row / "summary.json"
-        per_row[row] = json.loads(summary_path.read_text())["seconds"] if summary_path.exists() else None
-    failed = [row for row, value in per_row.items() if value is None]
+    for row, seed in runs:
+        summary_path = run_folder(calib_dir, row, seed) / "summary.json"
+        per_row[f"{row}/seed{seed}"] = json.loads(summary_path.read_text())["seconds"] if summary_path.exists() else None
+    failed = [run for run, value in per_row.items() if value is None]
     if failed:
         raise RuntimeError(f"calibration failed for {failed}; see {args.work}/calib_*.log")
     slowest = max(per_row.values()) / calibration_iterations
@@ -179,20 +184,20 @@ def train_rows(args, device: str, budget_end: float) -> dict:
     iterations = max(50, min(iterations, args.max_iterations))
     say(f"calibration: seconds per row {per_row}; slowest {slowest * 1000:.0f} ms/it; "
         f"start overhead {start_overhead:.0f} s; training {iterations} iterations per row")
-    return _train(args, rows, iterations, extra, env, budget_end, calibration=per_row)
+    return _train(args, runs, iterations, extra, env, budget_end, calibration=per_row)
 
 
-def _train(args, rows, iterations: int, extra, env, budget_end: float, calibration: dict) -> dict:
+def _train(args, runs, iterations: int, extra, env, budget_end: float, calibration: dict) -> dict:
     runs_dir = args.work / "table2"
-    processes = {row: launch(row, iterations, runs_dir / row, extra, args.work / f"train_{row}.log", env)
-                 for row in rows}
+    processes = {(row, seed): launch(row, seed, iterations, run_folder(runs_dir, row, seed), extra,
+                                     args.work / f"train_{row}_seed{seed}.log", env) for row, seed in runs}
     stopped = []
     while any(p.poll() is None for p in processes.values()):
         if time.time() > budget_end - 15:
-            for row, process in processes.items():
+            for (row, seed), process in processes.items():
                 if process.poll() is None:
                     os.killpg(process.pid, signal.SIGTERM)  # saves a checkpoint and exits
-                    stopped.append(row)
+                    stopped.append(f"{row}/seed{seed}")
             for process in processes.values():
                 try:
                     process.wait(timeout=12)
@@ -201,34 +206,41 @@ def _train(args, rows, iterations: int, extra, env, budget_end: float, calibrati
             break
         time.sleep(2)
     results = {}
-    for row in rows:
-        summary = runs_dir / row / "summary.json"
-        results[row] = json.loads(summary.read_text()) if summary.exists() else {"error": "no summary"}
-        results[row]["returncode"] = processes[row].returncode
-    return {"iterations": iterations, "calibration": calibration, "stopped_by_budget": stopped, "rows": results}
+    for row, seed in runs:
+        summary = run_folder(runs_dir, row, seed) / "summary.json"
+        result = json.loads(summary.read_text()) if summary.exists() else {"error": "no summary"}
+        result["returncode"] = processes[(row, seed)].returncode
+        results[f"{row}/seed{seed}"] = result
+    rows = sorted({row for row, _ in runs}, key=list(ROWS).index)
+    index = table_index(runs_dir, rows, range(args.seeds), iterations)
+    (runs_dir / "table2.json").write_text(json.dumps(index, indent=2))
+    return {"iterations": iterations, "seeds": args.seeds, "calibration": calibration, "stopped_by_budget": stopped,
+            "runs": results, "table2_index": index}
 
 
 def pack(args, report: dict) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "gpu_session.json").write_text(json.dumps(report, indent=2))
+    runs_dir = args.work / "table2"
     with tarfile.open(out / "table2_runs.tar.gz", "w:gz") as archive:
+        if (runs_dir / "table2.json").exists():
+            archive.add(runs_dir / "table2.json", arcname="table2.json")
         for row in ROWS:
-            folder = args.work / "table2" / row
-            if not folder.is_dir():
-                continue
-            for name in ("config.json", "metrics.csv", "summary.json", "best.safetensors"):
-                if (folder / name).exists():
-                    archive.add(folder / name, arcname=f"{row}/{name}")
-            latest = folder / "checkpoints" / "latest.json"
-            if latest.exists():
-                # Model files only: a training state (discriminators, Adam moments) is ~17 MB per
-                # row, over what one session can bring back.
-                pointer = json.loads(latest.read_text())
-                archive.add(folder / "checkpoints" / pointer["model"], arcname=f"{row}/final.safetensors")
-            previews = sorted((folder / "previews").glob("*.png")) if (folder / "previews").is_dir() else []
-            if previews:
-                archive.add(previews[-1], arcname=f"{row}/{previews[-1].name}")
+            for seed in range(args.seeds):
+                folder = run_folder(runs_dir, row, seed)
+                if not folder.is_dir():
+                    continue
+                for name in ("config.json", "metrics.csv", "summary.json"):
+                    if (folder / name).exists():
+                        archive.add(folder / name, arcname=f"{row}/seed{seed}/{name}")
+                # The validation-chosen model only (table2.json names it): a training state
+                # (discriminators, Adam moments) is ~17 MB per run, over what a session brings back.
+                if (folder / "best.safetensors").exists():
+                    archive.add(folder / "best.safetensors", arcname=f"{row}_seed{seed}.safetensors")
+                previews = sorted((folder / "previews").glob("*.png")) if (folder / "previews").is_dir() else []
+                if previews:
+                    archive.add(previews[-1], arcname=f"{row}/seed{seed}/{previews[-1].name}")
         for log in sorted(args.work.glob("*.log")):
             archive.add(log, arcname=f"logs/{log.name}")
     say(f"packed {out}")
@@ -243,7 +255,8 @@ def main() -> int:
     parser.add_argument("--dry-run", action="store_true", help="tiny settings on the CPU")
     parser.add_argument("--skip-checks", action="store_true")
     parser.add_argument("--rows", nargs="*", choices=ROWS, help="train only these Table-2 rows")
-    parser.add_argument("--iterations", type=int, default=0, help="fixed iterations per row (no calibration)")
+    parser.add_argument("--iterations", type=int, default=0, help="fixed iterations per run (no calibration)")
+    parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help="training seeds per row (0 .. N-1)")
     args = parser.parse_args()
     args.work = Path(args.work)
     shutil.rmtree(args.work, ignore_errors=True)

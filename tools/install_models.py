@@ -4,9 +4,10 @@
     python tools/install_models.py RUNS.tar.gz            # models + indexes (tools/gpu_session.py output)
     python tools/install_models.py --cards QUALITY.json   # model cards with the measured table
 
-Step 1 copies each row's final model file to ``Resources/Models/table2/<row>.safetensors``
-with its name, description and caveats filled in, writes ``table2/table2.json`` (read by
-``revgan bench quality``) and registers the two Paired+2R models in ``models.json`` (read by
+Step 1 copies each run's validation-chosen model (one per row and training seed) to
+``Resources/Models/table2/<row>_seed<k>.safetensors`` with its name, description and caveats
+filled in, writes ``table2/table2.json`` (read by ``revgan bench quality``; ``chosen`` marks the
+seed a row ships) and registers the two Paired+2R models (chosen seeds) in ``models.json`` (read by
 ``revgan models``, ``super-resolve``, ``demo`` and the Slicer module). Step 2 writes the model
 cards from ``revgan bench quality --json`` output.
 """
@@ -43,56 +44,73 @@ CAVEATS = ("Trained only on synthetic chest phantoms (RevGANCore.phantom) with s
 VARIANT_TEXT = {"paired_2r": "Paired+2R", "paired": "Paired", "unpaired_2r": "Unpaired+2R", "unpaired": "Unpaired"}
 
 
-def install_runs(archive_path: Path) -> None:
-    TABLE.mkdir(parents=True, exist_ok=True)
+def _row(entry: dict) -> str:
+    return f"{entry['task']}_{entry['variant']}"
+
+
+def install_runs(archive_path: Path, models_dir: Path = MODELS) -> None:
+    """Every run of the archive (one per row and training seed, its validation-chosen model)
+    into ``models_dir/table2``; table2.json keeps which seed each row ships (``chosen``)."""
+    table = models_dir / "table2"
+    table.mkdir(parents=True, exist_ok=True)
     entries = []
     with tempfile.TemporaryDirectory() as scratch, tarfile.open(archive_path) as archive:
-        members = [m for m in archive.getmembers() if m.name.endswith("/final.safetensors")
+        members = [m for m in archive.getmembers() if m.name == "table2.json" or m.name.endswith(".safetensors")
                    or m.name.endswith("/summary.json") or m.name.endswith("/metrics.csv")]
         for member in members:  # plain files only, no links or absolute paths
             if not member.isfile() or member.name.startswith("/") or ".." in member.name:
                 raise SystemExit(f"refusing archive member {member.name}")
         archive.extractall(scratch, members=members)
-        for row_dir in sorted(Path(scratch).iterdir()):
-            row = row_dir.name
-            task = "super_resolution" if row.startswith("super_resolution") else "kernel"
-            variant = row[len(task) + 1:]
-            model = load_model(row_dir / "final.safetensors")
-            summary = json.loads((row_dir / "summary.json").read_text())
+        index = json.loads((Path(scratch) / "table2.json").read_text())
+        for entry in index["models"]:
+            row, seed = _row(entry), entry["seed"]
+            run_dir = Path(scratch) / row / f"seed{seed}"
+            model = load_model(Path(scratch) / entry["file"])
+            summary = json.loads((run_dir / "summary.json").read_text())
             training = dict(model.metadata.training)
             training["summary"] = {k: summary.get(k) for k in ("status", "step", "iterations", "seconds", "device",
-                                                               "first_validation", "last_validation")}
-            training["command"] = f"revgan train configs/table2/{row}.toml --set optim.iterations={summary['step']}"
+                                                               "first_validation", "last_validation", "best_metric",
+                                                               "best_value")}
+            training["command"] = (f"revgan train configs/table2/{row}.toml --set seed={seed} "
+                                   f"--set optim.iterations={summary['iterations']}")
             metadata = dataclasses.replace(
-                model.metadata, name=row,
-                description=f"{VARIANT_TEXT[variant]} 3D RevGAN for {task.replace('_', '-')} "
+                model.metadata, name=f"{row}_seed{seed}",
+                description=f"{VARIANT_TEXT[entry['variant']]} 3D RevGAN for {entry['task'].replace('_', '-')} "
                             f"({model.metadata.domains['x']} <-> {model.metadata.domains['y']}), "
-                            "trained on synthetic chest phantoms",
+                            f"training seed {seed}, trained on synthetic chest phantoms",
                 caveats=CAVEATS, training=training)
-            save_model(TABLE / f"{row}.safetensors", model.generator, metadata)
-            (TABLE / f"{row}.metrics.csv").write_bytes((row_dir / "metrics.csv").read_bytes())
-            entries.append({"task": task, "variant": variant, "file": f"{row}.safetensors",
-                            "config": f"configs/table2/{row}.toml", "iterations": summary["step"],
-                            "train_seconds": summary.get("seconds"), "device": summary.get("device")})
-    # Rows not in this archive keep their earlier entry (rows can be retrained separately).
-    index_path = TABLE / "table2.json"
+            save_model(table / entry["file"], model.generator, metadata)
+            (table / f"{row}_seed{seed}.metrics.csv").write_bytes((run_dir / "metrics.csv").read_bytes())
+            entries.append({**entry, "train_seconds": summary.get("seconds"), "device": summary.get("device")})
+    # Rows not in this archive keep their earlier entries (rows can be retrained separately).
+    index_path = table / "table2.json"
     previous = json.loads(index_path.read_text())["models"] if index_path.exists() else []
-    installed = {(e["task"], e["variant"]) for e in entries}
-    kept = [e for e in previous if (e["task"], e["variant"]) not in installed]
+    installed = {_row(e) for e in entries}
+    kept = [e for e in previous if _row(e) not in installed]
     order = {row: i for i, row in enumerate(f"{t}_{v}" for t in ("super_resolution", "kernel") for v in VARIANT_TEXT)}
-    entries = sorted(kept + entries, key=lambda e: order[f"{e['task']}_{e['variant']}"])
-    index_path.write_text(json.dumps({"format": "revgan-table2", "models": entries}, indent=2) + "\n")
+    entries = sorted(kept + entries, key=lambda e: (order[_row(e)], e.get("seed", 0)))
+    index_path.write_text(json.dumps({"format": "revgan-table2", "protocol": index.get("protocol"),
+                                      "models": entries}, indent=2) + "\n")
     registry = {"format": "revgan-model-registry", "format_version": 1, "models": {}}
     for task, (name, row, description) in SHIPPED.items():
-        registry["models"][name] = {"file": f"table2/{row}.safetensors", "card": f"{name}.md", "task": task,
+        registry["models"][name] = {"file": f"table2/{shipped_file(row, table)}", "card": f"{name}.md", "task": task,
                                     "description": description, "default": True}
-    (MODELS / "models.json").write_text(json.dumps(registry, indent=2) + "\n")
-    print(f"installed {len(entries)} models into {TABLE} and registered {len(SHIPPED)} in {MODELS / 'models.json'}")
+    (models_dir / "models.json").write_text(json.dumps(registry, indent=2) + "\n")
+    print(f"installed {len(entries)} models into {table} and registered {len(SHIPPED)} in {models_dir / 'models.json'}")
 
 
-def _table(block: dict) -> str:
+def shipped_file(row: str, table: Path = TABLE) -> str:
+    """The model file a row ships: its validation-chosen seed (older indexes: its only entry)."""
+    entries = [e for e in json.loads((table / "table2.json").read_text())["models"] if _row(e) == row]
+    chosen = [e for e in entries if e.get("chosen", True)]
+    if not chosen:
+        raise SystemExit(f"{table / 'table2.json'}: no model chosen for {row}")
+    return chosen[0]["file"]
+
+
+def _table(rows: list) -> str:
     lines = ["| method | MAE (HU) | PSNR (dB) | SSIM |", "|---|---|---|---|"]
-    for row in block["rows"]:
+    for row in rows:
         lines.append(f"| {row['method']} | {row['mae_hu']:.1f} ± {row['mae_hu_std']:.1f} | "
                      f"{row['psnr']:.2f} ± {row['psnr_std']:.2f} | {row['ssim']:.3f} ± {row['ssim_std']:.3f} |")
     return "\n".join(lines)
@@ -102,7 +120,7 @@ def write_cards(quality_path: Path) -> None:
     quality = json.loads(quality_path.read_text())
     (TABLE / "quality.json").write_text(json.dumps(quality, indent=2) + "\n")
     for task, (name, row, description) in SHIPPED.items():
-        model = load_model(TABLE / f"{row}.safetensors")
+        model = load_model(TABLE / shipped_file(row))
         meta, config = model.metadata, model.generator.config
         summary = meta.training.get("summary", {})
         train_config = meta.training.get("config", {})
@@ -132,9 +150,9 @@ def write_cards(quality_path: Path) -> None:
 
 {CAVEATS}
 
-## Held-out test phantoms ({quality['cases']} cases, seed {quality['test_seed']}; mean ± std)
+## Held-out test phantoms, linear world ({quality['cases']} cases, seed {quality['test_seed']}; mean ± std)
 
-{_table(quality['tasks'][task])}
+{_table(quality['tasks'][f"{task}/linear"])}
 
 PSNR: window-normalised, data range 2 (the seed paper's convention). MAE inside the body mask.
 Table 2 evaluates the forward direction only. Recompute with `revgan bench quality`.
@@ -147,9 +165,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="?", help="table2_runs.tar.gz from tools/gpu_session.py")
     parser.add_argument("--cards", help="revgan bench quality --json output")
+    parser.add_argument("--into", type=Path, default=MODELS, help=f"models folder for RUNS (default {MODELS})")
     args = parser.parse_args()
     if args.runs:
-        install_runs(Path(args.runs))
+        install_runs(Path(args.runs), args.into)
     if args.cards:
         write_cards(Path(args.cards))
     if not args.runs and not args.cards:

@@ -12,6 +12,8 @@ through ``slicer.app`` / ``slicer.util`` inside the functions that need them.
 - :mod:`.engine`        the only place that calls RevGANCore's inference and model files
 - :mod:`.process`       a translation in a separate process: progress, messages, cancel
 - :mod:`.logic`         :class:`TranslationLogic`, what the module's Logic class adds to
+- :mod:`.sequences`     the sequence behind a proxy volume; result sequences, frame by frame
+- :mod:`.cursor`        wait cursor around UI-thread work (writing inputs, loading results)
 - :mod:`.layout`        side-by-side comparison layout
 - :mod:`.dependencies`  PyTorch (and friends) on first use, never at import
 - :mod:`.sampledata`    chest phantoms generated locally, no network

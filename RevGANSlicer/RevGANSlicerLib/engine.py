@@ -16,14 +16,15 @@ Nothing here imports torch at module level, and the model card's path (the regis
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 from .corepath import coreParentFolder, ensureRevGANCoreImportable
 
 ensureRevGANCoreImportable()
 
-from RevGANCore.errors import ModelFileError  # noqa: E402
+from RevGANCore.errors import ConfigError, ModelFileError  # noqa: E402
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -67,6 +68,32 @@ def resolveModel(nameOrPath: str) -> str:
     from RevGANCore import registry
 
     return str(registry.get_model_path(nameOrPath))
+
+
+def allModels() -> List[Any]:
+    """Shipped models, then the user's (RevGANCore.registry.ModelEntry, with ``origin``)."""
+    from RevGANCore import registry
+
+    return list(registry.all_models())
+
+
+def addUserModel(path: str, name: Optional[str] = None) -> Any:
+    """Validate a model file and copy it into the user's model folder (with its checksum)."""
+    from RevGANCore.model_store import add_model
+
+    return add_model(path, name=name or None)
+
+
+def removeUserModel(name: str) -> Any:
+    from RevGANCore.model_store import remove_model
+
+    return remove_model(name)
+
+
+def userModelsFolder() -> str:
+    from RevGANCore.model_store import store_dir
+
+    return str(store_dir())
 
 
 def loadModel(nameOrPath: str, device: str = "cpu"):
@@ -158,15 +185,38 @@ def revganCommand(arguments: Sequence[str], python: Optional[str] = None) -> Lis
 
 
 def translateCommand(inputPath: str, outputPath: str, modelPath: str, direction: str = "forward",
-                     tileSize: int = 0, device: str = "auto", python: Optional[str] = None) -> List[str]:
+                     tileSize: int = 0, device: str = "auto", python: Optional[str] = None,
+                     threads: int = 0) -> List[str]:
     """The command that runs ``revgan translate`` in a separate process (PythonSlicer
-    inside Slicer)."""
+    inside Slicer); ``threads`` > 0 limits its CPU threads (``--threads``)."""
     command = revganCommand(["translate", str(inputPath), str(outputPath), "--model", str(modelPath),
                              "--direction", direction, "--device", device or "auto", "--dtype", RESULT_DTYPE,
                              "--progress", "jsonl"], python=python)
     if tileSize:
         command += ["--tile", str(int(tileSize))]
+    if threads:
+        command += ["--threads", str(int(threads))]
     return command
+
+
+@contextlib.contextmanager
+def cpuThreads(threads: int = 0) -> Iterator[None]:
+    """PyTorch's CPU thread count set to ``threads`` while the block runs in this process,
+    then restored (0: left as it is). Imports torch only when ``threads`` > 0."""
+    threads = int(threads or 0)
+    if threads < 0:
+        raise ConfigError(f"CPU threads must be 0 (automatic) or a positive number, got {threads}")
+    if not threads:
+        yield
+        return
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def processEnvironment(base: Optional[dict] = None) -> dict:

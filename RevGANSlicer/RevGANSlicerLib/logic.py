@@ -33,10 +33,12 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from . import dependencies, engine
-from .nodes import createOutputNode, isScalarVolumeNode, volumeFromNode
+from . import dependencies, engine, sequences
+from .cursor import waitCursor
+from .nodes import (copyDisplaySettings, createOutputNode, describeSeries, isScalarVolumeNode, placeLikeReference,
+                    volumeFromNode)
 from .process import ConsoleProcess
-from .tasks import Direction, Task, checkModelForTask, directionFor, outputName, taskInfo
+from .tasks import Direction, Task, checkModelForTask, directionFor, outputName, seriesDescription, taskInfo
 
 from RevGANCore.errors import CancelledError, ModelFileError, RevGANError, VolumeError  # noqa: E402
 
@@ -57,8 +59,10 @@ class TranslationJob:
     :attr:`statusMessage` the process's last message (e.g. a GPU memory fallback)."""
 
     def __init__(self, process: ConsoleProcess, folder: str, outputPath: str, inputNodeID: str,
-                 outputNodeID: Optional[str], outputName: str, task: Task, description: str):
+                 outputNodeID: Optional[str], outputName: str, task: Task, description: str,
+                 seriesDescription: str = ""):
         self.process = process
+        self.seriesDescription = seriesDescription  # of the result, for DICOM export
         self.folder = folder
         self.outputPath = outputPath
         self.inputNodeID = inputNodeID
@@ -171,14 +175,67 @@ class TranslationLogic:
                 "choose 'Custom model file' and pick a model file")
         return found
 
-    def modelMetadata(self, modelPath: str) -> Any:
-        """A model file's metadata (cached while the file is unchanged)."""
+    @staticmethod
+    def chosenModel(task: Task, modelName: str = "", modelPath: str = "") -> str:
+        """What to pass as ``modelPath`` for the panel's choice: the model picked by name in
+        the model selector, else (custom task) the model file, else "" (the task's shipped model)."""
+        if modelName:
+            return modelName
+        return modelPath if Task(task) is Task.CustomModel else ""
+
+    # ------------------------------------------------------------------ model manager
+    def listModels(self) -> List[Any]:
+        """Shipped models, then the ones the user added (see RevGANCore.model_store)."""
+        return engine.allModels()
+
+    def modelChoices(self, task: Task) -> List[Tuple[str, str]]:
+        """(label, value) of the model selector for ``task``: first the default ("" = the
+        task's shipped model, or for a custom task the model file), then every model made
+        for the task by name (for a custom task: every model)."""
+        task = Task(task)
+        wanted = taskInfo(task).modelTask
+        first = "Model file (below)" if task is Task.CustomModel else "Shipped model for this task"
+        choices = [(first, "")]
+        for entry in self.listModels():
+            if wanted is None or entry.task == wanted:
+                choices.append((f"{entry.name} ({entry.origin}, {entry.task})", entry.name))
+        return choices
+
+    def addModel(self, path: str, name: Optional[str] = None) -> Any:
+        """Add a model file to the user's models (validated, copied, checksum recorded)."""
+        self._checkNotBusy()
+        return engine.addUserModel(path, name)
+
+    def removeModel(self, name: str) -> Any:
+        """Remove a model the user added (a shipped one cannot be removed)."""
+        self._checkNotBusy()
+        return engine.removeUserModel(name)
+
+    def modelManagerCard(self, name: str) -> List[Tuple[str, str]]:
+        """(label, text) rows of a listed model: its card, where it is, its checksum."""
+        entry = next((item for item in self.listModels() if item.name == name), None)
+        if entry is None:
+            return [("Model", f"no model named {name!r}")]
+        rows = [("Name", entry.name), ("Origin", "added by you" if entry.origin == "user" else "shipped")]
         try:
-            key = (os.path.abspath(modelPath), os.path.getmtime(modelPath))
+            rows += engine.modelCard(self.modelMetadata(name), str(entry.path))
+        except RevGANError as error:  # e.g. a checksum mismatch: say so instead of a card
+            rows.append(("Error", str(error)))
+        if entry.sha256:
+            rows.append(("SHA-256", entry.sha256))
+        return rows
+
+    def modelMetadata(self, modelPath: str) -> Any:
+        """A model file's (or a listed model's) metadata, cached while the file is unchanged;
+        a user model's checksum is verified on every call."""
+        path = engine.resolveModel(modelPath)
+        try:
+            status = os.stat(path)
+            key = (os.path.abspath(path), status.st_mtime, status.st_size)
         except OSError:
-            key = (modelPath, 0.0)
+            key = (path, 0.0, 0)
         if key not in self._metadataCache:
-            self._metadataCache[key] = engine.readMetadata(modelPath)
+            self._metadataCache[key] = engine.readMetadata(path)
         return self._metadataCache[key]
 
     def modelCard(self, task: Task, modelPath: str = "") -> List[Tuple[str, str]]:
@@ -254,30 +311,38 @@ class TranslationLogic:
                   direction=Direction.Forward, device: str = "auto", tileSize: int = 0, outputNode=None,
                   name: Optional[str] = None, progress: Optional[Callable[[int, int], None]] = None,
                   cancel: Optional[Callable[[], bool]] = None, message: Optional[Callable[[str], None]] = None,
-                  model: Any = None):
+                  model: Any = None, threads: int = 0):
         """Translate ``inputNode`` in this process and return the output node.
 
         ``task`` picks the shipped model and its direction (``modelPath`` overrides the model;
         ``direction`` is used for :attr:`Task.CustomModel`). ``model`` passes an already
         loaded model instead (its metadata decides the direction). ``tileSize`` 0 lets the
-        core choose. ``progress(done, total)``/``cancel()``/``message(text)``: see
+        core choose; ``threads`` > 0 sets PyTorch's CPU threads for the run (restored
+        afterwards). ``progress(done, total)``/``cancel()``/``message(text)``: see
         :func:`RevGANSlicerLib.engine.translateVolume`. Raises CancelledError when cancelled
         (no node is left behind). BusyError while another run or installation is going on:
         ``progress`` processes Slicer's events, so the panel's buttons stay clickable."""
         with self.busyWith("translating"):
-            return self._translateHere(inputNode, Task(task), modelPath, direction, device, tileSize, outputNode,
-                                       name, progress, cancel, message, model)
+            with engine.cpuThreads(threads):
+                return self._translateHere(inputNode, Task(task), modelPath, direction, device, tileSize,
+                                           outputNode, name, progress, cancel, message, model)
+
+    def _loadModel(self, task: Task, modelPath: str, model: Any) -> Tuple[Any, str]:
+        """(model, the name it is known by): ``model`` itself when given, else the task's."""
+        if model is not None:
+            return model, model.metadata.name or "model"
+        path = self.modelPathForTask(task, modelPath)
+        return engine.loadModel(path, device="cpu"), _modelName(path)
 
     def _translateHere(self, inputNode, task: Task, modelPath, direction, device, tileSize, outputNode, name,
                        progress, cancel, message, model):
         self.checkInputOutput(inputNode, outputNode)
-        if model is None:
-            path = self.modelPathForTask(task, modelPath)
-            model = engine.loadModel(path, device="cpu")
+        model, modelName = self._loadModel(task, modelPath, model)
         metadata = model.metadata
         chosen = directionFor(task, metadata, direction)
         tileSize = self.usableTileSize(tileSize, metadata, message)
-        volume = volumeFromNode(inputNode)
+        with waitCursor():  # a copy of the voxels: seconds for a large scan
+            volume = volumeFromNode(inputNode)
         started = time.monotonic()
         try:
             result = engine.translateVolume(model, volume, direction=chosen, tileSize=tileSize, device=device,
@@ -285,17 +350,79 @@ class TranslationLogic:
         finally:
             engine.releaseMemory()
         self.lastDuration = time.monotonic() - started
-        return createOutputNode(result, name or outputName(inputNode.GetName(), task), referenceNode=inputNode,
-                                outputNode=outputNode, scene=self.scene, dtype=engine.RESULT_DTYPE)
+        with waitCursor():  # several GB for a large super-resolution
+            node = createOutputNode(result, name or outputName(inputNode.GetName(), task), referenceNode=inputNode,
+                                    outputNode=outputNode, scene=self.scene, dtype=engine.RESULT_DTYPE)
+            describeSeries(node, seriesDescription(task, modelName, chosen))
+        return node
+
+    # ------------------------------------------------------------------ sequences
+    def sequenceOf(self, inputNode):
+        """(browser, sequence) when ``inputNode`` shows a frame of a sequence, else None."""
+        return sequences.sequenceOf(inputNode, self.scene)
+
+    def translateSequence(self, inputNode, task: Task = Task.SuperResolution, modelPath: str = "",
+                          direction=Direction.Forward, device: str = "auto", tileSize: int = 0,
+                          name: Optional[str] = None, progress: Optional[Callable[[int, int], None]] = None,
+                          cancel: Optional[Callable[[], bool]] = None,
+                          message: Optional[Callable[[str], None]] = None, model: Any = None, threads: int = 0):
+        """Translate every frame of the sequence whose proxy is ``inputNode``, in this
+        process; returns the proxy node of the NEW result sequence (one volume per frame,
+        same index values), synchronised with the input's browser.
+
+        ``progress(done, total)`` runs over all frames; ``cancel()`` is polled between
+        frames (and tiles): CancelledError, and no sequence is added to the scene."""
+        with self.busyWith("translating a sequence"), engine.cpuThreads(threads):
+            return self._translateSequence(inputNode, Task(task), modelPath, direction, device, tileSize, name,
+                                           progress, cancel, message, model)
+
+    def _translateSequence(self, inputNode, task, modelPath, direction, device, tileSize, name, progress, cancel,
+                           message, model):
+        found = self.sequenceOf(inputNode)
+        if found is None:
+            raise VolumeError(f"{inputNode.GetName() if inputNode else 'no input'}: is not the volume of a sequence")
+        browser, sequence = found
+        model, modelName = self._loadModel(task, modelPath, model)
+        chosen = directionFor(task, model.metadata, direction)
+        tileSize = self.usableTileSize(tileSize, model.metadata, message)
+        items = sequences.frames(sequence)
+        count = len(items)
+        if not count:
+            raise VolumeError(f"{sequence.GetName()}: the sequence has no frames")
+        result = sequences.newSequenceLike(sequence, name or outputName(sequence.GetName(), task))
+        started = time.monotonic()
+        for index, (value, frame) in enumerate(items):
+            if cancel is not None and cancel():
+                raise CancelledError("the translation was cancelled; no result sequence was added")
+            if message is not None:
+                message(f"Frame {index + 1} of {count} ({sequence.GetIndexName() or 'index'} {value})")
+            with waitCursor():
+                volume = volumeFromNode(frame)
+            frameProgress = None if progress is None else _frameProgress(progress, index, count)
+            try:
+                translated = engine.translateVolume(model, volume, direction=chosen, tileSize=tileSize, device=device,
+                                                    progress=frameProgress, cancel=cancel, message=message)
+            finally:
+                engine.releaseMemory()
+            with waitCursor():
+                sequences.addFrame(result, value, translated, dtype=engine.RESULT_DTYPE)
+        self.lastDuration = time.monotonic() - started
+        with waitCursor():
+            proxy = sequences.addSynchronized(self.scene, browser, result)
+            copyDisplaySettings(inputNode, proxy)
+            placeLikeReference(proxy, inputNode)
+            describeSeries(proxy, seriesDescription(task, modelName, chosen))
+        return proxy
 
     # ------------------------------------------------------------------ separate process
     def startTranslation(self, inputNode, task: Task = Task.SuperResolution, modelPath: str = "",
                          direction=Direction.Forward, device: str = "auto", tileSize: int = 0, outputNode=None,
                          name: Optional[str] = None, python: Optional[str] = None,
-                         onLine: Optional[Callable[[str], None]] = None) -> TranslationJob:
+                         onLine: Optional[Callable[[str], None]] = None, threads: int = 0) -> TranslationJob:
         """Start ``revgan translate`` on ``inputNode`` in a separate process and return the
         job at once. The input is written to a temporary file first (a copy: the node is
-        not touched), the output is read back by :meth:`finishTranslation`. The job is the
+        not touched), the output is read back by :meth:`finishTranslation`; ``threads`` > 0
+        limits the process's CPU threads (``--threads``). The job is the
         Logic's :attr:`activeJob` (busy) until finished or stopped."""
         from RevGANCore.volume_io import write_volume
 
@@ -309,9 +436,10 @@ class TranslationLogic:
         try:
             inputPath = os.path.join(folder, "input.nrrd")
             outputPath = os.path.join(folder, "output.nrrd")
-            write_volume(volumeFromNode(inputNode), inputPath, dtype="float32")
+            with waitCursor():  # seconds to write a large scan; the UI thread waits for it
+                write_volume(volumeFromNode(inputNode), inputPath, dtype="float32")
             command = engine.translateCommand(inputPath, outputPath, path, direction=chosen, tileSize=tileSize,
-                                              device=device, python=python)
+                                              device=device, python=python, threads=threads)
             process = ConsoleProcess(command, env=engine.processEnvironment(), cwd=folder, onLine=onLine).start()
         except Exception:
             shutil.rmtree(folder, ignore_errors=True)
@@ -321,7 +449,7 @@ class TranslationLogic:
         description = f"{taskInfo(task).buttonText} with {os.path.basename(path)} ({chosen}) on {device}"
         self.activeJob = TranslationJob(process, folder, outputPath, inputNode.GetID(),
                                         outputNode.GetID() if outputNode is not None else None, name, task,
-                                        description)
+                                        description, seriesDescription(task, _modelName(path), chosen))
         return self.activeJob
 
     def finishTranslation(self, job: TranslationJob):
@@ -338,12 +466,16 @@ class TranslationLogic:
             if job.process.returncode != 0 or not os.path.isfile(job.outputPath):
                 reason = job.process.errorMessage or job.process.outputTail(15)
                 raise RevGANError(f"the translation failed (exit code {job.process.returncode}): {reason}")
-            result = read_volume(job.outputPath, expect_ct=False)
             inputNode = self.scene.GetNodeByID(job.inputNodeID)
             outputNode = self.scene.GetNodeByID(job.outputNodeID) if job.outputNodeID else None
             self.lastDuration = ((job.process.endTime or time.monotonic()) - (job.process.startTime or 0.0))
-            return createOutputNode(result, job.outputName, referenceNode=inputNode, outputNode=outputNode,
-                                    scene=self.scene, dtype=engine.RESULT_DTYPE)
+            with waitCursor():  # reading and loading several GB for a large super-resolution
+                result = read_volume(job.outputPath, expect_ct=False)
+                node = createOutputNode(result, job.outputName, referenceNode=inputNode, outputNode=outputNode,
+                                        scene=self.scene, dtype=engine.RESULT_DTYPE)
+                if job.seriesDescription:
+                    describeSeries(node, job.seriesDescription)
+            return node
         finally:
             job.finished = True
             job.cleanup()
@@ -401,6 +533,26 @@ class TranslationLogic:
         from .sampledata import DEFAULT_SHAPE, loadPhantomNodes
 
         return loadPhantomNodes(kinds, seed=seed, shape=shape or DEFAULT_SHAPE, scene=self.scene, volumes=volumes)
+
+
+def _modelName(path: str) -> str:
+    """The name a model file is known by: its file name without the ending."""
+    base = os.path.basename(str(path))
+    return base[: -len(".safetensors")] if base.endswith(".safetensors") else base
+
+
+#: Progress steps per frame of a sequence (a frame's tiles are mapped onto them).
+FRAME_STEPS = 1000
+
+
+def _frameProgress(progress: Callable[[int, int], None], index: int, count: int) -> Callable[[int, int], None]:
+    """Turn a frame's (done, total) tiles into progress over all ``count`` frames."""
+
+    def report(done: int, total: int) -> None:
+        fraction = done / total if total else 1.0
+        progress(index * FRAME_STEPS + int(round(FRAME_STEPS * fraction)), count * FRAME_STEPS)
+
+    return report
 
 
 def _application():

@@ -139,26 +139,52 @@ def copyDisplaySettings(source, target) -> None:
         targetDisplay.EndModify(wasModifying)
 
 
-def _placeLikeReference(node, reference) -> None:
-    """Same parent transform and same subject-hierarchy folder as ``reference``."""
+def placeLikeReference(node, reference) -> None:
+    """Same parent transform and same subject-hierarchy parent as ``reference``: for a
+    series loaded from DICOM, its study, where Slicer's DICOM export looks for it."""
     if reference is None:
         return
     node.SetAndObserveTransformNodeID(reference.GetTransformNodeID())
-    scene = node.GetScene()
-    try:
-        import slicer
-
-        hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
-    except (AttributeError, ImportError):
-        return
+    hierarchy = _subjectHierarchy(node.GetScene())
     if hierarchy is None:
         return
     referenceItem = hierarchy.GetItemByDataNode(reference)
+    parent = hierarchy.GetItemParent(referenceItem) if referenceItem else 0
+    if not parent:
+        return
     item = hierarchy.GetItemByDataNode(node)
-    if referenceItem and item:
-        parent = hierarchy.GetItemParent(referenceItem)
-        if parent:
-            hierarchy.SetItemParent(item, parent)
+    if item:
+        hierarchy.SetItemParent(item, parent)
+    else:  # Slicer's subject-hierarchy plugins add an item for every new node; bare MRML does not
+        hierarchy.CreateItem(parent, node)
+
+
+#: Subject-hierarchy attributes that Slicer's DICOM export reads as the series' tags
+#: ("DICOM." + tag name, vtkMRMLSubjectHierarchyConstants::GetDICOMAttributePrefix()).
+SERIES_DESCRIPTION_ATTRIBUTE = "DICOM.SeriesDescription"
+MODALITY_ATTRIBUTE = "DICOM.Modality"
+#: DICOM's SeriesDescription is an LO value: at most 64 characters.
+SERIES_DESCRIPTION_LENGTH = 64
+
+
+def _subjectHierarchy(scene):
+    try:
+        import slicer
+
+        return slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    except (AttributeError, ImportError):
+        return None
+
+
+def describeSeries(node, description: str) -> None:
+    """Give ``node``'s subject-hierarchy item the series description (and CT modality)
+    that Slicer's DICOM export writes, so an exported result says what made it."""
+    hierarchy = _subjectHierarchy(node.GetScene())
+    if hierarchy is None:
+        return
+    item = hierarchy.GetItemByDataNode(node) or hierarchy.CreateItem(hierarchy.GetSceneItemID(), node)
+    hierarchy.SetItemAttribute(item, SERIES_DESCRIPTION_ATTRIBUTE, description[:SERIES_DESCRIPTION_LENGTH])
+    hierarchy.SetItemAttribute(item, MODALITY_ATTRIBUTE, "CT")
 
 
 def createOutputNode(volume: Volume, name: str, referenceNode=None, outputNode=None, scene=None, dtype=None):
@@ -187,7 +213,7 @@ def createOutputNode(volume: Volume, name: str, referenceNode=None, outputNode=N
         elif node.GetDisplayNode() is None:
             node.CreateDefaultDisplayNodes()
         if created:
-            _placeLikeReference(node, referenceNode)
+            placeLikeReference(node, referenceNode)
     except Exception:
         if created:
             scene.RemoveNode(node)

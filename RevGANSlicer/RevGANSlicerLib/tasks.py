@@ -162,3 +162,10 @@ def domainLabel(metadata: Any, direction: str) -> str:
 
     source, target = ("x", "y") if direction == FORWARD else ("y", "x")
     return f"{name(source)} \u2192 {name(target)}"
+
+
+def seriesDescription(task: Task, modelName: str, direction: str) -> str:
+    """What made a result, for its DICOM series description, e.g.
+    "RevGAN super-resolved: revgan-sr-phantom-paired2r forward" (cut to DICOM's 64 characters)."""
+    text = f"RevGAN {TASKS[Task(task)].outputSuffix}: {modelName} {direction}"
+    return text[:64]
