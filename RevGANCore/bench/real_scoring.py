@@ -13,15 +13,18 @@ tell: nothing finer than a slab along z is rewarded or punished.
   from partial-volume edges); soft tissue = 0 to 100 HU, eroded by 2 pixels; aorta = the
   largest 3D blob of 100 to 300 HU (contrast-enhanced blood), eroded by 1 pixel, that does not
   touch bone (above 300 HU, dilated 2 pixels: this rejects the vertebral bodies' cancellous
-  bone), spans 3 slabs or more and is round in its middle slab (at least 1.5 cm2, filling at
+  bone), spans 3 slabs or more and is round in its middle slab (at least 1 cm2, filling at
   least 60 % of its bounding ellipse). Without contrast there is no such blob and the region
   is None (a note says so). All within the body mask; erosions are in-plane only (slabs are thick).
 - :func:`hu_bias`: mean (prediction - real) of the slab averages over a region.
 - :func:`z_alternation`: on the prediction's own (finer) slices, over flat regions (soft
   tissue whose real slab differs by less than 20 HU from its neighbours, after a 5 x 5
-  in-plane mean), the mean difference between neighbouring slices ``d_j``. ``alternation_hu`` is
-  ``|mean_j (-1)^j d_j|``: the step of a pattern of period 2 between neighbouring slices
-  (a smooth trend along z contributes nothing); ``mean_abs_step_hu`` is ``mean_j |d_j|``.
+  in-plane mean). For every 4 consecutive slices inside one slab, the third difference
+  ``(s0 - 3 s1 + 3 s2 - s3) / 8`` of their region means is the amplitude ``A`` of a pattern
+  ``A (-1)^j`` and is blind to anything quadratic along z (trends, curvature) and to the
+  steps between slabs. ``alternation_hu`` = ``2 |mean A|``: the step between neighbouring slices
+  (None when a slab holds fewer than 4 slices). ``mean_abs_step_hu``: mean over neighbouring
+  slices of ``|mean difference|`` over the flat region (trend and alternation together).
 - :func:`border_scores`: slab-average MAE and bias (HU, body) of the slabs whose centres lie
   within 10 mm of the volume's first or last face, and of the slabs between.
 """
@@ -46,7 +49,7 @@ AORTA_HU = (100.0, 300.0)
 BORDER_MM = 10.0
 FLAT_STEP_HU = 20.0
 SSIM_MIN_VOXELS = 11  # 3D SSIM, Gaussian sigma 1.5 truncated at 3.5 sigma: 11 taps
-_AORTA_MIN_AREA_MM2 = 150.0
+_AORTA_MIN_AREA_MM2 = 100.0
 _AORTA_MIN_FILL = 0.6
 _AORTA_MIN_SLABS = 3
 
@@ -147,23 +150,28 @@ def flat_slabs(real: Volume, soft_tissue: Optional[np.ndarray]) -> Optional[np.n
 
 def z_alternation(prediction: Volume, real: Volume, flat: Optional[np.ndarray], min_voxels: int = 50) -> dict:
     """Period-2 alternation of ``prediction``'s slices over ``flat`` (see the module docs)."""
-    empty = {"alternation_hu": None, "mean_abs_step_hu": None, "slice_pairs": 0}
+    result = {"alternation_hu": None, "mean_abs_step_hu": None, "windows": 0}
     if flat is None or prediction.shape[0] < 2:
-        return empty
+        return result
     slab_of = np.argmax(slab_weights(prediction.grid, real.grid), axis=0)  # each slice's main slab
-    signed, steps = [], []
+    array = prediction.array
+    steps, patterns = [], []
     for j in range(prediction.shape[0] - 1):
         region = flat[slab_of[j]] & flat[slab_of[j + 1]]
-        if region.sum() < min_voxels:
-            continue
-        step = float((prediction.array[j + 1][region].astype(np.float64)
-                      - prediction.array[j][region].astype(np.float64)).mean())
-        signed.append(step if j % 2 == 0 else -step)
-        steps.append(abs(step))
-    if not steps:
-        return empty
-    return {"alternation_hu": abs(float(np.mean(signed))), "mean_abs_step_hu": float(np.mean(steps)),
-            "slice_pairs": len(steps)}
+        if region.sum() >= min_voxels:
+            steps.append(abs(float((array[j + 1][region].astype(np.float64) - array[j][region]).mean())))
+        window = slab_of[j:j + 4]
+        if len(window) == 4 and np.all(window == window[0]) and flat[window[0]].sum() >= min_voxels:
+            region = flat[window[0]]
+            values = [array[j + i][region].astype(np.float64) for i in range(4)]
+            third = (values[0] - 3 * values[1] + 3 * values[2] - values[3]).mean() / 8.0  # A for A(-1)^j
+            patterns.append(third if j % 2 == 0 else -third)
+    if steps:
+        result["mean_abs_step_hu"] = float(np.mean(steps))
+    if patterns:
+        result["alternation_hu"] = 2.0 * abs(float(np.mean(patterns)))
+        result["windows"] = len(patterns)
+    return result
 
 
 def border_scores(slabs: Volume, real: Volume, body: np.ndarray, border_mm: float = BORDER_MM) -> dict:
