@@ -174,7 +174,8 @@ def _kernel_scale(kernel_model, real, device: str) -> dict:
         count = max(8, int(round(period / pixel)))
         return fourier_resample(fourier_resample(square, count, 0), count, 1), period / count
 
-    result = measure_transfers(kernel_model, slice_at, KERNEL_PIXELS_MM, KERNEL_FREQUENCIES, device,
+    # z-constant stacks are edge-padded along z, so 4 slices give what 8 would, in half the time
+    result = measure_transfers(kernel_model, slice_at, KERNEL_PIXELS_MM, KERNEL_FREQUENCIES, device, slices=4,
                                slice_mm=float(real.spacing[2]))
     result["square_mm"] = round(period, 3)
     return result
