@@ -84,6 +84,44 @@ def _setup_bench(commands: argparse._SubParsersAction) -> None:
 
     _setup_bench_tiling(kinds)
     _setup_bench_inference(kinds)
+    _setup_bench_real(kinds)
+
+
+def _setup_bench_real(kinds: argparse._SubParsersAction) -> None:
+    real = kinds.add_parser(
+        "real", help="super-resolution (z-consistent, vs interpolation), HU bias, z behaviour, kernel scale and "
+                     "field of view on a real chest CT (default: the held-out lung2; see docs/bench.md)")
+    real.add_argument("--scan", default=None, metavar="PATH",
+                      help="scan file, or lung1 / lung2 from the cache of tools/fetch_real_ct.py (default: lung2)")
+    real.add_argument("--model", default=None, help="super-resolution model (default: the shipped default)")
+    real.add_argument("--kernel-model", default=None, help="kernel model (default: the shipped default)")
+    real.add_argument("--crop", type=int, nargs=3, metavar=("Z", "Y", "X"), default=None,
+                      help="use the centred box of this many voxels (development runs)")
+    real.add_argument("--slices", type=int, default=None, metavar="N",
+                      help="use the N middle slices (overrides the Z of --crop)")
+    real.add_argument("--figure", default=None, metavar="PNG",
+                      help="write input | B-spline | model | difference (axial and coronal) to this PNG")
+    real.add_argument("--tile", type=int, nargs="+", default=None, metavar="N",
+                      help="tile edge in voxels including the halo, or Z Y X (default: from the memory budget)")
+    real.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    real.add_argument("--json", action="store_true", help="print one JSON object")
+    real.set_defaults(handler=_run_bench_real)
+
+
+def _run_bench_real(args: argparse.Namespace) -> int:
+    from .bench.real import format_real_table, run_real_benchmark
+
+    crop = list(args.crop) if args.crop else [None, None, None]
+    if args.slices is not None:
+        crop[0] = args.slices
+    result = run_real_benchmark(scan=args.scan, model=args.model, kernel_model=args.kernel_model, crop_zyx=crop,
+                                device=args.device, tile_size=_tile_argument(args.tile), figure=args.figure,
+                                log=lambda text: print(f"bench real: {text}", file=sys.stderr))
+    if args.json:
+        _print_json(_json_safe(result))
+    else:
+        print(format_real_table(result))
+    return 0
 
 
 def _run_bench_scale(args: argparse.Namespace) -> int:

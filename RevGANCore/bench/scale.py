@@ -10,14 +10,14 @@ millimetres gives the same figure at every pixel size (``spread``: largest over 
 
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from typing import Callable, Dict, Sequence, Tuple
 
 import numpy as np
 
 from ..volume import Volume
 
-__all__ = ["PERIOD_MM", "band_limited_slice", "z_constant_volume", "radial_transfer", "run_scale_benchmark",
-           "format_scale_table"]
+__all__ = ["PERIOD_MM", "band_limited_slice", "z_constant_volume", "radial_transfer", "measure_transfers",
+           "run_scale_benchmark", "format_scale_table"]
 
 PERIOD_MM = 72.0  # divisible by 0.3, 0.6, 0.8 and 0.9 mm
 
@@ -59,26 +59,38 @@ def radial_transfer(before: np.ndarray, after: np.ndarray, pixel_mm: float, cycl
     return float(spectrum_after.sum() / spectrum_before.sum())
 
 
-def run_scale_benchmark(model="revgan-kernel-phantom-paired2r", pixels_mm: Sequence[float] = (0.3, 0.6, 0.9),
-                        frequencies: Sequence[float] = (0.3, 0.5), device: str = "cpu") -> Dict[str, object]:
-    """Transfer of ``model`` (both directions) at ``frequencies`` for each pixel size."""
+def measure_transfers(model, slice_at: Callable[[float], Tuple[np.ndarray, float]], pixels_mm: Sequence[float],
+                      frequencies: Sequence[float], device: str = "cpu", slices: int = 8,
+                      slice_mm: float = 1.25) -> Dict[str, object]:
+    """Transfer of ``model`` (both directions) at ``frequencies`` for each pixel size:
+    ``slice_at(pixel)`` gives the (y, x) slice sampled at (about) that pixel size and the
+    pixel size it really has; it is stacked ``slices`` times along z and translated."""
     from ..inference import translate
     from ..modelfile import as_model
 
     model = as_model(model)
+    scans = {pixel: slice_at(pixel) for pixel in pixels_mm}
     directions = {}
     for direction in ("forward", "inverse"):
         rows = []
         for pixel in pixels_mm:
-            scan = band_limited_slice(PERIOD_MM, pixel)
-            result = translate(model, z_constant_volume(scan, 8, (pixel, pixel, 1.25)), direction, device=device)
+            scan, size = scans[pixel]
+            result = translate(model, z_constant_volume(scan, slices, (size, size, slice_mm)), direction, device=device)
             middle = result.array[result.shape[0] // 2]
-            rows.append([round(radial_transfer(scan, middle, pixel, f), 4) for f in frequencies])
+            rows.append([round(radial_transfer(scan, middle, size, f), 4) for f in frequencies])
         table = np.array(rows)
         directions[direction] = {"transfer": rows,
                                  "spread": [round(float(s), 4) for s in table.max(axis=0) / table.min(axis=0)]}
     return {"model": model.name, "training_spacing_xyz": model.metadata.training_spacing_xyz,
-            "pixels_mm": list(pixels_mm), "cycles_per_mm": list(frequencies), "directions": directions}
+            "pixels_mm": [round(scans[p][1], 4) for p in pixels_mm], "cycles_per_mm": list(frequencies),
+            "directions": directions}
+
+
+def run_scale_benchmark(model="revgan-kernel-phantom-paired2r", pixels_mm: Sequence[float] = (0.3, 0.6, 0.9),
+                        frequencies: Sequence[float] = (0.3, 0.5), device: str = "cpu") -> Dict[str, object]:
+    """Transfer of ``model`` (both directions) at ``frequencies`` for each pixel size."""
+    return measure_transfers(model, lambda pixel: (band_limited_slice(PERIOD_MM, pixel), pixel), pixels_mm,
+                             frequencies, device)
 
 
 def format_scale_table(result: Dict[str, object]) -> str:

@@ -1,0 +1,190 @@
+#!/usr/bin/env python3
+"""Fetch the real chest CT scans used by ``revgan bench real`` into a local cache, checksummed.
+
+    python tools/fetch_real_ct.py                         # from PyPI (pyradiomics 3.1.0 sdist)
+    python tools/fetch_real_ct.py --from-tarball PATH     # offline, from a copy of that sdist
+    python tools/fetch_real_ct.py --pydicom               # also pydicom's CT_small.dcm
+
+The pyradiomics 3.1.0 source distribution (34.5 MB) carries two real chest CT scans in its
+test data: ``data/lung1_image.nrrd`` (512 x 512 x 48, 0.57 x 0.57 x 5 mm; for development) and
+``data/lung2_image.nrrd`` (512 x 512 x 61, 0.63 x 0.63 x 5 mm; held out, only reported on).
+The tarball's address comes from PyPI's simple index (``pip download`` would try to build the
+package's metadata and fails); the tarball, and each file taken out of it, must match the
+SHA-256 pinned below, else nothing is kept. The tarball itself is not kept: only the two scans,
+as ``lung1_image.nrrd`` and ``lung2_image.nrrd`` in the cache folder
+(``$REVGAN_REAL_CT_DIR``, default ``~/.cache/revgan/real_ct``). Files already there with the
+right checksum are left alone, so running it again does nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tarfile
+import urllib.request
+from pathlib import Path
+from typing import Dict, Iterable, Optional
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from RevGANCore.bench.real import REAL_SCAN_FILES, real_ct_dir  # noqa: E402
+from RevGANCore.errors import RevGANError  # noqa: E402
+from RevGANCore.output import Staging, replaced_atomically  # noqa: E402
+
+INDEX_URL = "https://pypi.org/simple/pyradiomics/"
+SDIST_NAME = "pyradiomics-3.1.0.tar.gz"
+SDIST_SHA256 = "24722c962a6bbd09bc39c1c67dbffe92435f9692a421fabaae8a6b4511eb48e4"
+#: Cache file name -> (member of the sdist, its SHA-256).
+SCAN_PINS: Dict[str, tuple] = {
+    REAL_SCAN_FILES["lung1"]: ("pyradiomics-3.1.0/data/lung1_image.nrrd",
+                               "379fa48bf34cfa961e6f5ec19c0c38757a30b9aa884212ef28dc29b5061c64ed"),
+    REAL_SCAN_FILES["lung2"]: ("pyradiomics-3.1.0/data/lung2_image.nrrd",
+                               "aa2b94eec79127ed786798ac8dc3c013010e1692d5787bebfae1a1e9685a4651"),
+}
+#: pydicom's own test file (GE, kernel STANDARD, 128 x 128 chest slice), as pydicom 3.0 ships it.
+CT_SMALL = ("CT_small.dcm", "3dd31e5cc835b3f2cdd46c9da1982f59251e78518fefa8163d914631c66437d6")
+_CHUNK = 1 << 20
+
+
+class ChecksumError(RevGANError):
+    """A downloaded or extracted file is not the one pinned here."""
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_sha256(path: Path, expected: str, what: str) -> None:
+    actual = sha256_of(path)
+    if actual != expected:
+        raise ChecksumError(f"{what}: SHA-256 {actual} is not the pinned {expected}; nothing was kept")
+
+
+def is_cached(path: Path, expected: str) -> bool:
+    return path.is_file() and sha256_of(path) == expected
+
+
+def sdist_url(index_url: str = INDEX_URL, filename: str = SDIST_NAME, timeout: float = 60.0) -> str:
+    """The download address of ``filename`` from a PyPI simple index (JSON form, PEP 691)."""
+    request = urllib.request.Request(index_url, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            index = json.loads(response.read().decode("utf-8"))
+    except (OSError, ValueError) as error:
+        raise RevGANError(f"{index_url}: cannot read the package index ({error}); use --from-tarball PATH "
+                          "with a copy of the sdist") from None
+    for entry in index.get("files", []):
+        if entry.get("filename") == filename:
+            return str(entry["url"])
+    raise RevGANError(f"{index_url}: {filename} is not listed")
+
+
+def download(url: str, target: Path, timeout: float = 120.0) -> None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(target, "wb") as stream:
+            shutil.copyfileobj(response, stream, _CHUNK)
+    except OSError as error:
+        raise RevGANError(f"{url}: download failed ({error})") from None
+
+
+def extract_verified(tarball: Path, tarball_sha256: str, pins: Dict[str, tuple], out_dir: Path,
+                     log=print) -> Dict[str, Path]:
+    """Check ``tarball`` against its pin, then write each pinned member into ``out_dir`` under
+    its cache name, each verified before it is published (a mismatch publishes nothing)."""
+    check_sha256(tarball, tarball_sha256, str(tarball))
+    written = {}
+    try:
+        archive = tarfile.open(tarball, "r:gz")
+    except (OSError, tarfile.TarError) as error:
+        raise RevGANError(f"{tarball}: not a readable .tar.gz ({error})") from None
+    with archive:
+        for name, (member, expected) in pins.items():
+            target = out_dir / name
+            if is_cached(target, expected):
+                log(f"{target}: already there, checksum verified")
+                written[name] = target
+                continue
+            try:
+                info = archive.getmember(member)
+            except KeyError:
+                raise RevGANError(f"{tarball}: has no member {member}") from None
+            source = archive.extractfile(info) if info.isfile() else None
+            if source is None:
+                raise RevGANError(f"{tarball}: {member} is not a regular file")
+            with replaced_atomically(target) as staged:
+                with source, open(staged, "wb") as stream:
+                    shutil.copyfileobj(source, stream, _CHUNK)
+                check_sha256(staged, expected, f"{tarball}: {member}")
+            log(f"{target}: extracted, checksum verified")
+            written[name] = target
+    return written
+
+
+def fetch_scans(out_dir: Path, from_tarball: Optional[Path] = None, log=print) -> Dict[str, Path]:
+    """The pinned scans in ``out_dir``: left alone when already there, else taken from
+    ``from_tarball`` or from the sdist downloaded from PyPI (then deleted)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if all(is_cached(out_dir / name, sha) for name, (_, sha) in SCAN_PINS.items()):
+        log(f"{out_dir}: the scans are already there, checksums verified")
+        return {name: out_dir / name for name in SCAN_PINS}
+    if from_tarball is not None:
+        return extract_verified(Path(from_tarball), SDIST_SHA256, SCAN_PINS, out_dir, log)
+    url = sdist_url()
+    with Staging(out_dir / SDIST_NAME) as scratch:  # removed afterwards, whatever happens
+        tarball = scratch.path(SDIST_NAME)
+        log(f"downloading {url}")
+        download(url, tarball)
+        return extract_verified(tarball, SDIST_SHA256, SCAN_PINS, out_dir, log)
+
+
+def copy_pydicom_ct(out_dir: Path, log=print) -> Path:
+    """pydicom's CT_small.dcm (from the installed pydicom's package data), checksummed."""
+    name, expected = CT_SMALL
+    target = out_dir / "pydicom" / name
+    if is_cached(target, expected):
+        log(f"{target}: already there, checksum verified")
+        return target
+    try:
+        from pydicom.data import get_testdata_file
+    except ImportError:
+        raise RevGANError("--pydicom needs pydicom installed (pip install pydicom)") from None
+    source = get_testdata_file(name)  # package data: no network
+    if source is None:
+        raise RevGANError(f"the installed pydicom has no {name}")
+    with replaced_atomically(target) as staged:
+        shutil.copyfile(source, staged)
+        check_sha256(staged, expected, f"{source}")
+    log(f"{target}: copied from pydicom, checksum verified")
+    return target
+
+
+def main(argv: Optional[Iterable[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=None,
+                        help=f"cache folder (default: ${'REVGAN_REAL_CT_DIR'} or ~/.cache/revgan/real_ct)")
+    parser.add_argument("--from-tarball", default=None, metavar="PATH",
+                        help=f"a local copy of {SDIST_NAME} instead of downloading it")
+    parser.add_argument("--pydicom", action="store_true", help="also copy pydicom's CT_small.dcm")
+    args = parser.parse_args(None if argv is None else list(argv))
+    out_dir = Path(os.path.expanduser(args.out)) if args.out else real_ct_dir()
+    try:
+        fetch_scans(out_dir, Path(args.from_tarball) if args.from_tarball else None)
+        if args.pydicom:
+            copy_pydicom_ct(out_dir)
+    except RevGANError as error:
+        print(f"fetch_real_ct: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
