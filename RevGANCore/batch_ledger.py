@@ -26,24 +26,16 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .batch_plan import BatchJob
+from .checksums import file_sha256
 from .errors import ConfigError
 
 __all__ = ["LedgerRecords", "ledger_name", "output_digest", "read_ledgers", "is_done", "record_for"]
 
 LEDGER_GLOB = "ledger-*-of-*.jsonl"
-_CHUNK = 1 << 20
 
 
 def ledger_name(shard: Tuple[int, int]) -> str:
     return f"ledger-{shard[0]}-of-{shard[1]}.jsonl"
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def output_digest(path) -> Optional[str]:
@@ -51,13 +43,13 @@ def output_digest(path) -> Optional[str]:
     in name order); None when it does not exist."""
     location = Path(path)
     if location.is_file():
-        return _file_digest(location)
+        return file_sha256(location)
     if not location.is_dir():
         return None
     digest = hashlib.sha256()
     for item in sorted(p for p in location.rglob("*") if p.is_file()):
         digest.update(item.relative_to(location).as_posix().encode("utf-8") + b"\0")
-        digest.update(_file_digest(item).encode("ascii") + b"\n")
+        digest.update(file_sha256(item).encode("ascii") + b"\n")
     return digest.hexdigest()
 
 

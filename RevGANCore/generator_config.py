@@ -129,8 +129,9 @@ def generator_state_shapes(config: GeneratorConfig) -> Dict[str, Tuple[int, ...]
     hidden = config.coupling_channels or ngf
     instance = config.norm == "instance"
 
-    def conv(prefix: str, out_channels: int, in_channels: int, kernel: int) -> None:
-        shapes[f"{prefix}.weight"] = (out_channels, in_channels) + (kernel,) * 3
+    def conv(prefix: str, out_channels: int, in_channels: int, kernel) -> None:
+        kernel3 = tuple(kernel) if isinstance(kernel, tuple) else (kernel,) * 3
+        shapes[f"{prefix}.weight"] = (out_channels, in_channels) + kernel3
         shapes[f"{prefix}.bias"] = (out_channels,)
 
     def norm(prefix: str, channels: int) -> None:
@@ -138,7 +139,8 @@ def generator_state_shapes(config: GeneratorConfig) -> Dict[str, Tuple[int, ...]
             shapes[f"{prefix}.weight"] = shapes[f"{prefix}.bias"] = (channels,)
 
     if config.architecture == "resize":
-        return _resize_state_shapes(config, norm)
+        _add_resize_shapes(config, conv, norm)
+        return shapes
     for side in ("x", "y"):
         conv(f"encoder_{side}.0", ngf, image, 5)
         norm(f"encoder_{side}.1", ngf)
@@ -158,19 +160,8 @@ def generator_state_shapes(config: GeneratorConfig) -> Dict[str, Tuple[int, ...]
     return shapes
 
 
-def _resize_state_shapes(config: GeneratorConfig, norm) -> Dict[str, Tuple[int, ...]]:
-    shapes: Dict[str, Tuple[int, ...]] = {}
-    instance = config.norm == "instance"
-
-    def norm(prefix: str, channels: int) -> None:
-        if instance:
-            shapes[f"{prefix}.weight"] = shapes[f"{prefix}.bias"] = (channels,)
-
-    def add(prefix: str, out_channels: int, in_channels: int, kernel) -> None:
-        kernel3 = tuple(kernel) if isinstance(kernel, tuple) else (kernel,) * 3
-        shapes[f"{prefix}.weight"] = (out_channels, in_channels) + kernel3
-        shapes[f"{prefix}.bias"] = (out_channels,)
-
+def _add_resize_shapes(config: GeneratorConfig, add, norm) -> None:
+    """The "resize" layout's state entries, through ``add`` (a conv) and ``norm``."""
     ngf, image, head = config.ngf, config.in_channels, config.head_channels
     hidden = config.coupling_channels or ngf
     stride = core_stride_zyx(config)
@@ -193,4 +184,3 @@ def _resize_state_shapes(config: GeneratorConfig, norm) -> Dict[str, Tuple[int, 
         add(f"decoder_{side}.refine", head, head, 3)
         norm(f"decoder_{side}.refine_norm", head)
         add(f"decoder_{side}.to_image", image, head, 1)
-    return shapes

@@ -29,7 +29,6 @@ Torch-free: the Slicer panel lists and adds models without importing PyTorch.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import re
@@ -39,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from . import checksums
 from .errors import ModelFileError, RevGANError
 from .modelmetadata import ModelMetadata, check_text, read_metadata
 from .output import refuse_overlap, replaced_atomically, write_text_atomic
@@ -53,7 +53,6 @@ INDEX_FORMAT = "revgan-user-models"
 MODEL_SUFFIX = ".safetensors"
 #: Names become file names: letters, digits, dot, dash and underscore, starting with a letter or digit.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -92,14 +91,10 @@ def store_dir() -> Path:
 
 
 def file_sha256(path) -> str:
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as stream:
-            for chunk in iter(lambda: stream.read(_CHUNK), b""):
-                digest.update(chunk)
+        return checksums.file_sha256(path)
     except OSError as error:
         raise ModelFileError(f"{path}: cannot be read ({error.strerror or error})") from None
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- the index
@@ -201,7 +196,7 @@ def _copy_checked(source: Path, target: Path, digest: str) -> None:
     source's checksum and still be a valid model file before it is published."""
     with replaced_atomically(target) as staged:
         with open(source, "rb") as reader, open(staged, "wb") as writer:
-            shutil.copyfileobj(reader, writer, _CHUNK)
+            shutil.copyfileobj(reader, writer, checksums.CHUNK_BYTES)
             writer.flush()
             os.fsync(writer.fileno())
         if file_sha256(staged) != digest:

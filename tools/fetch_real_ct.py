@@ -19,7 +19,6 @@ right checksum are left alone, so running it again does nothing.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -33,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from RevGANCore.bench.real import REAL_SCAN_FILES, real_ct_dir  # noqa: E402
+from RevGANCore.checksums import file_sha256  # noqa: E402
 from RevGANCore.errors import RevGANError  # noqa: E402
 from RevGANCore.output import Staging, replaced_atomically  # noqa: E402
 
@@ -48,7 +48,7 @@ SCAN_PINS: Dict[str, tuple] = {
 }
 #: pydicom's own test file (GE, kernel STANDARD, 128 x 128 chest slice), as pydicom 3.0 ships it.
 CT_SMALL = ("CT_small.dcm", "3dd31e5cc835b3f2cdd46c9da1982f59251e78518fefa8163d914631c66437d6")
-_CHUNK = 1 << 20
+_CHUNK = 1 << 20  # download and copy chunks
 
 
 class ChecksumError(RevGANError):
@@ -56,11 +56,7 @@ class ChecksumError(RevGANError):
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 def check_sha256(path: Path, expected: str, what: str) -> None:
