@@ -126,7 +126,6 @@ def generator_state_shapes(config: GeneratorConfig) -> Dict[str, Tuple[int, ...]
     allocated. (Testing/test_modelfile.py compares this with real modules.)"""
     shapes: Dict[str, Tuple[int, ...]] = {}
     ngf, image = config.ngf, config.in_channels
-    hidden = config.coupling_channels or ngf
     instance = config.norm == "instance"
 
     def conv(prefix: str, out_channels: int, in_channels: int, kernel) -> None:
@@ -146,12 +145,7 @@ def generator_state_shapes(config: GeneratorConfig) -> Dict[str, Tuple[int, ...]
         norm(f"encoder_{side}.1", ngf)
         conv(f"encoder_{side}.3", 2 * ngf, ngf, 3)
         norm(f"encoder_{side}.4", 2 * ngf)
-    for block in range(config.depth):
-        for function in ("f", "g"):
-            prefix = f"core.blocks.{block}.{function}"
-            conv(f"{prefix}.0", hidden, ngf, 3)
-            norm(f"{prefix}.1", hidden)
-            conv(f"{prefix}.3", ngf, hidden, 3)
+    _add_core_shapes(config, conv, norm)
     for side in ("x", "y"):
         shapes[f"decoder_{side}.upsample.0.weight"] = (2 * ngf, ngf, 3, 3, 3)  # transposed: (in, out, ...)
         shapes[f"decoder_{side}.upsample.0.bias"] = (ngf,)
@@ -160,10 +154,20 @@ def generator_state_shapes(config: GeneratorConfig) -> Dict[str, Tuple[int, ...]
     return shapes
 
 
+def _add_core_shapes(config: GeneratorConfig, add, norm) -> None:
+    """The reversible core's state entries (the same in both layouts)."""
+    ngf, hidden = config.ngf, config.coupling_channels or config.ngf
+    for block in range(config.depth):
+        for function in ("f", "g"):
+            prefix = f"core.blocks.{block}.{function}"
+            add(f"{prefix}.0", hidden, ngf, 3)
+            norm(f"{prefix}.1", hidden)
+            add(f"{prefix}.3", ngf, hidden, 3)
+
+
 def _add_resize_shapes(config: GeneratorConfig, add, norm) -> None:
     """The "resize" layout's state entries, through ``add`` (a conv) and ``norm``."""
     ngf, image, head = config.ngf, config.in_channels, config.head_channels
-    hidden = config.coupling_channels or ngf
     stride = core_stride_zyx(config)
     high_stride = tuple(s * f for s, f in zip(stride, config.upscale_zyx))
     for side, total in (("x", stride), ("y", high_stride)):
@@ -172,12 +176,7 @@ def _add_resize_shapes(config: GeneratorConfig, add, norm) -> None:
         norm(f"encoder_{side}.features_norm", first)
         add(f"encoder_{side}.to_core", 2 * ngf, first, total if max(total) > 1 else 3)
         norm(f"encoder_{side}.core_norm", 2 * ngf)
-    for block in range(config.depth):
-        for function in ("f", "g"):
-            prefix = f"core.blocks.{block}.{function}"
-            add(f"{prefix}.0", hidden, ngf, 3)
-            norm(f"{prefix}.1", hidden)
-            add(f"{prefix}.3", ngf, hidden, 3)
+    _add_core_shapes(config, add, norm)
     for side in ("x", "y"):
         add(f"decoder_{side}.reduce", head, 2 * ngf, 1)
         norm(f"decoder_{side}.reduce_norm", head)
