@@ -146,3 +146,25 @@ def test_metadata_refuses_an_upscale_that_disagrees_with_the_factors():
     old_file = {k: v for k, v in GeneratorConfig().to_dict().items()
                 if k not in ("architecture", "upscale_zyx", "head_channels")}
     assert GeneratorConfig.from_dict(old_file).architecture == "transposed"  # files from before "resize"
+
+
+def test_super_resolve_command_writes_the_fine_grid_with_an_upsampling_model(tmp_path):
+    from RevGANCore.cli import main
+    from RevGANCore.modelfile import save_model
+    from RevGANCore.volume_io import read_volume, write_volume
+
+    generator = _generator(depth=1, residual=True, seed=8)
+    with torch.no_grad():  # CT-like output: the input plus a small random change
+        generator.decoder_y.to_image.weight.mul_(0.1)
+        generator.decoder_y.to_image.bias.mul_(0.1)
+    metadata = ModelMetadata(task="super_resolution", domains={"x": "lr", "y": "hr"}, scale_factors_xyz=SR[::-1],
+                             generator=generator.config.to_dict(), name="tiny-sr-inside")
+    model_path = save_model(tmp_path / "sr.safetensors", generator, metadata)
+    source = random_volume((6, 14, 12), seed=4)
+    input_path = write_volume(source, tmp_path / "ct.nrrd")
+    out = tmp_path / "sr.nii.gz"
+    assert main(["super-resolve", str(input_path), str(out), "--model", str(model_path), "--quiet",
+                 "--device", "cpu"]) == 0
+    result = read_volume(out)
+    assert result.shape == (24, 28, 24) and np.array_equal(result.array, np.rint(result.array))  # int16 file
+    assert result.grid.same_as(super_resolution_grid(source, SR[::-1]))
