@@ -730,6 +730,10 @@ def _setup_bench_inference(kinds: argparse._SubParsersAction) -> None:
     inference.add_argument("--size-scale", type=float, default=None, metavar="F",
                            help="like --quick with another scale of each axis, 0 < F <= 1")
     inference.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    inference.add_argument("--task", choices=sorted(BATCH_TASKS), default=None,
+                           help="only the default model of this task")
+    inference.add_argument("--model", action="append", default=None, metavar="M",
+                           help="time this model (file or shipped name) instead of the defaults; repeatable")
     inference.add_argument("--json", action="store_true", help="print one JSON object")
     inference.set_defaults(handler=_run_bench_inference)
 
@@ -739,7 +743,8 @@ def _run_bench_inference(args: argparse.Namespace) -> int:
 
     scale = args.size_scale if args.size_scale is not None else (QUICK_SIZE_SCALE if args.quick else 1.0)
     result = run_inference_benchmark(size_scale=scale, device=args.device,
-                                     progress=lambda text: print(f"bench inference: {text}", file=sys.stderr))
+                                     progress=lambda text: print(f"bench inference: {text}", file=sys.stderr),
+                                     task=BATCH_TASKS.get(args.task) if args.task else None, models=args.model)
     if args.json:
         _print_json(result)
     else:

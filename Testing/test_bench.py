@@ -82,14 +82,20 @@ def test_bench_inference_json_has_the_documented_keys(tmp_path, monkeypatch, cap
         assert set(row) == INFERENCE_ROW_KEYS | {seconds_key}
         assert row["task"] == task and row["extrapolated_from"] == timed == row["timed_input_zyx"]
         assert row["timed_output_zyx"] == output
-        # at least the first and last 5^3 convolutions (1 -> 2 and 2 -> 1 channels) at full resolution
-        assert 2 * 2 * 2 * 125 < row["flop_per_voxel"] < 1e6
+        # at least the head's 3^3 convolution (8 -> 8 channels) per output voxel
+        assert 2 * 8 * 8 * 27 < row["flop_per_voxel"] < 1e6
         assert row["mvoxel_per_s"] > 0 and row["peak_gflop_per_s"] > 0
         assert row["gflop_per_s"] == pytest.approx(row["flop_per_voxel"] * row["mvoxel_per_s"] / 1e3, rel=0.01)
         assert row["fraction_of_peak"] == pytest.approx(row["gflop_per_s"] / row["peak_gflop_per_s"], rel=0.01)
         full_voxels = 48 * 1024 * 1024 * 4 if task == "super_resolution" else 300 * 512 * 512
         timed_voxels = output[0] * output[1] * output[2]
         assert row[seconds_key] == pytest.approx(full_voxels / timed_voxels * row["timed_seconds"], rel=0.01)
+    quick = ["bench", "inference", "--size-scale", "0.125", "--json", "--device", "cpu"]
+    assert main(quick + ["--task", "kernel"]) == 0
+    assert [row["name"] for row in json.loads(capsys.readouterr().out)["models"]] == ["kernel"]
+    other = str(folder / "other.safetensors")  # not a default: timed because it is named
+    assert main(quick + ["--model", other]) == 0
+    assert [row["name"] for row in json.loads(capsys.readouterr().out)["models"]] == [other]
 
 
 def test_bench_scale_shows_the_same_kernel_transfer_at_every_pixel_size(capsys):

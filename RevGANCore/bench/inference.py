@@ -104,26 +104,34 @@ def _figures(value: float, digits: int = 4) -> float:
 
 
 def run_inference_benchmark(size_scale: float = 1.0, device: str = "auto",
-                            progress: Optional[Callable[[str], None]] = None) -> dict:
-    """Rows for every default model of the registry (see the module documentation)."""
+                            progress: Optional[Callable[[str], None]] = None, task: Optional[str] = None,
+                            models: Optional[Sequence[str]] = None) -> dict:
+    """Rows for every default model of the registry (see the module documentation), only the
+    one of ``task``, or the ``models`` given (files or shipped names)."""
     from ..modelfile import load_model
     from ..registry import list_models
 
     if not 0 < size_scale <= 1:
         raise ConfigError(f"size scale must be in (0, 1], got {size_scale!r}")
     torch_device = resolve_device(device)
-    entries = [entry for entry in list_models() if entry.default and entry.task in FULL_INPUTS_ZYX]
-    if not entries:
-        raise ConfigError("no default super-resolution or kernel model is shipped (see `revgan models`)")
+    if models:
+        loaded = [(str(name), load_model(name)) for name in models]
+    else:
+        entries = [entry for entry in list_models() if entry.default and entry.task in FULL_INPUTS_ZYX
+                   and (task is None or entry.task == task)]
+        if not entries:
+            raise ConfigError("no default super-resolution or kernel model is shipped (see `revgan models`)")
+        loaded = [(entry.name, load_model(entry.path)) for entry in entries]
     rows: List[dict] = []
-    for entry in entries:
-        model = load_model(entry.path)
+    for name, model in loaded:
+        if model.task not in FULL_INPUTS_ZYX:
+            raise ConfigError(f"{model.name}: a {model.task} model has no benchmark volume")
         model.generator.eval()
         flop_per_voxel = count_flop_per_voxel(model.generator)
-        full_input, seconds_key = FULL_INPUTS_ZYX[entry.task]
+        full_input, seconds_key = FULL_INPUTS_ZYX[model.task]
         timed_input = _scaled(full_input, size_scale) if size_scale < 1 else tuple(full_input)
         if progress is not None:
-            progress(f"{entry.name}: timing a {'x'.join(map(str, timed_input[::-1]))} (x, y, z) volume")
+            progress(f"{name}: timing a {'x'.join(map(str, timed_input[::-1]))} (x, y, z) volume")
         seconds, output_shape = _time_translation(model, timed_input, torch_device)
         voxels = float(np.prod(output_shape))
         peak = peak_gflop_per_s(torch_device)
@@ -131,7 +139,7 @@ def run_inference_benchmark(size_scale: float = 1.0, device: str = "auto",
         gflop_per_s = flop_per_voxel * voxels / seconds / 1e9
         factors = model.metadata.scale_factors_xyz or (1, 1, 1)
         full_voxels = float(np.prod(full_input)) * float(np.prod(factors))
-        row = {"name": entry.name, "task": entry.task, "flop_per_voxel": round(flop_per_voxel),
+        row = {"name": name, "task": model.task, "flop_per_voxel": round(flop_per_voxel),
                "mvoxel_per_s": _figures(mvoxel_per_s), "gflop_per_s": _figures(gflop_per_s),
                "peak_gflop_per_s": _figures(peak), "fraction_of_peak": _figures(gflop_per_s / peak),
                "timed_input_zyx": list(timed_input), "timed_output_zyx": [int(n) for n in output_shape],
