@@ -368,6 +368,9 @@ def _setup_translate(commands: argparse._SubParsersAction) -> None:
     resolve.add_argument("--model", default=None, help="super-resolution model file or shipped model name")
     resolve.add_argument("--dtype", default="int16", choices=["int16", "float32"],
                          help="output voxel type (int16: whole HU)")
+    resolve.add_argument("--adapt", type=float, default=None, metavar="SECONDS",
+                         help="first fine-tune a copy of the model on this scan for about SECONDS (its own "
+                              "slices degraded in-plane as pairs; the model file is not changed)")
     _add_translation_options(resolve)
     _add_input_output_options(resolve)
     resolve.set_defaults(handler=_run_super_resolve)
@@ -394,6 +397,24 @@ def _tile_argument(values: Optional[List[int]]):
     raise RevGANError(f"--tile takes one value or three (Z Y X), got {len(values)}")
 
 
+def _adapted(args: argparse.Namespace, model, reporter=None):
+    """``--adapt SECONDS``: a copy of ``model`` fine-tuned on the input scan
+    (:func:`RevGANCore.scan_adaptation.adapt_to_scan`), with progress."""
+    from .inference import read_input
+    from .progress import progress_bar
+    from .scan_adaptation import adapt_to_scan
+
+    volume, _ = read_input(args.input, model, "forward", args.series, args.strict)
+    if reporter is not None:
+        return adapt_to_scan(model, volume, args.adapt, progress=reporter, log=reporter.message)
+    with progress_bar("adapt", unit="s", enabled=not args.quiet) as bar:
+        def log(message: str) -> None:
+            if not args.quiet:
+                bar.write(f"revgan: {message}")
+
+        return adapt_to_scan(model, volume, args.adapt, progress=bar, log=log)
+
+
 def _run_translation(args: argparse.Namespace, model_name: str, task: Optional[str], direction: str) -> int:
     from .inference import check_translation_output, translate_file
     from .modelfile import check_task, load_model
@@ -411,13 +432,18 @@ def _run_translation(args: argparse.Namespace, model_name: str, task: Optional[s
     options = dict(direction=direction, tile_size=tile, device=args.device, dtype=args.dtype,
                    precision=args.precision, output_format=args.output_format, series=args.series,
                    strict=args.strict)
+    adapt = getattr(args, "adapt", None) is not None
     if args.progress == "jsonl":
         reporter = JsonLinesReporter()
+        if adapt:
+            model = _adapted(args, model, reporter)
         written = translate_file(model, args.input, args.output, progress=reporter, log=reporter.message,
                                  warn=lambda text: reporter.message(text, level="warning"), **options)
         reporter.done(written)
         return 0
 
+    if adapt:
+        model = _adapted(args, model)
     with progress_bar("translate", unit="tile", enabled=not args.quiet) as bar:
         def log(message: str) -> None:
             if not args.quiet:

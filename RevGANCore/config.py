@@ -23,7 +23,7 @@ TASKS = ("super_resolution", "kernel")
 MODES = ("paired", "unpaired")
 GAN_LOSSES = ("lsgan", "vanilla")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
-BEST_METRICS = ("auto", "val_l1", "val_psnr", "val_unpaired")
+BEST_METRICS = ("auto", "val_l1", "val_psnr", "val_unpaired", "val_real_l1")
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,19 @@ class PhantomDataConfig:
     cases: int = 0  # 0: never generate
     seed: int = 0
     shape: Tuple[int, int, int] = (64, 128, 128)
+
+
+@dataclass(frozen=True)
+class RealScansConfig:
+    """Self-supervised super-resolution pairs from real thick-slice scans
+    (:mod:`RevGANCore.real_pairs`), trained beside the manifest's pairs with the slab term
+    (``objective.lambda_slab``). ``scans``: "lung1" (fetched by tools/fetch_real_ct.py) or
+    volume files; the last ``val_slices`` slices of each are validation only;
+    ``batch_size`` 0: data.batch_size."""
+
+    scans: Tuple[str, ...] = ()
+    val_slices: int = 12
+    batch_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -48,6 +61,7 @@ class DataConfig:
     val_patches: int = 8
     num_workers: int = 0
     generate: PhantomDataConfig = field(default_factory=PhantomDataConfig)
+    real: RealScansConfig = field(default_factory=RealScansConfig)
 
 
 @dataclass(frozen=True)
@@ -61,6 +75,8 @@ class ObjectiveConfig:
     - ``lambda_physics`` 10 and ``physics_pool`` 16 voxels: physics consistency without pairs
       (kernel: local means kept; super-resolution: the degraded output is the input);
     - ``lambda_spectrum`` 1: noise-power-spectrum matching of generated to real patches;
+    - ``lambda_slab`` 0 (off): real-scan pairs, the output's slab averages against the real
+      slices (super-resolution with ``data.real.scans``);
     - ``texture_discriminator`` (off): discriminators also see the image's high-pass;
     - ``pool_size`` 50: CycleGAN's history of generated images for the discriminators;
     - LSGAN: CycleGAN's default adversarial loss (Mao et al. 2017).
@@ -74,6 +90,7 @@ class ObjectiveConfig:
     lambda_physics: float = 10.0
     physics_pool: int = 16
     lambda_spectrum: float = 1.0
+    lambda_slab: float = 0.0
     texture_discriminator: bool = False
     pool_size: int = 50
 
@@ -382,5 +399,19 @@ def _validate(config: TrainConfig) -> None:
     if batch_voxels > MAX_BATCH_VOXELS:
         raise ConfigError(f"data.batch_size {data.batch_size} x data.patch_size {data.patch_size} is {batch_voxels} "
                           f"voxels per batch, more than {MAX_BATCH_VOXELS}; use smaller patches or batches")
+    _validate_real_scans(config)
     if model.generator.in_channels != 1:
         raise ConfigError("CT translation uses one channel: model.generator.in_channels must be 1")
+
+
+def _validate_real_scans(config: TrainConfig) -> None:
+    """Real-scan pairs and their slab term go together, and only with super-resolution."""
+    real, objective = config.data.real, config.objective
+    if objective.lambda_slab > 0 and not real.scans:
+        raise ConfigError("objective.lambda_slab needs real scans to compare with: set data.real.scans")
+    if real.scans and objective.lambda_slab <= 0:
+        raise ConfigError("data.real.scans are only used by the slab term: set objective.lambda_slab > 0")
+    if real.scans and config.data.task != "super_resolution":
+        raise ConfigError(f"data.real.scans are super-resolution pairs; data.task is {config.data.task!r}")
+    if config.checkpoint.best_metric == "val_real_l1" and (not real.scans or real.val_slices == 0):
+        raise ConfigError("checkpoint.best_metric val_real_l1 needs data.real.scans with data.real.val_slices > 0")

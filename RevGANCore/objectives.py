@@ -11,6 +11,10 @@ G = the generator's "forward" direction (X -> Y), F = its "inverse" (Y -> X).
     + lambda_physics (physics consistency, both directions, see :func:`physics_terms`)
     + lambda_spectrum (noise-power-spectrum distance of G(x) to y and of F(y) to x);
   discriminators see generated patches from a history pool.
+- either, with real-scan pairs (super-resolution, :mod:`RevGANCore.real_pairs`):
+    + lambda_slab |slab_average(G(x_real)) - y_real|, the forward output on a real scan's
+      in-plane-degraded slices, each block of z-factor output slices averaged, against the
+      real slices (see :meth:`Objective.slab_terms`).
 With ``texture_discriminator`` each discriminator also sees the image's high-pass (the image
 minus its local mean), so noise texture is as visible to it as intensity.
 
@@ -36,6 +40,9 @@ Outputs = Dict[str, torch.Tensor]
 #: Coarse voxels left out at each face when the super-resolution degradation is compared: a
 #: patch's mirrored edges differ from the neighbours the whole volume had.
 DEGRADATION_MARGIN = 2
+#: Real-scan target voxels (z, y, x) left out at each face by the slab term: one real slice
+#: and 4 pixels, where a patch's replicated borders stand in for the scan's real context.
+SLAB_MARGIN_ZYX = (1, 4, 4)
 
 
 def _interior(tensor: torch.Tensor, margin: int) -> torch.Tensor:
@@ -57,8 +64,17 @@ class GeneratorPhase(nn.Module):
         self.unpaired = unpaired
         self.identity = identity
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> Outputs:
-        out = {"fake_y": self.generator(x, "forward"), "fake_x": self.generator(y, "inverse")}
+    def forward(self, x: torch.Tensor, y: torch.Tensor, real_x: Optional[torch.Tensor] = None) -> Outputs:
+        if real_x is not None and real_x.shape[1:] == x.shape[1:]:
+            # Real-scan pairs (only the forward direction has a truth to meet) share the
+            # forward call: one larger batch keeps more convolutions on the CPU's fast path.
+            both = self.generator(torch.cat([x, real_x.to(x.dtype)]), "forward")
+            out = {"fake_y": both[:x.shape[0]], "fake_real": both[x.shape[0]:]}
+        else:
+            out = {"fake_y": self.generator(x, "forward")}
+            if real_x is not None:
+                out["fake_real"] = self.generator(real_x, "forward")
+        out["fake_x"] = self.generator(y, "inverse")
         if self.unpaired:
             out["cycle_x"] = self.generator(out["fake_y"], "inverse")
             out["cycle_y"] = self.generator(out["fake_x"], "forward")
@@ -141,12 +157,17 @@ class Objective:
 
     # ---------------------------------------------------------------- generator loss
     def generator_loss(self, x: torch.Tensor, y: torch.Tensor, out: Outputs, d_x: nn.Module,
-                       d_y: nn.Module) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-        """The generator's total loss and its named terms (unweighted) for logging."""
+                       d_y: nn.Module, real_y: Optional[torch.Tensor] = None
+                       ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """The generator's total loss and its named terms (unweighted) for logging.
+        ``real_y``: the real slices of the real-scan batch whose output is ``out["fake_real"]``."""
         score_y = d_y(self.discriminator_view(out["fake_y"], x))
         score_x = d_x(self.discriminator_view(out["fake_x"], y))
         terms = {"g_gan": self.gan_loss(score_y, True) + self.gan_loss(score_x, True)}
         terms.update(self.reconstruction_terms(x, y, out))
+        if "fake_real" in out and real_y is not None:
+            with torch.autocast(x.device.type, enabled=False):
+                terms["g_slab"] = self.slab_terms(out["fake_real"], real_y)["l1"]
         return self.weighted_total(terms), terms
 
     def check_patch(self, patch_size: Sequence[int]) -> None:
@@ -184,8 +205,28 @@ class Objective:
         config = self.config
         weights = {"g_gan": 1.0, "g_l1": config.lambda_l1, "g_cycle": config.lambda_cycle,
                    "g_identity": config.lambda_cycle * config.lambda_identity,
-                   "g_physics": config.lambda_physics, "g_spectrum": config.lambda_spectrum}
+                   "g_physics": config.lambda_physics, "g_spectrum": config.lambda_spectrum,
+                   "g_slab": config.lambda_slab}
         return sum(weights[name] * value for name, value in terms.items())
+
+    # ---------------------------------------------------------------- real-scan pairs
+    def slab_terms(self, fake: torch.Tensor, real: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """The slab-consistency error of an output on a real scan: each block of z-factor
+        output slices averaged (exactly the real slab it lies in, on the cell-centred fine
+        grid) against the real slices, without :data:`SLAB_MARGIN_ZYX` voxels at each face
+        (a patch's replicated borders are not the context the whole scan gives). Returns the
+        mean absolute ("l1") and squared ("mse") differences, in network units."""
+        if self.degrade is None:
+            raise ConfigError("the slab term is for super-resolution")
+        depth = self.degrade.factors[0]
+        if fake.shape[2] != depth * real.shape[2] or fake.shape[3:] != real.shape[3:]:
+            raise ConfigError(f"slab term: an output of {tuple(fake.shape[2:])} voxels (z, y, x) is not "
+                              f"{depth} slices per real slice of {tuple(real.shape[2:])}")
+        slabs = functional.avg_pool3d(fake.float(), (depth, 1, 1), stride=(depth, 1, 1))
+        keep = (Ellipsis,) + tuple(slice(m, n - m) if n > 2 * m else slice(None)
+                                   for m, n in zip(SLAB_MARGIN_ZYX, real.shape[2:]))
+        difference = slabs[keep] - real.float()[keep]
+        return {"l1": difference.abs().mean(), "mse": difference.pow(2).mean()}
 
     # ---------------------------------------------------------------- pair-free terms
     def physics_terms(self, x: torch.Tensor, y: torch.Tensor, fake_y: torch.Tensor,

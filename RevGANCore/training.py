@@ -38,7 +38,7 @@ from .training_control import StopRequest, git_commit, learning_rate_factor, par
 from .training_data import TrainingData, ensure_training_manifest, load_training_data
 from .training_log import MetricsLog
 from .training_models import TrainingModels, build_training_models
-from .validation import best_metric_name, is_better, validate
+from .validation import best_metric_name, is_better, validate, validate_real
 from .volume_io import read_spacing
 
 __all__ = ["Trainer", "TrainingDivergedError", "learning_rate_factor"]
@@ -113,12 +113,14 @@ class Trainer:
         return self.models.to_device(tensor, self.config.optim.channels_last)
 
     # ---------------------------------------------------------------- one step
-    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> Dict[str, float]:
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor,
+                    real: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> Dict[str, float]:
         models, objective = self.models, self.objective
+        real_x, real_y = real if real is not None else (None, None)
         _set_requires_grad(models.d_phase, False)
         with models.autocast():
-            out = models.g_phase(x, y)
-            loss_g, terms = objective.generator_loss(x, y, out, models.d_x, models.d_y)
+            out = models.g_phase(x, y, real_x) if real_x is not None else models.g_phase(x, y)
+            loss_g, terms = objective.generator_loss(x, y, out, models.d_x, models.d_y, real_y=real_y)
         self._check_finite("generator", loss_g)
         models.opt_g.zero_grad(set_to_none=True)
         models.scaler.scale(loss_g).backward()
@@ -177,7 +179,10 @@ class Trainer:
     # ---------------------------------------------------------------- validation
     def validate(self) -> Dict[str, float]:
         """Validation metrics on the held-out patches (see :mod:`RevGANCore.validation`)."""
-        return validate(self.models, self.objective, self.data.val_batches, self.config.optim.channels_last)
+        metrics = validate(self.models, self.objective, self.data.val_batches, self.config.optim.channels_last)
+        metrics.update(validate_real(self.models, self.objective, self.data.real_val_batches,
+                                     self.config.optim.channels_last))
+        return metrics
 
     def _preview(self, step: int) -> None:
         every = self.config.logging.preview_every
@@ -228,7 +233,8 @@ class Trainer:
                 "config": config.to_dict(),
                 "iterations_done": self.step,
                 "dataset": {"manifest": str(self.data.manifest.path), "train_cases": self.data.train_ids,
-                            "val_cases": self.data.val_ids},
+                            "val_cases": self.data.val_ids, "real_scans": self.data.real_scans,
+                            "real_val_slices": config.data.real.val_slices if self.data.real_scans else None},
                 "validation": metrics,
                 "best_metric": best_metric_name(config.checkpoint.best_metric, self.objective.paired),
                 "device": describe_device(self.device),
@@ -317,7 +323,10 @@ class Trainer:
                 lr = self._set_learning_rate(self.step)
                 with self._out_of_memory_as_error():
                     x, y = self.data.batch(self.step, config.data.batch_size, self.dist.rank, self.dist.world_size)
-                    losses = self._train_step(self._to_device(x), self._to_device(y))
+                    real = self.data.real_batch(self.step, self.dist.rank, self.dist.world_size)
+                    if real is not None:
+                        real = (self._to_device(real[0]), self._to_device(real[1]))
+                    losses = self._train_step(self._to_device(x), self._to_device(y), real)
                 self.step += 1
                 row = {"step": self.step, "lr": lr, "seconds": round(time.perf_counter() - started, 2), **losses}
                 if self.step % config.checkpoint.validate_every == 0 or self.step == config.optim.iterations:
@@ -328,7 +337,8 @@ class Trainer:
                 if self.step % config.logging.log_every == 0 or "val_l1" in row:
                     self.metrics_log.write(row)
                 bar(self.step, config.optim.iterations,
-                    " ".join(f"{k}={losses[k]:.3f}" for k in ("g_total", "d_total", "g_l1", "g_cycle") if k in losses))
+                    " ".join(f"{k}={losses[k]:.3f}" for k in ("g_total", "d_total", "g_l1", "g_cycle", "g_slab")
+                             if k in losses))
                 stopping = self.dist.broadcast_flag(stop.signal_name is not None)
                 if self.step % config.checkpoint.every == 0 or self.step == config.optim.iterations or stopping:
                     self.save_checkpoint(metrics)

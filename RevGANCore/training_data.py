@@ -1,10 +1,11 @@
 """What one training run reads: its manifest (generated phantoms on first use when the
 configuration asks for them), the training and validation cases, the patches of each step,
-and the held-out validation patches."""
+and the held-out validation patches; with ``data.real.scans``, also the real-scan pairs
+(:mod:`RevGANCore.real_pairs`) of each step and their held-out validation patches."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
@@ -60,6 +61,10 @@ class TrainingData:
     train_ids: List[str]
     val_ids: List[str]
     generator_config: GeneratorConfig  # the configured one, with the task's in-network upsampling
+    real_set: Optional[object] = None  # real_pairs.RealScanPairs, or None
+    real_val_batches: List[Batch] = field(default_factory=list)
+    real_batch_size: int = 0
+    real_scans: List[str] = field(default_factory=list)
 
     @property
     def factors_zyx(self) -> Optional[Tuple[int, int, int]]:
@@ -69,13 +74,31 @@ class TrainingData:
     def batch(self, step: int, batch_size: int, rank: int, world_size: int) -> Batch:
         """The batch of ``step`` for ``rank``: a pure function of (seed, step, rank), so resumed
         and multi-process runs see exactly the patches a single run would."""
-        sources, targets = [], []
-        for epoch, index in batch_positions(step, batch_size, rank, world_size, len(self.train_set)):
-            self.train_set.set_epoch(epoch)
-            item = self.train_set[index]
-            sources.append(item["source"])
-            targets.append(item["target"])
-        return torch.stack(sources), torch.stack(targets)
+        return _stacked(self.train_set, step, batch_size, rank, world_size)
+
+    def real_batch(self, step: int, rank: int, world_size: int) -> Optional[Batch]:
+        """The real-scan pairs of ``step`` for ``rank`` (None without real scans), drawn
+        like :meth:`batch`."""
+        if self.real_set is None:
+            return None
+        return _stacked(self.real_set, step, self.real_batch_size, rank, world_size)
+
+
+def _stacked(dataset, step: int, batch_size: int, rank: int, world_size: int) -> Batch:
+    sources, targets = [], []
+    for epoch, index in batch_positions(step, batch_size, rank, world_size, len(dataset)):
+        dataset.set_epoch(epoch)
+        item = dataset[index]
+        sources.append(item["source"])
+        targets.append(item["target"])
+    return torch.stack(sources), torch.stack(targets)
+
+
+def _batches(dataset, count: int, batch_size: int) -> List[Batch]:
+    items = [dataset[i] for i in range(count)]
+    return [(torch.stack([it["source"] for it in items[start:start + batch_size]]),
+             torch.stack([it["target"] for it in items[start:start + batch_size]]))
+            for start in range(0, len(items), batch_size)]
 
 
 def load_training_data(config: TrainConfig, manifest_path: Path, world_size: int = 1) -> TrainingData:
@@ -110,9 +133,32 @@ def load_training_data(config: TrainConfig, manifest_path: Path, world_size: int
     if val_ids:
         val_set = datasets_from_manifest(manifest_path, task=data.task, paired=True, case_ids=val_ids,
                                          seed=config.seed + 7919, **patch)["train"]
-        items = [val_set[i] for i in range(data.val_patches)]
-        for start in range(0, len(items), data.batch_size):
-            chunk = items[start:start + data.batch_size]
-            val_batches.append((torch.stack([it["source"] for it in chunk]),
-                                torch.stack([it["target"] for it in chunk])))
-    return TrainingData(manifest, spec, train_set, val_batches, train_ids, val_ids, generator)
+        val_batches = _batches(val_set, data.val_patches, data.batch_size)
+    training = TrainingData(manifest, spec, train_set, val_batches, train_ids, val_ids, generator)
+    if data.real.scans:
+        _add_real_pairs(training, config, patch)
+    return training
+
+
+def _add_real_pairs(training: TrainingData, config: TrainConfig, patch: dict) -> None:
+    """Real-scan pairs for the slab term: training patches from all but the last
+    ``data.real.val_slices`` slices of each scan, validation patches from those."""
+    from .real_pairs import RealScanPairs, resolve_training_scan
+
+    data, real = config.data, config.data.real
+    factors = training.generator_config.upscale_zyx
+    if factors == (1, 1, 1):
+        raise ConfigError("data.real.scans need a generator that upsamples inside the network "
+                          "(model.generator.architecture = \"resize\")")
+    paths = [resolve_training_scan(scan) for scan in real.scans]
+    options = {key: patch[key] for key in ("foreground_fraction", "samples_per_epoch", "clip_to_window")}
+    names = [str(scan) for scan in real.scans]
+    training.real_set = RealScanPairs(paths, factors, data.patch_size, "train", real.val_slices, names=names,
+                                      seed=config.seed + 104729, **options)
+    training.real_set.check_patch_fits("data.patch_size (real scans)")
+    training.real_batch_size = real.batch_size or data.batch_size
+    training.real_scans = names
+    if real.val_slices > 0:
+        val_set = RealScanPairs(paths, factors, data.patch_size, "validation", real.val_slices, names=names,
+                                seed=config.seed + 7919, **options)
+        training.real_val_batches = _batches(val_set, data.val_patches, data.batch_size)

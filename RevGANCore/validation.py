@@ -5,7 +5,9 @@ the paired validation target, the input's own L1 to the target, and the pair-fre
 of :meth:`RevGANCore.objectives.Objective.pair_free_criterion` (val_physics, val_spectrum,
 val_unpaired). Which one chooses ``best.safetensors`` is ``checkpoint.best_metric``; "auto"
 lets pairs decide paired runs and only the pair-free criterion decide unpaired runs, which
-in real use have no pairs. Test cases decide nothing.
+in real use have no pairs. Test cases decide nothing. With real-scan pairs,
+:func:`validate_real` adds the slab term on the scans' held-out slices (val_real_l1,
+val_real_psnr).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from .tensor_filters import on_grid
 from .training_models import TrainingModels
 
 #: Metrics for which a higher value is better; every other one is better when lower.
-HIGHER_IS_BETTER = ("val_psnr",)
+HIGHER_IS_BETTER = ("val_psnr", "val_real_psnr")
 
 
 def best_metric_name(setting: str, paired: bool) -> str:
@@ -65,3 +67,26 @@ def validate(models: TrainingModels, objective: Objective, batches: Sequence[Tup
     whole = {key: torch.cat(values) for key, values in collected.items()}
     metrics.update(objective.pair_free_criterion(whole["x"], whole["y"], whole["fake_y"], whole["fake_x"]))
     return metrics
+
+
+@torch.no_grad()
+def validate_real(models: TrainingModels, objective: Objective, batches: Sequence[Tuple[torch.Tensor, torch.Tensor]],
+                  channels_last: bool = False) -> Dict[str, float]:
+    """The slab term (:meth:`Objective.slab_terms`) of the forward direction on held-out
+    real-scan patches: mean absolute error and PSNR (data range 2) in network units."""
+    if not batches:
+        return {}
+    generator = models.generator
+    generator.eval()
+    l1 = mse = 0.0
+    count = 0
+    for x, y in batches:
+        x, y = models.to_device(x, channels_last), models.to_device(y, channels_last)
+        with models.autocast():
+            fake = generator(x, "forward").float()
+        terms = objective.slab_terms(fake, y)
+        l1 += float(terms["l1"]) * x.shape[0]
+        mse += float(terms["mse"]) * x.shape[0]
+        count += x.shape[0]
+    generator.train()
+    return {"val_real_l1": l1 / count, "val_real_psnr": 10.0 * math.log10(4.0 / max(mse / count, 1e-12))}
