@@ -33,7 +33,8 @@ def _scan(padding_hu: float, slices: int = 8, spacing=(0.8, 0.8, 1.25)) -> Volum
     return Volume(np.repeat(image[None].astype(np.float32), slices, axis=0), spacing, (0.0, 0.0, 0.0))
 
 
-@pytest.mark.parametrize("model_name", ["revgan-kernel-phantom-paired2r", "revgan-sr-phantom-paired2r"])
+@pytest.mark.parametrize("model_name", ["revgan-kernel-phantom-paired2r", "revgan-sr-phantom-paired2r",
+                                        "revgan-sr-phantom-lung1"])
 @pytest.mark.parametrize("padding_hu", [-2000.0, -3024.0])
 def test_padding_is_kept_exactly_and_leaves_no_ring(model_name, padding_hu):
     model = as_model(model_name)

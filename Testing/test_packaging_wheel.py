@@ -115,6 +115,6 @@ def test_installed_revgan_lists_its_models_from_the_package(installed):
 def test_installed_revgan_runs_the_demo_outside_the_source_tree(installed):
     bin_dir, _, env, elsewhere, _ = installed
     printed = _run([bin_dir / "revgan", "demo", "--device", "cpu", "--out", "demo"], elsewhere, env, timeout=600)
-    assert "RevGAN (revgan-sr-phantom-paired2r)" in printed and "RevGAN (revgan-kernel-phantom-paired2r)" in printed
+    assert "RevGAN (revgan-sr-phantom-lung1)" in printed and "RevGAN (revgan-kernel-phantom-paired2r)" in printed
     for name in ("super_resolved.nii.gz", "kernel_converted.nii.gz", "super_resolution.png"):
         assert (elsewhere / "demo" / name).stat().st_size > 0, name
