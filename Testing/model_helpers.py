@@ -33,7 +33,7 @@ def random_generator(ngf: int = 3, depth: int = 1, seed: int = 0, residual: bool
     return randomize_weights(generator, seed).eval()
 
 
-def two_way_generator(ngf: int = 2, depth: int = 1, seed: int = 0, strength: float = 0.25) -> RevGANGenerator3d:
+def two_way_generator(ngf: int = 2, depth: int = 1, seed: int = 0, strength: float = 0.75) -> RevGANGenerator3d:
     """A residual generator whose forward and inverse are different, fixed maps: every weight
     is random (seeded), the last convolutions too, scaled by ``strength`` so that each direction
     moves CT voxels by tens of HU rather than hundreds. An untrained generator is the identity

@@ -208,7 +208,9 @@ def test_generator_float32_depth8_gradient_error():
                                    for t, g in zip(inputs, grads)]))
         flat_s, flat_p = flat
         errors.append(_relative_error(flat_s, flat_p))
-    assert max(errors) <= 1e-5, errors
+    # float32 reconstruction noise: measured 1.0-1.1e-5 with the "resize" layout (0.5-1e-5 with
+    # the first one); the failure this guards against, ReLU masks flipping, gives ~4e-3.
+    assert max(errors) <= 2e-5, errors
 
 
 def test_core_is_exactly_invertible_inside_generator():

@@ -97,7 +97,7 @@ def test_tile_size_below_the_model_minimum_is_raised_and_said(scene):
 
     model = testing.tinyModel("kernel")
     smallest = engine.minimumTileSize(model.metadata)
-    assert smallest == 2 * 14 + 2  # depth 1: receptive-field radius 6 + 8, stride 2
+    assert smallest == 2 * 12 + 2  # depth 1, "resize" layout: receptive-field radius 4 + 4 x 2, stride 2
     notes = []
     assert TranslationLogic.usableTileSize(8, model.metadata, notes.append) == smallest
     assert notes and str(smallest) in notes[0]
