@@ -417,11 +417,12 @@ def translate(model, volume: Volume, direction: str = "forward",
     config = model.generator.config
     plan = make_plan(config, plan_shape, device_, tile_size, tile_memory_mib, amp_dtype is not None)
     source_name, target_name = model.metadata.domain_names(direction)
-    _say(log, printable(f"{model.name}: {source_name} -> {target_name}")
-              + ((f", upsampled inside the network onto {grid.shape[::-1]} voxels (x, y, z)"
-                  if direction == "forward" else f", onto {grid.shape[::-1]} voxels (x, y, z)")
-                 if resampled and upscale != (1, 1, 1) else
-                 f", resampled onto {grid.shape[::-1]} voxels (x, y, z)" if resampled else "")
+    onto = ""
+    if resampled:
+        how = ("resampled " if upscale == (1, 1, 1) else
+               "upsampled inside the network " if direction == "forward" else "")
+        onto = f", {how}onto {grid.shape[::-1]} voxels (x, y, z)"
+    _say(log, printable(f"{model.name}: {source_name} -> {target_name}") + onto
               + (f"; {scale.describe(grid)}" if scale is not None else "")
               + (f"; {int(padding.sum())} padding voxels kept out of the network" if padding is not None else ""))
     clip = _Clip(*limits)

@@ -10,8 +10,8 @@ couplings. Every coupling function is conv-act-conv with its last conv zero-init
 so each block starts as the identity. Two layouts (``GeneratorConfig.architecture``):
 
 - ``"resize"`` (default): encoder 3^3 conv, SiLU, then a patch convolution (kernel =
-  stride) onto the core grid; decoder 1^3 conv to ``head_channels`` on the core grid,
-  trilinear upsampling onto the output grid, SiLU, 3^3 conv, SiLU, 3^3 conv to the image.
+  stride) onto the core grid; decoder 1^3 conv to ``head_channels`` and SiLU on the core
+  grid, trilinear upsampling onto the output grid, 3^3 conv, SiLU, 1^3 conv to the image.
   Interpolation followed by convolution cannot make a checkerboard (a constant stays
   constant, unlike a transposed convolution's period-2 pattern). Every layer pads by
   replicating the border voxel, so a volume's faces are not a fake -400 HU edge. For
@@ -39,7 +39,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Optional
-
 
 import torch
 import torch.nn.functional as functional
@@ -97,8 +96,8 @@ def receptive_field(config: GeneratorConfig) -> ReceptiveField:
     "resize": an output voxel depends on low-side voxels within 4 + 4*depth*s, where s is
     the core stride (1 or 2): the four 3^3 convs of each core block reach 4s low-side voxels,
     and the encoder (3^3 conv and patch conv), the trilinear upsampling and the head's 3^3
-    conv together reach 4 (measured tight for s = 1 and 2 along every axis, both directions,
-    in Testing/test_networks.py). The inverse direction's chain is no longer.
+    conv together reach 4 (Testing/test_upscaling_generator.py measures the bound along every
+    axis: tight to one voxel in the forward direction; the inverse direction's chain is shorter).
 
     "transposed":
     Chain from an output voxel back to the input: final 5^3 conv (2) + stride-2 transposed
@@ -237,10 +236,7 @@ class _ResizeDecoder(nn.Module):
 
     def forward(self, features: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         reduced = functional.silu(self.reduce_norm(self.reduce(features)))
-        reduced = functional.pad(reduced, (1, 1) * 3, mode="replicate")
-        if self.factor != (1, 1, 1):
-            size = tuple(n * f for n, f in zip(reduced.shape[2:], self.factor))
-            reduced = functional.interpolate(reduced, size=size, mode="trilinear", align_corners=False)
+        reduced = upsample_image(functional.pad(reduced, (1, 1) * 3, mode="replicate"), self.factor)
         # Keep the output grid (the core grid covers the input rounded up to whole blocks)
         # plus one voxel on each side for the 3^3 conv; the one-voxel extension of the core
         # grid is `factor` voxels here.
@@ -320,9 +316,7 @@ class RevGANGenerator3d(nn.Module):
         factors = self.config.upscale_zyx
         if direction == "forward":
             return self.decoder_y(self.core(self.encoder_x(x)), upsample_image(x, factors))
-        if direction == "inverse":
-            return self.decoder_x(self.core.inverse(self.encoder_y(x)), downsample_image(x, factors))
-        raise ArchitectureError(f"direction must be 'forward' or 'inverse', got {direction!r}")
+        return self.decoder_x(self.core.inverse(self.encoder_y(x)), downsample_image(x, factors))
 
     @property
     def receptive_field(self) -> ReceptiveField:

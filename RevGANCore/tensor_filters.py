@@ -21,6 +21,7 @@ import torch
 from torch.nn import functional
 
 from .degradations import FWHM_PER_SIGMA, _gaussian_resampling_matrix
+from .networks import downsample_image, upsample_image
 
 Shape = Tuple[int, int, int]
 
@@ -29,15 +30,15 @@ def on_grid(tensor: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     """``tensor`` (N, C, D, H, W) on the grid of spatial ``shape`` covering the same box:
     unchanged when the shapes agree, trilinear upsampling (coarse samples at the centres of the
     fine voxels they cover) when ``shape`` is an integer multiple per axis, average pooling when
-    it is an integer fraction."""
+    it is an integer fraction: the generator's own residual paths (networks.upsample_image and
+    downsample_image), so training compares on the grids inference produces."""
     have, want = tuple(tensor.shape[2:]), tuple(int(n) for n in shape)
     if have == want:
         return tensor
     if all(w % h == 0 for h, w in zip(have, want)):
-        return functional.interpolate(tensor, size=want, mode="trilinear", align_corners=False)
+        return upsample_image(tensor, tuple(w // h for h, w in zip(have, want)))
     if all(h % w == 0 for h, w in zip(have, want)):
-        factors = tuple(h // w for h, w in zip(have, want))
-        return functional.avg_pool3d(tensor, kernel_size=factors, stride=factors)
+        return downsample_image(tensor, tuple(h // w for h, w in zip(have, want)))
     raise ValueError(f"cannot bring a {have} patch onto a {want} grid: not an integer factor per axis")
 
 
