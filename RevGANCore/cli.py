@@ -32,6 +32,17 @@ def _print_json(payload: dict) -> None:
     print(json.dumps(payload, indent=2, sort_keys=False))
 
 
+def _print_result(args: argparse.Namespace, result: dict, format_table: Callable[[dict], str],
+                  json_safe: bool = False) -> int:
+    """A command's result as one JSON object (``--json``; ``json_safe``: NaN and infinities as
+    null) or as its text table; the command's exit status (0)."""
+    if args.json:
+        _print_json(_json_safe(result) if json_safe else result)
+    else:
+        print(format_table(result))
+    return 0
+
+
 # --------------------------------------------------------------------------- bench
 
 
@@ -117,22 +128,14 @@ def _run_bench_real(args: argparse.Namespace) -> int:
     result = run_real_benchmark(scan=args.scan, model=args.model, kernel_model=args.kernel_model, crop_zyx=crop,
                                 device=args.device, tile_size=_tile_argument(args.tile), figure=args.figure,
                                 log=lambda text: print(f"bench real: {text}", file=sys.stderr))
-    if args.json:
-        _print_json(_json_safe(result))
-    else:
-        print(format_real_table(result))
-    return 0
+    return _print_result(args, result, format_real_table, json_safe=True)
 
 
 def _run_bench_scale(args: argparse.Namespace) -> int:
     from .bench.scale import format_scale_table, run_scale_benchmark
 
     result = run_scale_benchmark(args.model, device=args.device)
-    if args.json:
-        _print_json(result)
-    else:
-        print(format_scale_table(result))
-    return 0
+    return _print_result(args, result, format_scale_table)
 
 
 def _run_bench_memory(args: argparse.Namespace) -> int:
@@ -140,11 +143,7 @@ def _run_bench_memory(args: argparse.Namespace) -> int:
 
     result = run_memory_benchmark(depths=args.depths, patch=args.patch, ngf=args.ngf,
                                   device=args.device, batch=args.batch)
-    if args.json:
-        _print_json(result)
-    else:
-        print(format_memory_table(result))
-    return 0
+    return _print_result(args, result, format_memory_table)
 
 
 def _run_bench_quality(args: argparse.Namespace) -> int:
@@ -156,11 +155,7 @@ def _run_bench_quality(args: argparse.Namespace) -> int:
     result = run_quality_benchmark(models_dir=Path(args.models) if args.models else None,
                                    data_dir=Path(args.data), test_cases=args.cases, device=args.device, log=log,
                                    shape=tuple(args.shape) if args.shape else None, worlds=args.worlds)
-    if args.json:
-        _print_json(result)
-    else:
-        print(format_quality_table(result))
-    return 0
+    return _print_result(args, result, format_quality_table)
 
 
 def _run_bench_speed(args: argparse.Namespace) -> int:
@@ -168,11 +163,7 @@ def _run_bench_speed(args: argparse.Namespace) -> int:
 
     result = run_speed_benchmark(depths=args.depths, patch=args.patch, ngf=args.ngf,
                                  repeats=args.repeats, device=args.device, batch=args.batch)
-    if args.json:
-        _print_json(result)
-    else:
-        print(format_speed_table(result))
-    return 0
+    return _print_result(args, result, format_speed_table)
 
 
 # --------------------------------------------------------------------------- phantom
@@ -602,11 +593,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
     result = evaluate_model(model, args.data, direction=args.direction, tile_size=_tile_argument(args.tile),
                             device=args.device, cases=args.cases, progress=progress, precision=args.precision)
-    if args.json:
-        _print_json(_json_safe(result))
-    else:
-        print(format_evaluation(result))
-    return 0
+    return _print_result(args, result, format_evaluation, json_safe=True)
 
 
 def _setup_models(commands: argparse._SubParsersAction) -> None:
@@ -771,11 +758,7 @@ def _run_bench_inference(args: argparse.Namespace) -> int:
     result = run_inference_benchmark(size_scale=scale, device=args.device,
                                      progress=lambda text: print(f"bench inference: {text}", file=sys.stderr),
                                      task=BATCH_TASKS.get(args.task) if args.task else None, models=args.model)
-    if args.json:
-        _print_json(result)
-    else:
-        print(format_inference_table(result))
-    return 0
+    return _print_result(args, result, format_inference_table)
 
 
 # --------------------------------------------------------------------------- train
