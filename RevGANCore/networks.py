@@ -47,6 +47,7 @@ from torch import nn
 from .errors import ArchitectureError, ConfigError
 from .generator_config import (ACTIVATIONS, GENERATOR_LIMITS, NORMS, GeneratorConfig, core_stride_zyx,
                                generator_state_shapes)
+from .polyphase import interleave_phases, phase_weights
 from .reversible import AdditiveCoupling, ReversibleSequence
 
 __all__ = [
@@ -214,11 +215,14 @@ class _ResizeDecoder(nn.Module):
     trilinear upsampling by ``factor``, a 3^3 conv, SiLU and a 1^3 conv to the image (added
     to ``base`` when residual).
 
-    Speed: everything after the upsampling runs on every output voxel, where memory traffic,
-    not arithmetic, sets the time on a CPU. So the activation before the upsampling works on
-    the small grid, and the border for the 3^3 conv comes from upsampling a core grid
-    extended by one replicated voxel (no padded copy of the large tensor is made); the last
-    conv is 1^3 (a 3^3 conv to one channel runs at a few GFLOP/s in oneDNN)."""
+    Speed: everything after the upsampling would run on every output voxel, where memory
+    traffic, not arithmetic, sets the time on a CPU. So the activation before the upsampling
+    works on the small grid; the border for the 3^3 conv comes from a core grid extended by
+    one replicated voxel (no padded copy of the large tensor); the last conv is 1^3; and
+    without normalisation the upsampling and the 3^3 conv run as one convolution on the core
+    grid with one output group per fine position (:mod:`polyphase`), so no upsampled features
+    exist at all. With a normalisation between them (instance norm over the fine grid) the
+    head runs as written above."""
 
     def __init__(self, config: GeneratorConfig, factor):
         super().__init__()
@@ -236,13 +240,30 @@ class _ResizeDecoder(nn.Module):
 
     def forward(self, features: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         reduced = functional.silu(self.reduce_norm(self.reduce(features)))
-        reduced = upsample_image(functional.pad(reduced, (1, 1) * 3, mode="replicate"), self.factor)
+        extended = functional.pad(reduced, (1, 1) * 3, mode="replicate")
+        if isinstance(self.refine_norm, nn.Identity):
+            out = self._head_on_core_grid(extended, base.shape[2:])
+        else:
+            out = self._head_on_output_grid(extended, base.shape[2:])
+        return base + out if self.residual else torch.tanh(out)
+
+    def _head_on_output_grid(self, extended: torch.Tensor, shape) -> torch.Tensor:
+        upsampled = upsample_image(extended, self.factor)
         # Keep the output grid (the core grid covers the input rounded up to whole blocks)
         # plus one voxel on each side for the 3^3 conv; the one-voxel extension of the core
         # grid is `factor` voxels here.
-        up = reduced[(Ellipsis,) + tuple(slice(f - 1, f + 1 + n) for f, n in zip(self.factor, base.shape[2:]))]
-        out = self.to_image(functional.silu(self.refine_norm(self.refine(up))))
-        return base + out if self.residual else torch.tanh(out)
+        up = upsampled[(Ellipsis,) + tuple(slice(f - 1, f + 1 + n) for f, n in zip(self.factor, shape))]
+        return self.to_image(functional.silu(self.refine_norm(self.refine(up))))
+
+    def _head_on_core_grid(self, extended: torch.Tensor, shape) -> torch.Tensor:
+        weight, bias = phase_weights(self.refine.weight, self.refine.bias, self.factor)
+        phases = weight.shape[0] // self.refine.out_channels
+        # In place when nothing keeps the conv's output for a backward pass (inference).
+        hidden = functional.silu(functional.conv3d(extended, weight, bias), inplace=not torch.is_grad_enabled())
+        image = functional.conv3d(hidden, self.to_image.weight.repeat(phases, 1, 1, 1, 1),
+                                  self.to_image.bias.repeat(phases), groups=phases)
+        fine = interleave_phases(image, self.factor)
+        return fine[..., : shape[0], : shape[1], : shape[2]]
 
 
 def upsample_image(x: torch.Tensor, factors) -> torch.Tensor:

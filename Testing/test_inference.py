@@ -173,13 +173,13 @@ def test_default_plan_respects_cpu_budget_and_fast_path():
     import torch
 
     config = GeneratorConfig(ngf=16, depth=2)
-    plan = make_plan(config, (300, 512, 512), torch.device("cpu"))
+    plan = make_plan(config, (300, 512, 512), torch.device("cpu"), memory_mib=1024)
     window = plan.window_shape
     # the budget holds the window with any edge padding at the volume's first/last slices
     padding = border_padding(config, plan.halo)
     assert np.prod(padded_window_shape(plan, padding)) * bytes_per_window_voxel(config) <= 1024 * 2 ** 20
     old = GeneratorConfig(ngf=16, depth=2, architecture="transposed")
-    plan = make_plan(old, (300, 512, 512), torch.device("cpu"))
+    plan = make_plan(old, (300, 512, 512), torch.device("cpu"), memory_mib=1024)
     assert border_padding(old, plan.halo) == (plan.halo, 0, 0)
     assert np.prod(padded_window_shape(plan, (plan.halo, 0, 0))) * 4 * (3.5 * 16 + 6) <= 1024 * 2 ** 20
     assert window[0] * window[1] > 4 * 20480 // 16
@@ -252,3 +252,16 @@ def test_residual_models_keep_hu_beyond_the_window_and_tanh_models_clip():
     assert np.allclose(out.array, array, atol=1e-3)
     bounded = TranslationModel(RevGANGenerator3d(ngf=2, depth=1, residual=False).eval(), metadata)
     assert translate(bounded, volume, device="cpu").array.max() <= 350.0 + 1e-3
+
+
+def test_cpu_translation_leaves_the_weights_in_the_standard_layout(tmp_path):
+    """Windows run channels-last on the CPU; afterwards the model saves and reloads as before."""
+    from RevGANCore.modelfile import load_model, save_model
+
+    model = tiny_model("kernel", ngf=3, depth=1, seed=2)
+    volume = random_volume((12, 20, 20), seed=1)
+    first = translate(model, volume, "forward", device="cpu")
+    assert all(p.is_contiguous() for p in model.generator.parameters())
+    path = save_model(tmp_path / "saved.safetensors", model.generator, model.metadata)
+    again = translate(load_model(path, device="cpu"), volume, "forward", device="cpu")
+    assert np.array_equal(first.array, again.array)
