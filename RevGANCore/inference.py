@@ -37,7 +37,8 @@ free GPU memory -- at an estimated peak per window voxel (:func:`bytes_per_windo
 and, on the CPU, whose z*y face keeps PyTorch on its oneDNN convolution
 (``batch * channels * depth * height > 20480`` for 3x3x3 kernels, else a ~20x slower
 fallback). On the CPU the generator runs with channels-last weights and windows (less
-memory, 20-30% faster). An explicit ``tile_size`` (edge, or
+memory, 20-30% faster), and on Linux freed memory is reused instead of page-faulted anew
+(:mod:`heap_reuse`, ~40% less time per window). An explicit ``tile_size`` (edge, or
 (z, y, x)) is the window size *including* the halo; along every axis it does not cover whole, it must be at least
 ``2 * halo + stride`` (46 voxels for depth 2), else it is refused.
 
@@ -66,6 +67,7 @@ from .modelfile import TranslationModel, as_model
 from .networks import DIRECTIONS, GeneratorConfig, receptive_field
 from .printable import printable
 from .field_of_view import output_limits, padding_mask, restore_padding, without_padding
+from .heap_reuse import reuse_freed_memory
 from .machine_memory import available_memory_bytes
 from .physical_scale import InPlaneScale, in_plane_scale, scale_warning
 from .tiling import (TilePlan, auto_window_shape, halo_for, minimum_window, padded_window_shape, plan_tiles,
@@ -467,7 +469,8 @@ def translate(model, volume: Volume, direction: str = "forward",
         precision_text = f", autocast {str(amp).replace('torch.', '')}" if amp is not None else ""
         _say(log, f"device {describe_device(device__)}{precision_text}; {plan_.describe()}")
         runner = _WindowRunner(model, direction, device__, amp, clip)
-        with _ieee_float32(device__, amp is None), _cpu_channels_last(model.generator, device__):
+        with _ieee_float32(device__, amp is None), _cpu_channels_last(model.generator, device__), \
+                reuse_freed_memory():
             run_tiled(runner, source, work_out, plan_, progress=progress, cancel=cancel,
                       border_padding=border_padding(config, plan_.halo), source_scale=source_scale,
                       out_scale=out_scale)
