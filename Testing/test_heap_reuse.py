@@ -29,5 +29,8 @@ def test_freed_memory_is_reused_inside_and_returned_after():
     with reuse_freed_memory() as active:
         if not active:
             pytest.skip("not glibc")
-        assert _faults_of_second_allocation() < pages // 20
+        # glibc's bins settle after a few cycles (measured: faults in up to the first 4);
+        # a translation repeats the same allocations thousands of times
+        faults = [_faults_of_second_allocation() for _ in range(8)]
+        assert max(faults[-3:]) < pages // 20, faults
     assert _faults_of_second_allocation() > pages // 2  # defaults back after the block
