@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -38,6 +38,8 @@ class BatchOptions:
     tile_size: Union[None, int, Tuple[int, int, int]] = None
     precision: str = "auto"
     strict: bool = False
+    #: Window budget (MiB); None: the inference default, divided among ``jobs`` workers.
+    tile_memory_mib: Optional[float] = None
 
 
 @dataclass
@@ -185,7 +187,7 @@ def translate_job(model, job: BatchJob, options: BatchOptions, shard: Tuple[int,
     try:
         translate_file(model, job.input, job.output, direction=options.direction, tile_size=options.tile_size,
                        device=options.device, dtype=options.dtype, precision=options.precision,
-                       output_format=output_format, series=job.series_uid, strict=options.strict,
+                       tile_memory_mib=options.tile_memory_mib, output_format=output_format, series=job.series_uid, strict=options.strict,
                        warn=lambda text: warnings.append(printable(text)))
         voxels = _output_voxels(job.output)
     except RevGANError as error:
@@ -248,6 +250,10 @@ def _run_in_workers(model_path: Path, todo: Sequence[BatchJob], options: BatchOp
     import multiprocessing
 
     threads = max(1, (threads or os.cpu_count() or 1) // jobs)
+    if options.tile_memory_mib is None:  # the workers share the machine's memory
+        from .inference import default_cpu_window_mib
+
+        options = replace(options, tile_memory_mib=default_cpu_window_mib(workers=jobs))
     # "spawn": a forked copy of a process that already ran torch can deadlock in its thread pools.
     context = multiprocessing.get_context("spawn")
     pending = list(todo)[::-1]

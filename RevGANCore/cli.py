@@ -312,6 +312,10 @@ def _add_translation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile", type=int, nargs="+", default=None, metavar="N",
                         help="tile (window) edge in voxels including the halo, or three values Z Y X "
                              "(default: chosen from the memory budget)")
+    parser.add_argument("--tile-memory", type=float, default=None, metavar="MIB",
+                        help="memory budget of one window's activations in MiB (default: on the CPU a quarter "
+                             "of the available memory, 1024-4096, divided among batch --jobs; on CUDA half "
+                             "the free GPU memory); larger windows recompute less overlap")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:N")
     parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                         help="CUDA autocast precision (auto: float16; float32 for IEEE float32 throughout)")
@@ -406,6 +410,13 @@ def _adapted(args: argparse.Namespace, model, reporter=None):
         return adapt_to_scan(model, volume, args.adapt, progress=bar, log=log)
 
 
+def _tile_memory(args: argparse.Namespace) -> Optional[float]:
+    value = getattr(args, "tile_memory", None)
+    if value is not None and not (16 <= value <= 2 ** 20):
+        raise RevGANError(f"--tile-memory is in MiB, from 16 to 1048576; got {value:g}")
+    return value
+
+
 def _run_translation(args: argparse.Namespace, model_name: str, task: Optional[str], direction: str) -> int:
     from .inference import check_translation_output, translate_file
     from .modelfile import check_task, load_model
@@ -420,8 +431,8 @@ def _run_translation(args: argparse.Namespace, model_name: str, task: Optional[s
     if task is not None:
         check_task(model, task)
 
-    options = dict(direction=direction, tile_size=tile, device=args.device, dtype=args.dtype,
-                   precision=args.precision, output_format=args.output_format, series=args.series,
+    options = dict(direction=direction, tile_size=tile, tile_memory_mib=_tile_memory(args), device=args.device,
+                   dtype=args.dtype, precision=args.precision, output_format=args.output_format, series=args.series,
                    strict=args.strict)
     adapt = getattr(args, "adapt", None) is not None
     if args.progress == "jsonl":
@@ -517,7 +528,7 @@ def _run_batch(args: argparse.Namespace) -> int:
         raise RevGANError("--task super-resolution translates forward only; use --model for another direction")
     options = BatchOptions(direction=args.direction, output_format=args.batch_format, dtype=args.dtype,
                            device=args.device, tile_size=_tile_argument(args.tile), precision=args.precision,
-                           strict=args.strict)
+                           strict=args.strict, tile_memory_mib=_tile_memory(args))
     run = dict(model=model, inputs=args.inputs, out_dir=args.out, options=options, task=task, shard=shard,
                jobs=args.jobs, resume=args.resume, threads=args.threads)
     if args.progress == "jsonl":

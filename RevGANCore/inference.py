@@ -128,13 +128,17 @@ def bytes_per_window_voxel(config: GeneratorConfig) -> float:
     return coarse + block * 4.0 * (2.0 * config.head_channels + 2.0)
 
 
-def default_cpu_window_mib() -> float:
-    """The CPU window budget: a quarter of the memory available now, at least
-    DEFAULT_CPU_TILE_MIB (also when the machine does not say) and at most MAX_CPU_TILE_MIB."""
+def default_cpu_window_mib(workers: int = 1) -> float:
+    """The CPU window budget of each of ``workers`` processes translating at once: a quarter
+    of the memory available now, shared among them, at most MAX_CPU_TILE_MIB and at least
+    DEFAULT_CPU_TILE_MIB / workers (DEFAULT_CPU_TILE_MIB / workers also when the machine
+    does not say)."""
+    workers = max(1, int(workers))
+    floor = max(64.0, DEFAULT_CPU_TILE_MIB / workers)
     available = available_memory_bytes()
     if available is None:
-        return float(DEFAULT_CPU_TILE_MIB)
-    return float(min(MAX_CPU_TILE_MIB, max(DEFAULT_CPU_TILE_MIB, available / 4 / 2 ** 20)))
+        return floor
+    return float(min(MAX_CPU_TILE_MIB, max(floor, available / 4 / workers / 2 ** 20)))
 
 
 def window_budget_voxels(config: GeneratorConfig, device: torch.device, memory_mib: Optional[float] = None,

@@ -45,6 +45,10 @@ def test_translate_and_super_resolve_write_volumes(files, tmp_path, capsys):
                  "--direction", "inverse", "--dtype", "float32", "--tile", "40"]) == 0
     captured = capsys.readouterr()
     assert f"wrote {out}" in captured.out and "sharp_b50f" in captured.err  # the plan is reported
+    assert main(["translate", str(files["input"]), str(out), "--model", str(files["kernel"]), "--device", "cpu",
+                 "--direction", "inverse", "--dtype", "float32", "--tile-memory", "64"]) == 0
+    captured = capsys.readouterr()
+    assert f"wrote {out}" in captured.out and "sharp_b50f" in captured.err  # the plan is reported
     assert read_volume(out).same_geometry(read_volume(files["input"]))
     sr_out = tmp_path / "sr.nrrd"
     assert main(["super-resolve", str(files["input"]), str(sr_out), "--model", str(files["sr"]), "--quiet"]) == 0
@@ -136,6 +140,7 @@ def _bad_inputs(files, tmp_path):
         ("NaN voxels", translate + [str(nan), out], "non-finite"),
         ("missing input", translate + [str(data / "absent.nrrd"), out], "no such file"),
         ("tile below halo", translate + [str(big), out, "--tile", "24"], "too small for this model"),
+        ("window budget in bytes", translate + [ct, out, "--tile-memory", "4e9"], "--tile-memory is in MiB"),
         ("output is input", translate + [ct, ct], "refusing to overwrite"),
         ("output is model", translate + [ct, str(files["kernel"])], "unknown output file type"),
         ("unknown suffix", translate + [ct, str(tmp_path / "out.png")], "unknown output file type"),

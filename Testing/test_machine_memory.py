@@ -38,3 +38,11 @@ def test_a_larger_budget_recomputes_less_halo():
     small = make_plan(config, (48, 512, 512), torch.device("cpu"), memory_mib=DEFAULT_CPU_TILE_MIB)
     large = make_plan(config, (48, 512, 512), torch.device("cpu"), memory_mib=MAX_CPU_TILE_MIB)
     assert large.overhead < small.overhead - 0.2 and len(large) < len(small)
+
+
+def test_batch_workers_share_the_budget():
+    one, four = default_cpu_window_mib(), default_cpu_window_mib(workers=4)
+    assert four <= one and four >= DEFAULT_CPU_TILE_MIB / 4
+    available = available_memory_bytes()
+    if available is not None and available / 2 ** 20 / 16 > DEFAULT_CPU_TILE_MIB:
+        assert four == pytest.approx(min(MAX_CPU_TILE_MIB, available / 16 / 2 ** 20), rel=0.1)
