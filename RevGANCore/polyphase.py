@@ -50,8 +50,10 @@ def phase_weights(weight: torch.Tensor, bias: torch.Tensor, factors: Sequence[in
     fz, fy, fx = (int(f) for f in factors)
     if tuple(weight.shape[2:]) != (3, 3, 3):
         raise ValueError(f"phase_weights needs a 3^3 convolution, got kernel {tuple(weight.shape[2:])}")
-    taps = [interpolation_taps(f).to(device=weight.device) for f in (fz, fy, fx)]
-    combined = torch.einsum("oidhw,kda,lhb,mwc->klmoiabc", weight.double(), *taps)
+    # In the weights' own precision (at least float32): float64 is missing on some devices (MPS).
+    dtype = torch.promote_types(weight.dtype, torch.float32)
+    taps = [interpolation_taps(f).to(device=weight.device, dtype=dtype) for f in (fz, fy, fx)]
+    combined = torch.einsum("oidhw,kda,lhb,mwc->klmoiabc", weight.to(dtype), *taps)
     out_channels, in_channels = weight.shape[:2]
     phases = fz * fy * fx
     return (combined.reshape(phases * out_channels, in_channels, 3, 3, 3).to(weight.dtype),
