@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as functional
 from torch import nn
 
+from .depth_taps import convolve_by_depth_taps, worth_splitting
 from .errors import ArchitectureError, ConfigError
 from .generator_config import (ACTIVATIONS, GENERATOR_LIMITS, NORMS, GeneratorConfig, core_stride_zyx,
                                generator_state_shapes)
@@ -173,7 +174,7 @@ class _Decoder(nn.Module):
         # Odd input sizes: the stride-2 encoder rounds up, so crop back to the input grid
         # before the last conv (its zero padding then sits on the true volume border).
         up = up[..., : image.shape[2], : image.shape[3], : image.shape[4]]
-        out = self.to_image(up)
+        out = convolve_by_depth_taps(up, self.to_image) if worth_splitting(self.to_image) else self.to_image(up)
         return image + out if self.residual else torch.tanh(out)
 
 
