@@ -30,10 +30,13 @@ def ensure_training_manifest(config: TrainConfig, log: Log, is_main: bool = True
         manifest = manifest / "manifest.json"
     generate = data.generate
     if manifest.exists() and generate.cases > 0:
-        from .phantom_dataset import describe_phantom_manifest
+        from .phantom_dataset import describe_phantom_manifest, phantom_world
 
         held = describe_phantom_manifest(manifest)
-        wanted = {"cases": generate.cases, "seed": generate.seed, "shape": tuple(generate.shape)}
+        if held:
+            held["world"] = phantom_world(manifest)
+        wanted = {"cases": generate.cases, "seed": generate.seed, "shape": tuple(generate.shape),
+                  "world": generate.world}
         if held != wanted:
             raise ConfigError(f"{manifest} holds {held or 'no generated phantom set'}, but the configuration "
                               f"asks for {wanted}; point data.manifest at another folder")
@@ -44,10 +47,11 @@ def ensure_training_manifest(config: TrainConfig, log: Log, is_main: bool = True
         if is_main:
             from .phantom_dataset import PhantomRecipe, write_phantom_dataset
 
-            log(f"generating {generate.cases} phantom cases (seed {generate.seed}, shape "
+            log(f"generating {generate.cases} {generate.world}-world phantom cases (seed {generate.seed}, shape "
                 f"{tuple(generate.shape)}) into {manifest.parent}")
             write_phantom_dataset(manifest.parent, cases=generate.cases, seed=generate.seed,
-                                  recipe=PhantomRecipe(shape=tuple(generate.shape)), overwrite=True)
+                                  recipe=PhantomRecipe(shape=tuple(generate.shape), world=generate.world),
+                                  overwrite=True)
         barrier()
     return manifest
 
