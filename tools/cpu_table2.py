@@ -35,9 +35,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from RevGANCore.bench.protocol import (DEFAULT_SEEDS, ROWS, best_model_path, iterations_for_budget,  # noqa: E402
-                                       predicted_seconds, protocol_runs, run_folder, table_index, train_runs,
-                                       world_manifest)
+from RevGANCore.bench.protocol import (DEFAULT_SEEDS, ROWS, best_model_path, ensure_world_phantoms,  # noqa: E402
+                                       iterations_for_budget, predicted_seconds, protocol_runs, run_folder,
+                                       table_index, train_runs)
 from RevGANCore.phantom_dataset import WORLDS  # noqa: E402
 
 #: The same for every run: small patches and batches, the rows' own networks (ngf/ndf 16, resize
@@ -62,19 +62,6 @@ def validation_settings(iterations: int):
 
 def say(message: str) -> None:
     print(time.strftime("[%H:%M:%S] ") + message, flush=True)
-
-
-def generate_phantoms(sizing, worlds) -> None:
-    """Each world's training set, once (runs side by side must not race to write it)."""
-    from RevGANCore.config import load_config
-    from RevGANCore.training_data import ensure_training_manifest
-
-    for world in worlds:
-        config = load_config(str(REPO / "configs" / "table2" / f"{ROWS[0]}.toml"), list(sizing))
-        overrides = [f"data.generate.world={world}",
-                     f"data.manifest={world_manifest(config.data.manifest, world)}"]
-        ensure_training_manifest(load_config(str(REPO / "configs" / "table2" / f"{ROWS[0]}.toml"),
-                                             list(sizing) + overrides), log=say)
 
 
 def calibrate(args, sizing, env) -> dict:
@@ -139,7 +126,7 @@ def main(argv=None) -> int:
                PYTHONPATH=os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     started = time.time()
     say(f"phantoms for worlds {', '.join(args.worlds)}")
-    generate_phantoms(sizing, args.worlds)
+    ensure_world_phantoms(args.worlds, sizing, log=say)
     runs = protocol_runs(args.rows, args.worlds, range(args.seeds))
     calibration = {}
     iterations = args.iterations

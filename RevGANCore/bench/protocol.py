@@ -105,6 +105,19 @@ def run_overrides(seed: int, iterations: int, output_dir: Path, world: str = "li
     return values
 
 
+def ensure_world_phantoms(worlds: Sequence[str], sizing: Sequence[str] = (), log=print) -> None:
+    """Each world's training phantoms, generated once before runs start side by side (they
+    must not race to write them). Every row shares base.toml's data, so one row stands for all."""
+    from ..config import load_config
+    from ..training_data import ensure_training_manifest
+
+    config_path = str(CONFIGS / f"{ROWS[0]}.toml")
+    manifest = load_config(config_path, list(sizing)).data.manifest
+    for world in worlds:
+        overrides = [f"data.generate.world={world}", f"data.manifest={world_manifest(manifest, world)}"]
+        ensure_training_manifest(load_config(config_path, [*sizing, *overrides]), log=log)
+
+
 def train_command(run: ProtocolRun, iterations: int, runs_dir: Path, sizing: Sequence[str] = ()) -> List[str]:
     """The ``revgan train`` command line of one run; ``sizing`` (``key=value`` settings: patch,
     batch, device ...) is the same for every run and comes before the protocol's own values."""
