@@ -15,9 +15,10 @@ Run from the repository root (nice it: the runs take the machine's cores):
    alone, before any result exists;
 4. trains all runs (``--parallel`` processes, one thread each), then writes the index of every
    run (``<work>/table2/table2.json``: all seeds, validation values, the chosen seed per row and
-   world) and copies the chosen seeds' models into ``--out`` with their own index (table2.json,
-   read by ``revgan bench quality --models``) and ``cpu_table2.json`` (sizing, iterations,
-   calibration, wall time).
+   world), gathers every run's model with that index in ``<work>/all_seeds`` and copies the
+   chosen seeds' models into ``--out`` with their own index; both are Table-2 model folders
+   (table2.json, read by ``revgan bench quality --models``) with ``cpu_table2.json`` (sizing,
+   iterations, calibration, wall time).
 
 ``--dry-run`` does the same with tiny phantoms, networks and budgets, to test this script.
 """
@@ -84,19 +85,32 @@ def calibrate(args, sizing, env) -> dict:
     return {"iterations": iterations, "seconds_per_iteration": per_iteration, "overhead_seconds": overhead}
 
 
-def ship(args, index: dict, runs_dir: Path, record: dict) -> None:
-    """The chosen seed of every row and world into ``--out``, with its index and the record."""
+def model_folder(folder: Path, index: dict, runs_dir: Path, chosen_only: bool, record: dict) -> int:
+    """A Table-2 model folder (what ``revgan bench quality --models`` reads): the models of
+    ``index`` (the chosen seeds only, or every seed) under their index names, the index and the
+    runner's record."""
     from RevGANCore.output import write_bytes_atomic, write_text_atomic
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    shipped = [dict(entry) for entry in index["models"] if entry["chosen"]]
-    for entry in shipped:
-        write_bytes_atomic(out / entry["file"], best_model_path(runs_dir, entry).read_bytes())
-    write_text_atomic(out / "table2.json", json.dumps({"format": "revgan-table2", "protocol": index["protocol"],
-                                                       "models": shipped}, indent=2) + "\n")
-    write_text_atomic(out / "cpu_table2.json", json.dumps(record, indent=2) + "\n")
-    say(f"shipped {len(shipped)} models and their index into {out}")
+    folder.mkdir(parents=True, exist_ok=True)
+    models = [dict(entry) for entry in index["models"] if entry["chosen"] or not chosen_only]
+    for entry in models:
+        write_bytes_atomic(folder / entry["file"], best_model_path(runs_dir, entry).read_bytes())
+    write_text_atomic(folder / "table2.json", json.dumps({"format": "revgan-table2", "protocol": index["protocol"],
+                                                          "models": models}, indent=2) + "\n")
+    write_text_atomic(folder / "cpu_table2.json", json.dumps(record, indent=2) + "\n")
+    return len(models)
+
+
+def ship(args, runs_dir: Path) -> None:
+    """``<work>/all_seeds`` (every run's model: the table's mean +- std over seeds) and, with
+    ``--out``, the chosen seed of every row and world."""
+    index = json.loads((runs_dir / "table2.json").read_text(encoding="utf-8"))
+    record = json.loads((args.work / "cpu_table2.json").read_text(encoding="utf-8"))
+    count = model_folder(args.work / "all_seeds", index, runs_dir, False, record)
+    say(f"{count} models of all seeds and their index in {args.work / 'all_seeds'}")
+    if args.out:
+        count = model_folder(Path(args.out), index, runs_dir, True, record)
+        say(f"shipped {count} chosen models and their index into {args.out}")
 
 
 def main(argv=None) -> int:
@@ -113,8 +127,12 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help="training seeds per row (0 .. N-1)")
     parser.add_argument("--iterations", type=int, default=0, help="fixed iterations per run (no calibration)")
     parser.add_argument("--dry-run", action="store_true", help="tiny phantoms, networks and budgets")
+    parser.add_argument("--ship-only", action="store_true", help="train nothing: ship the finished runs in --work")
     args = parser.parse_args(argv)
     args.work = Path(args.work).resolve()
+    if args.ship_only:
+        ship(args, args.work / "table2")
+        return 0
     if args.work.exists():
         shutil.rmtree(args.work)
     args.work.mkdir(parents=True)
@@ -157,8 +175,7 @@ def main(argv=None) -> int:
                                                     for e in stopped], "cpu_count": os.cpu_count(), "dry_run": args.dry_run}
     (args.work / "cpu_table2.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     say(f"trained {len(runs) - len(failed)}/{len(runs)} runs of {iterations} iterations in {training_seconds:.0f} s")
-    if args.out:
-        ship(args, index, runs_dir, record)
+    ship(args, runs_dir)
     return 1 if failed else 0
 
 
