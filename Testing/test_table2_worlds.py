@@ -117,3 +117,23 @@ def test_cpu_runner_dry_run_trains_and_ships_both_worlds(tmp_path):
     assert len(load_table_index(work / "all_seeds")) == 2  # every seed's model (here one seed)
     record = json.loads((out / "cpu_table2.json").read_text())
     assert record["iterations_per_run"] == 2 and record["dry_run"] and not record["failed"]
+
+
+def test_every_training_seed_is_validated_on_the_same_patches(tmp_path):
+    """The seed a row ships is the one with the best validation value: only fair when every
+    seed's run is measured on the same validation patches (its training patches differ)."""
+    import torch
+
+    from RevGANCore.training_data import load_training_data
+
+    write_phantom_dataset(tmp_path / "phantoms", cases=3, seed=0, recipe=PhantomRecipe(shape=(32, 48, 48)))
+    manifest = tmp_path / "phantoms" / "manifest.json"
+    data = {}
+    for seed in (0, 1):
+        config = load_config(str(TABLE2 / "kernel_unpaired.toml"),
+                             [f"seed={seed}", f"data.manifest={manifest}", "data.patch_size=[24,24,24]",
+                              "data.batch_size=2", "data.val_patches=4"])
+        data[seed] = load_training_data(config, manifest)
+    for (x0, y0), (x1, y1) in zip(data[0].val_batches, data[1].val_batches):
+        assert torch.equal(x0, x1) and torch.equal(y0, y1)
+    assert not torch.equal(data[0].batch(0, 2, 0, 1)[0], data[1].batch(0, 2, 0, 1)[0])
