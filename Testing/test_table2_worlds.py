@@ -50,8 +50,9 @@ def test_a_world_refuses_the_other_worlds_phantoms(tmp_path):
     nonlinear = load_config(str(TABLE2 / "kernel_paired.toml"), settings + ["data.generate.world=nonlinear"])
     with pytest.raises(ConfigError, match="nonlinear"):
         ensure_training_manifest(nonlinear, log=print)
+    elsewhere = world_manifest(manifest, "nonlinear")
     moved = load_config(str(TABLE2 / "kernel_paired.toml"),
-                        settings[1:] + ["data.generate.world=nonlinear", f"data.manifest={world_manifest(manifest, 'nonlinear')}"])
+                        settings[1:] + ["data.generate.world=nonlinear", f"data.manifest={elsewhere}"])
     generated = ensure_training_manifest(moved, log=print)
     assert generated.parent.name == "phantoms_nonlinear" and phantom_world(generated) == "nonlinear"
 

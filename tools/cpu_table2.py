@@ -116,7 +116,7 @@ def ship(args, runs_dir: Path) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", type=float, default=0.0,
-                        help="seconds for all training runs (default 3600; 20 with --dry-run); runs still going "
+                        help="seconds for all training runs (default 3600; 300 with --dry-run); runs still going "
                              "at 1.25 x budget are stopped")
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time, one thread each (default 2)")
     parser.add_argument("--nice", type=int, default=10, help="niceness of the training processes (default 10)")
@@ -136,7 +136,7 @@ def main(argv=None) -> int:
     if args.work.exists():
         shutil.rmtree(args.work)
     args.work.mkdir(parents=True)
-    args.budget = args.budget or (20.0 if args.dry_run else 3600.0)
+    args.budget = args.budget or (300.0 if args.dry_run else 3600.0)
     sizing = list(DRY_SIZING if args.dry_run else CPU_SIZING)
     if args.dry_run:
         sizing.append(f"data.manifest={args.work / 'phantoms_dry' / 'manifest.json'}")
@@ -171,8 +171,9 @@ def main(argv=None) -> int:
               "total_wall_seconds": round(time.time() - started, 1), "calibration": calibration,
               "runs": {run.name: {"exit": result.code, "wall_seconds": round(result.seconds, 1)}
                        for run, result in results.items()},
-              "failed": failed, "short_of_budget": [f"{e['task']}_{e['variant']}/{e['world']}/seed{e['seed']}"
-                                                    for e in stopped], "cpu_count": os.cpu_count(), "dry_run": args.dry_run}
+              "failed": failed,
+              "short_of_budget": [f"{e['task']}_{e['variant']}/{e['world']}/seed{e['seed']}" for e in stopped],
+              "cpu_count": os.cpu_count(), "dry_run": args.dry_run}
     (args.work / "cpu_table2.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     say(f"trained {len(runs) - len(failed)}/{len(runs)} runs of {iterations} iterations in {training_seconds:.0f} s")
     ship(args, runs_dir)

@@ -225,7 +225,8 @@ def main() -> int:
     parser.add_argument("--skip-checks", action="store_true")
     parser.add_argument("--rows", nargs="*", choices=ROWS, help="train only these Table-2 rows")
     parser.add_argument("--iterations", type=int, default=0, help="fixed iterations per run (no calibration)")
-    parser.add_argument("--worlds", nargs="*", choices=WORLDS, default=list(WORLDS), help="phantom worlds (default both)")
+    parser.add_argument("--worlds", nargs="*", choices=WORLDS, default=list(WORLDS),
+                        help="phantom worlds (default both)")
     parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help="training seeds per row (0 .. N-1)")
     args = parser.parse_args()
     args.work = Path(args.work)
