@@ -34,6 +34,7 @@ class PhantomDataConfig:
     cases: int = 0  # 0: never generate
     seed: int = 0
     shape: Tuple[int, int, int] = (64, 128, 128)
+    world: str = "linear"  # phantom_dataset.WORLDS: "linear" (FBP-like) or "nonlinear"
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,12 @@ Log = Callable[[str], None]
 Batch = Tuple[torch.Tensor, torch.Tensor]
 
 
+#: Validation patches are drawn with this seed whatever the training seed, so runs that differ
+#: only in their seed are compared on the same patches (the Table-2 protocol ships the seed
+#: with the best validation value).
+VALIDATION_PATCH_SEED = 7919
+
+
 def ensure_training_manifest(config: TrainConfig, log: Log, is_main: bool = True,
                              barrier: Callable[[], None] = lambda: None) -> Path:
     """The run's manifest path; generates the configured phantom set (on the main process)
@@ -30,10 +36,13 @@ def ensure_training_manifest(config: TrainConfig, log: Log, is_main: bool = True
         manifest = manifest / "manifest.json"
     generate = data.generate
     if manifest.exists() and generate.cases > 0:
-        from .phantom_dataset import describe_phantom_manifest
+        from .phantom_dataset import describe_phantom_manifest, phantom_world
 
         held = describe_phantom_manifest(manifest)
-        wanted = {"cases": generate.cases, "seed": generate.seed, "shape": tuple(generate.shape)}
+        if held:
+            held["world"] = phantom_world(manifest)
+        wanted = {"cases": generate.cases, "seed": generate.seed, "shape": tuple(generate.shape),
+                  "world": generate.world}
         if held != wanted:
             raise ConfigError(f"{manifest} holds {held or 'no generated phantom set'}, but the configuration "
                               f"asks for {wanted}; point data.manifest at another folder")
@@ -44,10 +53,11 @@ def ensure_training_manifest(config: TrainConfig, log: Log, is_main: bool = True
         if is_main:
             from .phantom_dataset import PhantomRecipe, write_phantom_dataset
 
-            log(f"generating {generate.cases} phantom cases (seed {generate.seed}, shape "
+            log(f"generating {generate.cases} {generate.world}-world phantom cases (seed {generate.seed}, shape "
                 f"{tuple(generate.shape)}) into {manifest.parent}")
             write_phantom_dataset(manifest.parent, cases=generate.cases, seed=generate.seed,
-                                  recipe=PhantomRecipe(shape=tuple(generate.shape)), overwrite=True)
+                                  recipe=PhantomRecipe(shape=tuple(generate.shape), world=generate.world),
+                                  overwrite=True)
         barrier()
     return manifest
 
@@ -132,7 +142,7 @@ def load_training_data(config: TrainConfig, manifest_path: Path, world_size: int
     val_batches: List[Batch] = []
     if val_ids:
         val_set = datasets_from_manifest(manifest_path, task=data.task, paired=True, case_ids=val_ids,
-                                         seed=config.seed + 7919, **patch)["train"]
+                                         seed=VALIDATION_PATCH_SEED, **patch)["train"]
         val_batches = _batches(val_set, data.val_patches, data.batch_size)
     training = TrainingData(manifest, spec, train_set, val_batches, train_ids, val_ids, generator)
     if data.real.scans:
@@ -160,5 +170,5 @@ def _add_real_pairs(training: TrainingData, config: TrainConfig, patch: dict) ->
     training.real_scans = names
     if real.val_slices > 0:
         val_set = RealScanPairs(paths, factors, data.patch_size, "validation", real.val_slices, names=names,
-                                seed=config.seed + 7919, **options)
+                                seed=VALIDATION_PATCH_SEED, **options)
         training.real_val_batches = _batches(val_set, data.val_patches, data.batch_size)

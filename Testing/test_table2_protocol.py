@@ -50,7 +50,7 @@ def test_validation_chooses_the_seed(tmp_path, metric, values, expected):
         _finished(run_folder(tmp_path, "kernel_unpaired", seed), metric, value)
     index = table_index(tmp_path, ["kernel_unpaired"], range(3), iterations=50)
     assert [m["seed"] for m in index["models"] if m["chosen"]] == [expected]
-    assert {m["file"] for m in index["models"]} == {f"kernel_unpaired_seed{s}.safetensors" for s in range(3)}
+    assert {m["file"] for m in index["models"]} == {f"kernel_unpaired_linear_seed{s}.safetensors" for s in range(3)}
     summaries = {s: json.loads((run_folder(tmp_path, "kernel_unpaired", s) / "summary.json").read_text())
                  for s in range(3)}
     assert chosen_seed(summaries) == expected

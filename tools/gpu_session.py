@@ -11,7 +11,7 @@ Run from the repository root on a CUDA machine (SimpleITK must be importable):
    - ``revgan bench memory`` on CUDA (saved tensors and torch.cuda.max_memory_allocated);
    - ``revgan bench speed`` on CUDA;
    - tools/gpu_check_inference.py (tiled inference on CUDA, autocast, OOM halving/fallback);
-2. the 8 Table-2 rows (configs/table2) x ``--seeds`` training seeds, trained CONCURRENTLY (the
+2. the 8 Table-2 rows (configs/table2) x ``--worlds`` x ``--seeds`` training seeds, trained CONCURRENTLY (the
    models are small: one process leaves the GPU mostly idle), under the protocol of
    RevGANCore/bench/protocol.py: every run the same iteration count (calibrated by a short
    concurrent timing run so that everything ends inside ``--budget`` seconds), each run keeping
@@ -29,7 +29,6 @@ import copy
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
@@ -40,7 +39,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from RevGANCore.bench.protocol import DEFAULT_SEEDS, ROWS, run_folder, run_overrides, table_index  # noqa: E402
+from RevGANCore.bench.protocol import (DEFAULT_SEEDS, ROWS, ensure_world_phantoms, model_file_name,  # noqa: E402
+                                       protocol_runs, run_folder, table_index, train_runs)
+from RevGANCore.phantom_dataset import WORLDS  # noqa: E402
 
 START = time.time()
 
@@ -129,93 +130,62 @@ def run_checks(args, device: str) -> dict:
 # ------------------------------------------------------------------------------ training
 
 
-def launch(row: str, seed: int, iterations: int, output: Path, extra, log_path: Path, env) -> subprocess.Popen:
-    protocol = [item for value in run_overrides(seed, iterations, output) for item in ("--set", value)]
-    command = [sys.executable, "-m", "RevGANCore", "train", str(REPO / "configs" / "table2" / f"{row}.toml"),
-               *protocol, "--set", "logging.progress=true", *extra]
-    return subprocess.Popen(command, cwd=REPO, env=env, stdout=open(log_path, "w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
-
-
 def train_rows(args, device: str, budget_end: float) -> dict:
     rows = args.rows or list(ROWS)
-    runs = [(row, seed) for row in rows for seed in range(args.seeds)]
+    runs = protocol_runs(rows, args.worlds, range(args.seeds))
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 2) // len(runs))))
-    extra = ["--set", f"device={device}"]
+    sizing = [f"device={device}", "logging.progress=true"]
     if args.dry_run:
-        extra += ["--set", "data.patch_size=[24,32,32]", "--set", "data.batch_size=2",
-                  "--set", "model.generator.ngf=4", "--set", "model.discriminator.ndf=4",
-                  "--set", "data.generate.cases=3", "--set", "data.manifest=data/phantoms_dry/manifest.json",
-                  "--set", "checkpoint.every=20", "--set", "checkpoint.validate_every=20",
-                  "--set", "data.val_patches=2"]
-    # The data is generated once, before the concurrent runs start.
-    say("generating training phantoms")
-    from RevGANCore.config import load_config
-    from RevGANCore.training_data import ensure_training_manifest
-
-    first = load_config(str(REPO / "configs" / "table2" / f"{rows[0]}.toml"),
-                        [e for e in extra if e != "--set"] + ["optim.iterations=1"])
-    ensure_training_manifest(first, log=say)
+        sizing += ["data.patch_size=[24,32,32]", "data.batch_size=2", "model.generator.ngf=4",
+                   "model.discriminator.ndf=4", "data.generate.cases=3",
+                   f"data.manifest={args.work / 'phantoms_dry' / 'manifest.json'}", "checkpoint.every=20",
+                   "checkpoint.validate_every=20", "data.val_patches=2"]
+    say(f"training phantoms of worlds {', '.join(args.worlds)}")
+    ensure_world_phantoms(args.worlds, sizing, log=say)
 
     if args.iterations:
-        return _train(args, runs, args.iterations, extra, env, budget_end, calibration={})
+        return _train(args, runs, args.iterations, sizing, env, budget_end, calibration={})
     calibration_iterations = 6 if args.dry_run else 40
     say(f"calibrating: {len(runs)} concurrent runs of {calibration_iterations} iterations")
     calib_dir = args.work / "calibration"
     started = time.time()
-    processes = {(row, seed): launch(row, seed, calibration_iterations, run_folder(calib_dir, row, seed),
-                                     extra + ["--set", "checkpoint.validate_every=100000",
-                                              "--set", "logging.preview_every=0"],
-                                     args.work / f"calib_{row}_seed{seed}.log", env) for row, seed in runs}
-    for process in processes.values():
-        process.wait()
+    train_runs(runs, calibration_iterations, calib_dir, args.work / "logs" / "calibration",
+               sizing=sizing + ["checkpoint.validate_every=100000", "logging.preview_every=0"], env=env, log=say)
     calibration_seconds = time.time() - started
-    per_row = {}
-    for row, seed in runs:
-        summary_path = run_folder(calib_dir, row, seed) / "summary.json"
-        per_row[f"{row}/seed{seed}"] = json.loads(summary_path.read_text())["seconds"] if summary_path.exists() else None
-    failed = [run for run, value in per_row.items() if value is None]
+    per_run = {}
+    for run in runs:
+        summary_path = run_folder(calib_dir, run.row, run.seed, run.world) / "summary.json"
+        per_run[run.name] = json.loads(summary_path.read_text())["seconds"] if summary_path.exists() else None
+    failed = [name for name, value in per_run.items() if value is None]
     if failed:
-        raise RuntimeError(f"calibration failed for {failed}; see {args.work}/calib_*.log")
-    slowest = max(per_row.values()) / calibration_iterations
-    start_overhead = calibration_seconds - max(per_row.values())
+        raise RuntimeError(f"calibration failed for {failed}; see {args.work}/logs/calibration")
+    slowest = max(per_run.values()) / calibration_iterations
+    start_overhead = calibration_seconds - max(per_run.values())
     available = budget_end - time.time() - start_overhead - 25
     iterations = int(available / slowest / 50) * 50 if not args.dry_run else 30
     iterations = max(50, min(iterations, args.max_iterations))
-    say(f"calibration: seconds per row {per_row}; slowest {slowest * 1000:.0f} ms/it; "
-        f"start overhead {start_overhead:.0f} s; training {iterations} iterations per row")
-    return _train(args, runs, iterations, extra, env, budget_end, calibration=per_row)
+    say(f"calibration: seconds per run {per_run}; slowest {slowest * 1000:.0f} ms/it; "
+        f"start overhead {start_overhead:.0f} s; training {iterations} iterations per run")
+    return _train(args, runs, iterations, sizing, env, budget_end, calibration=per_run)
 
 
-def _train(args, runs, iterations: int, extra, env, budget_end: float, calibration: dict) -> dict:
+def _train(args, runs, iterations: int, sizing, env, budget_end: float, calibration: dict) -> dict:
     runs_dir = args.work / "table2"
-    processes = {(row, seed): launch(row, seed, iterations, run_folder(runs_dir, row, seed), extra,
-                                     args.work / f"train_{row}_seed{seed}.log", env) for row, seed in runs}
-    stopped = []
-    while any(p.poll() is None for p in processes.values()):
-        if time.time() > budget_end - 15:
-            for (row, seed), process in processes.items():
-                if process.poll() is None:
-                    os.killpg(process.pid, signal.SIGTERM)  # saves a checkpoint and exits
-                    stopped.append(f"{row}/seed{seed}")
-            for process in processes.values():
-                try:
-                    process.wait(timeout=12)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-            break
-        time.sleep(2)
-    results = {}
-    for row, seed in runs:
-        summary = run_folder(runs_dir, row, seed) / "summary.json"
+    results = train_runs(runs, iterations, runs_dir, args.work / "logs", sizing=sizing, deadline=budget_end - 15,
+                         env=env, log=say)
+    report = {}
+    for run in runs:
+        summary = run_folder(runs_dir, run.row, run.seed, run.world) / "summary.json"
         result = json.loads(summary.read_text()) if summary.exists() else {"error": "no summary"}
-        result["returncode"] = processes[(row, seed)].returncode
-        results[f"{row}/seed{seed}"] = result
-    rows = sorted({row for row, _ in runs}, key=list(ROWS).index)
-    index = table_index(runs_dir, rows, range(args.seeds), iterations)
+        result["returncode"] = results[run].code
+        report[run.name] = result
+    rows = [row for row in ROWS if row in {run.row for run in runs}]
+    index = table_index(runs_dir, rows, range(args.seeds), iterations, args.worlds, sizing)
     (runs_dir / "table2.json").write_text(json.dumps(index, indent=2))
-    return {"iterations": iterations, "seeds": args.seeds, "calibration": calibration, "stopped_by_budget": stopped,
-            "runs": results, "table2_index": index}
+    stopped = [f"{e['task']}_{e['variant']}/{e['world']}/seed{e['seed']}" for e in index["models"]
+               if e["iterations"] != iterations]
+    return {"iterations": iterations, "seeds": args.seeds, "worlds": args.worlds, "calibration": calibration,
+            "stopped_by_budget": stopped, "runs": report, "table2_index": index}
 
 
 def pack(args, report: dict) -> None:
@@ -226,23 +196,22 @@ def pack(args, report: dict) -> None:
     with tarfile.open(out / "table2_runs.tar.gz", "w:gz") as archive:
         if (runs_dir / "table2.json").exists():
             archive.add(runs_dir / "table2.json", arcname="table2.json")
-        for row in ROWS:
-            for seed in range(args.seeds):
-                folder = run_folder(runs_dir, row, seed)
-                if not folder.is_dir():
-                    continue
-                for name in ("config.json", "metrics.csv", "summary.json"):
-                    if (folder / name).exists():
-                        archive.add(folder / name, arcname=f"{row}/seed{seed}/{name}")
-                # The validation-chosen model only (table2.json names it): a training state
-                # (discriminators, Adam moments) is ~17 MB per run, over what a session brings back.
-                if (folder / "best.safetensors").exists():
-                    archive.add(folder / "best.safetensors", arcname=f"{row}_seed{seed}.safetensors")
-                previews = sorted((folder / "previews").glob("*.png")) if (folder / "previews").is_dir() else []
-                if previews:
-                    archive.add(previews[-1], arcname=f"{row}/seed{seed}/{previews[-1].name}")
-        for log in sorted(args.work.glob("*.log")):
-            archive.add(log, arcname=f"logs/{log.name}")
+        for run in protocol_runs(ROWS, args.worlds, range(args.seeds)):
+            folder = run_folder(runs_dir, run.row, run.seed, run.world)
+            if not folder.is_dir():
+                continue
+            for name in ("config.json", "metrics.csv", "summary.json"):
+                if (folder / name).exists():
+                    archive.add(folder / name, arcname=f"{run.name}/{name}")
+            # The validation-chosen model only (table2.json names it): a training state
+            # (discriminators, Adam moments) is ~17 MB per run, over what a session brings back.
+            if (folder / "best.safetensors").exists():
+                archive.add(folder / "best.safetensors", arcname=model_file_name(run.row, run.world, run.seed))
+            previews = sorted((folder / "previews").glob("*.png")) if (folder / "previews").is_dir() else []
+            if previews:
+                archive.add(previews[-1], arcname=f"{run.name}/{previews[-1].name}")
+        for log in sorted((args.work / "logs").rglob("*.log")):
+            archive.add(log, arcname=f"logs/{log.relative_to(args.work / 'logs')}")
     say(f"packed {out}")
 
 
@@ -256,6 +225,8 @@ def main() -> int:
     parser.add_argument("--skip-checks", action="store_true")
     parser.add_argument("--rows", nargs="*", choices=ROWS, help="train only these Table-2 rows")
     parser.add_argument("--iterations", type=int, default=0, help="fixed iterations per run (no calibration)")
+    parser.add_argument("--worlds", nargs="*", choices=WORLDS, default=list(WORLDS),
+                        help="phantom worlds (default both)")
     parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help="training seeds per row (0 .. N-1)")
     args = parser.parse_args()
     args.work = Path(args.work)

@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Table 2 on a few CPU cores: the whole protocol of RevGANCore/bench/protocol.py (8 rows x 2
+phantom worlds x 3 training seeds = 48 runs), CPU-sized.
+
+Run from the repository root (nice it: the runs take the machine's cores):
+
+    nice -n 10 python3 tools/cpu_table2.py --budget 3600 --parallel 2 --out Resources/Models/table2_cpu
+
+1. generates each world's training phantoms once, before runs start side by side;
+2. calibrates the budget: every row (linear world, seed 0) trains ``CALIBRATION_ITERATIONS``
+   iterations with the CPU sizing, ``--parallel`` at a time, giving each row's seconds per
+   iteration and its seconds outside iterations (start-up, data, validation);
+3. picks ONE iteration count for every run: the largest whose replayed schedule of all runs
+   fits ``--budget`` seconds (times ``SAFETY`` for the VM's drift). It is decided by timing
+   alone, before any result exists;
+4. trains all runs (``--parallel`` processes, one thread each), then writes the index of every
+   run (``<work>/table2/table2.json``: all seeds, validation values, the chosen seed per row and
+   world), gathers every run's model with that index in ``<work>/all_seeds`` and copies the
+   chosen seeds' models into ``--out`` with their own index; both are Table-2 model folders
+   (table2.json, read by ``revgan bench quality --models``) with ``cpu_table2.json`` (sizing,
+   iterations, calibration, wall time).
+
+``--dry-run`` does the same with tiny phantoms, networks and budgets, to test this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from RevGANCore.bench.protocol import (DEFAULT_SEEDS, ROWS, best_model_path, ensure_world_phantoms,  # noqa: E402
+                                       iterations_for_budget, predicted_seconds, protocol_runs, run_folder,
+                                       table_index, train_runs)
+from RevGANCore.phantom_dataset import WORLDS  # noqa: E402
+
+#: The same for every run: small patches and batches, the rows' own networks (ngf/ndf 16, resize
+#: layout). Checkpoints and validation are placed by ``validation_settings``.
+CPU_SIZING = ("device=cpu", "data.patch_size=[24,48,48]", "data.batch_size=2", "data.val_patches=8",
+              "logging.preview_every=0", "logging.progress=false", "logging.tensorboard=false")
+DRY_SIZING = ("device=cpu", "data.patch_size=[24,24,24]", "data.batch_size=1", "data.val_patches=1",
+              "model.generator.ngf=4", "model.discriminator.ndf=4", "data.generate.cases=3",
+              "data.generate.shape=[32,48,48]", "logging.preview_every=0", "logging.progress=false",
+              "logging.tensorboard=false")
+CALIBRATION_ITERATIONS = 12
+DRY_CALIBRATION_ITERATIONS = 2
+SAFETY = 0.9
+VALIDATIONS_PER_RUN = 5
+
+
+def validation_settings(iterations: int):
+    """Validate (and keep checkpoints) ``VALIDATIONS_PER_RUN`` times per run."""
+    every = max(1, iterations // VALIDATIONS_PER_RUN)
+    return (f"checkpoint.validate_every={every}", f"checkpoint.every={every}", "checkpoint.keep_last=1")
+
+
+def say(message: str) -> None:
+    print(time.strftime("[%H:%M:%S] ") + message, flush=True)
+
+
+def calibrate(args, sizing, env) -> dict:
+    """Seconds per iteration and outside iterations, per row, from short runs of every row."""
+    iterations = DRY_CALIBRATION_ITERATIONS if args.dry_run else CALIBRATION_ITERATIONS
+    runs = protocol_runs(args.rows, [args.worlds[0]], [0])
+    calibration_dir = args.work / "calibration"
+    say(f"calibrating: {len(runs)} rows x {iterations} iterations, {args.parallel} at a time")
+    results = train_runs(runs, iterations, calibration_dir, args.work / "logs" / "calibration",
+                         sizing=list(sizing) + list(validation_settings(iterations)), parallel=args.parallel,
+                         env=env, nice=args.nice, log=say)
+    per_iteration, overhead = {}, {}
+    for run, result in results.items():
+        summary = run_folder(calibration_dir, run.row, run.seed, run.world) / "summary.json"
+        if result.code != 0 or not summary.is_file():
+            raise SystemExit(f"calibration run {run.name} failed; see {args.work}/logs/calibration")
+        seconds = json.loads(summary.read_text(encoding="utf-8"))["seconds"]
+        per_iteration[run.row] = seconds / iterations
+        overhead[run.row] = max(0.0, result.seconds - seconds)
+    return {"iterations": iterations, "seconds_per_iteration": per_iteration, "overhead_seconds": overhead}
+
+
+def model_folder(folder: Path, index: dict, runs_dir: Path, chosen_only: bool, record: dict) -> int:
+    """A Table-2 model folder (what ``revgan bench quality --models`` reads): the models of
+    ``index`` (the chosen seeds only, or every seed) under their index names, the index and the
+    runner's record."""
+    from RevGANCore.output import write_bytes_atomic, write_text_atomic
+
+    folder.mkdir(parents=True, exist_ok=True)
+    models = [dict(entry) for entry in index["models"] if entry["chosen"] or not chosen_only]
+    for entry in models:
+        write_bytes_atomic(folder / entry["file"], best_model_path(runs_dir, entry).read_bytes())
+    write_text_atomic(folder / "table2.json", json.dumps({"format": "revgan-table2", "protocol": index["protocol"],
+                                                          "models": models}, indent=2) + "\n")
+    write_text_atomic(folder / "cpu_table2.json", json.dumps(record, indent=2) + "\n")
+    return len(models)
+
+
+def ship(args, runs_dir: Path) -> None:
+    """``<work>/all_seeds`` (every run's model: the table's mean +- std over seeds) and, with
+    ``--out``, the chosen seed of every row and world."""
+    index = json.loads((runs_dir / "table2.json").read_text(encoding="utf-8"))
+    record = json.loads((args.work / "cpu_table2.json").read_text(encoding="utf-8"))
+    count = model_folder(args.work / "all_seeds", index, runs_dir, False, record)
+    say(f"{count} models of all seeds and their index in {args.work / 'all_seeds'}")
+    if args.out:
+        count = model_folder(Path(args.out), index, runs_dir, True, record)
+        say(f"shipped {count} chosen models and their index into {args.out}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--budget", type=float, default=0.0,
+                        help="seconds for all training runs (default 3600; 300 with --dry-run); runs still going "
+                             "at 1.25 x budget are stopped")
+    parser.add_argument("--parallel", type=int, default=2, help="runs at a time, one thread each (default 2)")
+    parser.add_argument("--nice", type=int, default=10, help="niceness of the training processes (default 10)")
+    parser.add_argument("--work", default="runs/table2_cpu", help="run folders and logs (default runs/table2_cpu)")
+    parser.add_argument("--out", default="", help="where to ship the chosen models (default: ship nothing)")
+    parser.add_argument("--rows", nargs="*", choices=ROWS, default=list(ROWS))
+    parser.add_argument("--worlds", nargs="*", choices=WORLDS, default=list(WORLDS))
+    parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help="training seeds per row (0 .. N-1)")
+    parser.add_argument("--iterations", type=int, default=0, help="fixed iterations per run (no calibration)")
+    parser.add_argument("--dry-run", action="store_true", help="tiny phantoms, networks and budgets")
+    parser.add_argument("--ship-only", action="store_true", help="train nothing: ship the finished runs in --work")
+    args = parser.parse_args(argv)
+    args.work = Path(args.work).resolve()
+    if args.ship_only:
+        ship(args, args.work / "table2")
+        return 0
+    if args.work.exists():
+        shutil.rmtree(args.work)
+    args.work.mkdir(parents=True)
+    args.budget = args.budget or (300.0 if args.dry_run else 3600.0)
+    sizing = list(DRY_SIZING if args.dry_run else CPU_SIZING)
+    if args.dry_run:
+        sizing.append(f"data.manifest={args.work / 'phantoms_dry' / 'manifest.json'}")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    started = time.time()
+    say(f"phantoms for worlds {', '.join(args.worlds)}")
+    ensure_world_phantoms(args.worlds, sizing, log=say)
+    runs = protocol_runs(args.rows, args.worlds, range(args.seeds))
+    calibration = {}
+    iterations = args.iterations
+    if not iterations:
+        calibration = calibrate(args, sizing, env)
+        iterations = iterations_for_budget(runs, args.budget * SAFETY, calibration["seconds_per_iteration"],
+                                           calibration["overhead_seconds"], args.parallel,
+                                           step=2 if args.dry_run else 10)
+        calibration["predicted_seconds"] = round(predicted_seconds(
+            runs, iterations, calibration["seconds_per_iteration"], calibration["overhead_seconds"], args.parallel), 1)
+        say(f"calibration: {json.dumps(calibration)}; {iterations} iterations per run")
+    run_sizing = sizing + list(validation_settings(iterations))
+    runs_dir = args.work / "table2"
+    training_started = time.time()
+    results = train_runs(runs, iterations, runs_dir, args.work / "logs", sizing=run_sizing, parallel=args.parallel,
+                         deadline=training_started + 1.25 * args.budget, env=env, nice=args.nice, log=say)
+    training_seconds = time.time() - training_started
+    index = table_index(runs_dir, args.rows, range(args.seeds), iterations, args.worlds, run_sizing)
+    (runs_dir / "table2.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    failed = [run.name for run, result in results.items() if result.code != 0]
+    stopped = [entry for entry in index["models"] if entry["iterations"] != iterations]
+    record = {"iterations_per_run": iterations, "sizing": run_sizing, "parallel": args.parallel,
+              "threads_per_run": 1, "budget_seconds": args.budget, "training_wall_seconds": round(training_seconds, 1),
+              "total_wall_seconds": round(time.time() - started, 1), "calibration": calibration,
+              "runs": {run.name: {"exit": result.code, "wall_seconds": round(result.seconds, 1)}
+                       for run, result in results.items()},
+              "failed": failed,
+              "short_of_budget": [f"{e['task']}_{e['variant']}/{e['world']}/seed{e['seed']}" for e in stopped],
+              "cpu_count": os.cpu_count(), "dry_run": args.dry_run}
+    (args.work / "cpu_table2.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    say(f"trained {len(runs) - len(failed)}/{len(runs)} runs of {iterations} iterations in {training_seconds:.0f} s")
+    ship(args, runs_dir)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
