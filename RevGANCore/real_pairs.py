@@ -40,8 +40,8 @@ from .real_degradation import InPlaneFamily, degrade_in_plane
 from .volume import Volume
 from .volume_io import read_volume
 
-__all__ = ["REGIONS", "resolve_training_scan", "slice_region", "real_pair_target", "real_pair_volumes", "slab_patch_size",
-           "RealScanPairs"]
+__all__ = ["REGIONS", "resolve_training_scan", "slice_region", "real_pair_target", "real_pair_volumes",
+           "slab_patch_size", "RealScanPairs"]
 
 REGIONS = ("train", "validation")
 #: Mixed into a patch's seed for its degradation draw, so positions and flips stay those of
@@ -89,7 +89,7 @@ def real_pair_target(scan: Volume, factors_yx: Sequence[int]) -> Volume:
     if ny < fy or nx < fx:
         raise ConfigError(f"{scan.source or 'scan'}: {scan.shape[2]} x {scan.shape[1]} pixels are too few "
                           f"for in-plane factors {fx} x {fy}")
-    target = scan if (ny, nx) == scan.shape[1:] else Volume(
+    target = scan if (ny, nx) == scan.shape[1:] else Volume(  # the far end goes: same origin
         np.ascontiguousarray(scan.array[:, :ny, :nx]), scan.spacing, scan.origin, scan.direction, scan.source)
     padding = padding_mask(target)
     if padding is not None:

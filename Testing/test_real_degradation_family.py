@@ -9,9 +9,14 @@ import pytest
 
 from RevGANCore.config import load_config
 from RevGANCore.errors import ConfigError
+from RevGANCore.modelfile import load_model
 from RevGANCore.real_degradation import InPlaneFamily, degrade_in_plane
 from RevGANCore.real_pairs import RealScanPairs, real_pair_target
+from RevGANCore.training import Trainer
+from RevGANCore.training_data import ensure_training_manifest, load_training_data
 from RevGANCore.volume import Volume, hu_to_unit, low_resolution_grid
+from RevGANCore.volume_io import write_volume
+from training_helpers import tiny_settings, write_config, write_tiny_phantoms
 
 FACTORS_ZYX = (4, 2, 2)
 
@@ -141,3 +146,20 @@ def test_a_flipped_real_pair_gets_the_same_flips_on_its_drawn_input():
         flipped_binned += not np.array_equal(target, unflipped_target[z:z + 2, y:y + 16, x:x + 16])
     assert 15 < binned < 45  # about half the draws are binning
     assert flipped_binned > 10  # and most of those were flipped, input and target alike
+
+
+def test_the_configured_family_reaches_the_training_pairs_and_the_model_file(tmp_path):
+    manifest = write_tiny_phantoms(tmp_path / "phantoms")
+    scan = write_volume(_scan(shape=(12, 32, 32)), tmp_path / "thick.nrrd")
+    settings = tiny_settings(manifest, tmp_path / "run", data__task="super_resolution", data__patch_size=[16, 16, 16],
+                             data__real={"scans": [str(scan)], "val_slices": 4, "degradations": ["box"]},
+                             objective__lambda_slab=100.0, logging__preview_every=0)
+    config = load_config(str(write_config(tmp_path / "c.json", settings)))
+    data = load_training_data(config, ensure_training_manifest(config, log=lambda _: None))
+    assert data.real_set.family == InPlaneFamily(("box",))
+    sources, targets = data.real_batch(0, 0, 1)
+    for source, target in zip(sources.numpy()[:, 0], targets.numpy()[:, 0]):  # binned: block means
+        assert np.allclose(source, target.reshape(4, 8, 2, 8, 2).mean(axis=(2, 4)), atol=1e-5)
+    Trainer(config).fit()
+    trained = load_model(tmp_path / "run" / "best.safetensors").metadata.training["config"]["data"]["real"]
+    assert trained["degradations"] == ["box"] and trained["fwhm_range"] == [1.0, 1.0]
