@@ -114,6 +114,12 @@ def _setup_bench_real(kinds: argparse._SubParsersAction) -> None:
                       help="write input | B-spline | model | difference (axial and coronal) to this PNG")
     real.add_argument("--tile", type=int, nargs="+", default=None, metavar="N",
                       help="tile edge in voxels including the halo, or Z Y X (default: from the memory budget)")
+    real.add_argument("--degradation", default="gaussian", choices=("gaussian", "box"),
+                      help="in-plane degradation of the input: Gaussian (FWHM = new pixel, the default) or box "
+                           "(pixel binning)")
+    real.add_argument("--single-slices", nargs="*", default=None, metavar="DCM",
+                      help="instead of a scan: in-plane super-resolution of single real slices (these DICOM files; "
+                           "none given: those of tools/fetch_real_ct.py --slices)")
     real.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     real.add_argument("--json", action="store_true", help="print one JSON object")
     real.set_defaults(handler=_run_bench_real)
@@ -122,12 +128,21 @@ def _setup_bench_real(kinds: argparse._SubParsersAction) -> None:
 def _run_bench_real(args: argparse.Namespace) -> int:
     from .bench.real import format_real_table, run_real_benchmark
 
+    def log(text: str) -> None:
+        print(f"bench real: {text}", file=sys.stderr)
+
+    if args.single_slices is not None:
+        from .bench.real_slices import format_slice_table, run_slice_benchmark
+
+        result = run_slice_benchmark(args.single_slices, model=args.model, degradation=args.degradation,
+                                     device=args.device, tile_size=_tile_argument(args.tile), log=log)
+        return _print_result(args, result, format_slice_table, json_safe=True)
     crop = list(args.crop) if args.crop else [None, None, None]
     if args.slices is not None:
         crop[0] = args.slices
     result = run_real_benchmark(scan=args.scan, model=args.model, kernel_model=args.kernel_model, crop_zyx=crop,
                                 device=args.device, tile_size=_tile_argument(args.tile), figure=args.figure,
-                                log=lambda text: print(f"bench real: {text}", file=sys.stderr))
+                                log=log, degradation=args.degradation)
     return _print_result(args, result, format_real_table, json_safe=True)
 
 

@@ -43,11 +43,22 @@ class RealScansConfig:
     (:mod:`RevGANCore.real_pairs`), trained beside the manifest's pairs with the slab term
     (``objective.lambda_slab``). ``scans``: "lung1" (fetched by tools/fetch_real_ct.py) or
     volume files; the last ``val_slices`` slices of each are validation only;
-    ``batch_size`` 0: data.batch_size."""
+    ``batch_size`` 0: data.batch_size. ``degradations`` ("gaussian", "box", "mixture") and
+    ``fwhm_range`` (Gaussian FWHM in new pixels): the in-plane degradation each patch draws
+    (:class:`~RevGANCore.real_degradation.InPlaneFamily`); the default is the one Gaussian of
+    ``revgan bench real``."""
 
     scans: Tuple[str, ...] = ()
     val_slices: int = 12
     batch_size: int = 0
+    degradations: Tuple[str, ...] = ("gaussian",)
+    fwhm_range: Tuple[float, float] = (1.0, 1.0)
+
+    def family(self):
+        """The :class:`~RevGANCore.real_degradation.InPlaneFamily` these settings describe."""
+        from .real_degradation import InPlaneFamily
+
+        return InPlaneFamily(tuple(self.degradations), tuple(self.fwhm_range))
 
 
 @dataclass(frozen=True)
@@ -416,3 +427,4 @@ def _validate_real_scans(config: TrainConfig) -> None:
         raise ConfigError(f"data.real.scans are super-resolution pairs; data.task is {config.data.task!r}")
     if config.checkpoint.best_metric == "val_real_l1" and (not real.scans or real.val_slices == 0):
         raise ConfigError("checkpoint.best_metric val_real_l1 needs data.real.scans with data.real.val_slices > 0")
+    real.family()  # refuses unknown degradations and bad FWHM ranges

