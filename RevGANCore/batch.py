@@ -187,7 +187,8 @@ def translate_job(model, job: BatchJob, options: BatchOptions, shard: Tuple[int,
     try:
         translate_file(model, job.input, job.output, direction=options.direction, tile_size=options.tile_size,
                        device=options.device, dtype=options.dtype, precision=options.precision,
-                       tile_memory_mib=options.tile_memory_mib, output_format=output_format, series=job.series_uid, strict=options.strict,
+                       tile_memory_mib=options.tile_memory_mib, output_format=output_format,
+                       series=job.series_uid, strict=options.strict,
                        warn=lambda text: warnings.append(printable(text)))
         voxels = _output_voxels(job.output)
     except RevGANError as error:

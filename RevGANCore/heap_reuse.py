@@ -51,7 +51,8 @@ def _glibc() -> Optional[ctypes.CDLL]:
 def reuse_freed_memory() -> Iterator[bool]:
     """Inside: large allocations reuse freed heap memory (yields whether that is in effect)."""
     libc = _glibc()
-    active = bool(libc and libc.mallopt(_M_MMAP_THRESHOLD, _KEEP_BYTES) and libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES))
+    active = bool(libc and libc.mallopt(_M_MMAP_THRESHOLD, _KEEP_BYTES)
+                  and libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES))
     try:
         yield active
     finally:
