@@ -121,32 +121,23 @@ def extract_verified(tarball: Path, tarball_sha256: str, pins: Dict[str, tuple],
     """Check ``tarball`` against its pin, then write each pinned member into ``out_dir`` under
     its cache name, each verified before it is published (a mismatch publishes nothing)."""
     check_sha256(tarball, tarball_sha256, str(tarball))
-    written = {}
     try:
         archive = tarfile.open(tarball, "r:gz")
     except (OSError, tarfile.TarError) as error:
         raise RevGANError(f"{tarball}: not a readable .tar.gz ({error})") from None
+
+    def open_member(member: str):
+        try:
+            info = archive.getmember(member)
+        except KeyError:
+            raise RevGANError(f"{tarball}: has no member {member}") from None
+        source = archive.extractfile(info) if info.isfile() else None
+        if source is None:
+            raise RevGANError(f"{tarball}: {member} is not a regular file")
+        return source
+
     with archive:
-        for name, (member, expected) in pins.items():
-            target = out_dir / name
-            if is_cached(target, expected):
-                log(f"{target}: already there, checksum verified")
-                written[name] = target
-                continue
-            try:
-                info = archive.getmember(member)
-            except KeyError:
-                raise RevGANError(f"{tarball}: has no member {member}") from None
-            source = archive.extractfile(info) if info.isfile() else None
-            if source is None:
-                raise RevGANError(f"{tarball}: {member} is not a regular file")
-            with replaced_atomically(target) as staged:
-                with source, open(staged, "wb") as stream:
-                    shutil.copyfileobj(source, stream, _CHUNK)
-                check_sha256(staged, expected, f"{tarball}: {member}")
-            log(f"{target}: extracted, checksum verified")
-            written[name] = target
-    return written
+        return _publish_members(tarball, open_member, pins, out_dir, log)
 
 
 def extract_wheel_verified(wheel: Path, wheel_sha256: str, pins: Dict[str, tuple], out_dir: Path,
@@ -154,28 +145,38 @@ def extract_wheel_verified(wheel: Path, wheel_sha256: str, pins: Dict[str, tuple
     """Check ``wheel`` (a zip) against its pin, then write each pinned member into ``out_dir``
     under its cache name, each verified before it is published."""
     check_sha256(wheel, wheel_sha256, str(wheel))
-    written = {}
     try:
         archive = zipfile.ZipFile(wheel)
     except (OSError, zipfile.BadZipFile) as error:
         raise RevGANError(f"{wheel}: not a readable wheel (zip) ({error})") from None
+
+    def open_member(member: str):
+        try:
+            return archive.open(member)
+        except KeyError:
+            raise RevGANError(f"{wheel}: has no member {member}") from None
+
     with archive:
-        for name, (member, expected) in pins.items():
-            target = out_dir / name
-            if is_cached(target, expected):
-                log(f"{target}: already there, checksum verified")
-                written[name] = target
-                continue
-            try:
-                source = archive.open(member)
-            except KeyError:
-                raise RevGANError(f"{wheel}: has no member {member}") from None
-            with replaced_atomically(target) as staged:
-                with source, open(staged, "wb") as stream:
-                    shutil.copyfileobj(source, stream, _CHUNK)
-                check_sha256(staged, expected, f"{wheel}: {member}")
-            log(f"{target}: extracted, checksum verified")
+        return _publish_members(wheel, open_member, pins, out_dir, log)
+
+
+def _publish_members(archive: Path, open_member, pins: Dict[str, tuple], out_dir: Path, log) -> Dict[str, Path]:
+    """Each pinned member under its cache name: left alone when already there with the right
+    checksum, else copied to a staged file, verified, and only then published."""
+    written = {}
+    for name, (member, expected) in pins.items():
+        target = out_dir / name
+        if is_cached(target, expected):
+            log(f"{target}: already there, checksum verified")
             written[name] = target
+            continue
+        source = open_member(member)
+        with replaced_atomically(target) as staged:
+            with source, open(staged, "wb") as stream:
+                shutil.copyfileobj(source, stream, _CHUNK)
+            check_sha256(staged, expected, f"{archive}: {member}")
+        log(f"{target}: extracted, checksum verified")
+        written[name] = target
     return written
 
 

@@ -101,22 +101,12 @@ def _say(log: Logger, text: str) -> None:
 
 def _super_resolution(model, real, device: str, tile_size, log: Logger,
                       degradation: str = "gaussian") -> Tuple[dict, dict]:
-    from ..baselines import interpolate_super_resolution
-    from ..inference import translate
     from ..metrics import body_mask
-    from ..real_degradation import degrade_in_plane, describe_degradation, in_plane_fwhm_mm, slab_average
-    from ..volume import resample_to_grid
+    from ..real_degradation import describe_degradation, in_plane_fwhm_mm, slab_average
     from . import real_scoring as scoring
 
+    low, predictions, model_seconds = degrade_and_super_resolve(model, real, degradation, tile_size, device, log)
     factors = tuple(int(f) for f in model.metadata.scale_factors_xyz)
-    low = degrade_in_plane(real, factors[:2], degradation)
-    _say(log, f"super-resolving {low.shape[::-1]} voxels (x, y, z) with {model.name}")
-    started = time.perf_counter()
-    predictions = {"model": translate(model, low, "forward", tile_size=tile_size, device=device)}
-    model_seconds = time.perf_counter() - started
-    predictions["bspline"] = interpolate_super_resolution(low, factors, "bspline")
-    predictions["linear"] = interpolate_super_resolution(low, factors, "linear")
-    predictions["inplane_bspline"] = resample_to_grid(low, real.grid, "bspline")
 
     body = body_mask(real.array)
     regions = scoring.hu_regions(real, body)
@@ -147,6 +137,27 @@ def _super_resolution(model, real, device: str, tile_size, log: Logger,
         "borders": borders,
     }
     return result, {"low": low, **predictions}
+
+
+def degrade_and_super_resolve(model, real, degradation: str, tile_size, device: str, log: Logger = None):
+    """``real`` degraded in-plane by the model's factors, then brought back by the model and
+    by each baseline: (the degraded volume, {method: prediction}, the model's seconds).
+    In-plane B-spline keeps the real slices; the others predict on the model's output grid."""
+    from ..baselines import interpolate_super_resolution
+    from ..inference import translate
+    from ..real_degradation import degrade_in_plane
+    from ..volume import resample_to_grid
+
+    factors = tuple(int(f) for f in model.metadata.scale_factors_xyz)
+    low = degrade_in_plane(real, factors[:2], degradation)
+    _say(log, f"super-resolving {low.shape[::-1]} voxels (x, y, z) with {model.name}")
+    started = time.perf_counter()
+    predictions = {"model": translate(model, low, "forward", tile_size=tile_size, device=device)}
+    seconds = time.perf_counter() - started
+    predictions["bspline"] = interpolate_super_resolution(low, factors, "bspline")
+    predictions["linear"] = interpolate_super_resolution(low, factors, "linear")
+    predictions["inplane_bspline"] = resample_to_grid(low, real.grid, "bspline")
+    return low, predictions, seconds
 
 
 def _margins(methods: Dict[str, dict]) -> dict:

@@ -124,21 +124,12 @@ def _slab(array: np.ndarray, volume, copies: int = 1):
 
 def score_slice(model, volume, degradation: str = "gaussian", device: str = "cpu", tile_size=None) -> dict:
     """Degrade, super-resolve and score the z-constant ``volume`` (module documentation)."""
-    from ..baselines import interpolate_super_resolution
-    from ..inference import translate
     from ..metrics import body_mask
-    from ..real_degradation import degrade_in_plane, slab_average
-    from ..volume import resample_to_grid
+    from ..real_degradation import slab_average
     from . import real_scoring as scoring
+    from .real import degrade_and_super_resolve
 
-    factors = tuple(int(f) for f in model.metadata.scale_factors_xyz)
-    low = degrade_in_plane(volume, factors[:2], degradation)
-    started = time.perf_counter()
-    predictions = {"model": translate(model, low, "forward", tile_size=tile_size, device=device)}
-    seconds = time.perf_counter() - started
-    predictions["bspline"] = interpolate_super_resolution(low, factors, "bspline")
-    predictions["linear"] = interpolate_super_resolution(low, factors, "linear")
-    predictions["inplane_bspline"] = resample_to_grid(low, volume.grid, "bspline")
+    low, predictions, seconds = degrade_and_super_resolve(model, volume, degradation, tile_size, device)
     middle = STACK_SLICES // 2
     real = _slab(volume.array[middle:middle + 1], volume)
     body = body_mask(real.array)
