@@ -72,4 +72,8 @@ def distributed_context(device_type: str) -> DistributedContext:
 
 def shutdown(context: DistributedContext) -> None:
     if context.enabled and dist.is_initialized():
+        # Leave together: rank 0 still writes the summary while the others would already tear
+        # down their gloo connections (seen as an abort, "terminate called without an active
+        # exception", of a rank that had finished its work).
+        dist.barrier()
         dist.destroy_process_group()
