@@ -165,10 +165,11 @@ class InPlaneFamily:
 
     def draw(self, rng: np.random.Generator) -> List[Tuple[int, float]]:
         """(member index, weight) pairs of one patch's degradation; the weights sum to 1."""
-        if len(self.members()) == 1:
+        count = len(self.members())
+        if count == 1:
             return [(0, 1.0)]  # no randomness: the same input as a single degradation
         kind = self.kinds[int(rng.integers(len(self.kinds)))]
-        box = len(self.members()) - 1
+        box = count - 1
         if kind == "box":
             return [(box, 1.0)]
         gaussian = self._gaussian(float(rng.uniform(*self.fwhm_range)))
