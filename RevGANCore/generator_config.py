@@ -37,6 +37,7 @@ GENERATOR_LIMITS: Dict[str, Tuple[int, int]] = {
     "depth": (0, 128),
     "coupling_channels": (1, 1024),
     "head_channels": (1, 256),
+    "prior_taps": (0, 63),
 }
 
 
@@ -63,6 +64,10 @@ class GeneratorConfig:
     #: Channels of the decoder's full-resolution layers ("resize" only): few, because
     #: they run on every output voxel.
     head_channels: int = 8
+    #: In-plane width of the fixed linear filter in front of each direction (0: none): the
+    #: classical filter fitted on the training data before training (linear_prior.py), so
+    #: the network learns only what it cannot do. "resize" layout, same-grid tasks only.
+    prior_taps: int = 0
 
     def __post_init__(self) -> None:
         # Model files carry this configuration: every field is checked for type and range
@@ -93,6 +98,12 @@ class GeneratorConfig:
         if self.architecture == "transposed" and self.upscale_zyx != (1, 1, 1):
             raise ConfigError("the 'transposed' architecture cannot upsample inside the network "
                               f"(upscale_zyx {self.upscale_zyx}); use architecture 'resize'")
+        if self.prior_taps:
+            if self.prior_taps % 2 == 0 or self.prior_taps < 3:
+                raise ConfigError(f"generator prior_taps must be 0 (no prior) or odd and at least 3, got {self.prior_taps}")
+            if self.architecture != "resize" or self.upscale_zyx != (1, 1, 1):
+                raise ConfigError("generator prior_taps needs the 'resize' architecture and a same-grid task "
+                                  "(kernel conversion); super-resolution has no linear prior")
 
     def to_dict(self) -> dict:
         values = asdict(self)
@@ -139,6 +150,9 @@ def generator_state_shapes(config: GeneratorConfig) -> Dict[str, Tuple[int, ...]
 
     if config.architecture == "resize":
         _add_resize_shapes(config, conv, norm)
+        if config.prior_taps:
+            for direction in ("forward", "inverse"):
+                shapes[f"prior_{direction}"] = (image, 1, 1, config.prior_taps, config.prior_taps)
         return shapes
     for side in ("x", "y"):
         conv(f"encoder_{side}.0", ngf, image, 5)

@@ -33,6 +33,9 @@ Design choices (see docs/design.md, decisions 1-3):
   not tile-exact.
 - ``residual=True`` adds the input to the decoder's output (zero-initialised last conv, no
   tanh): the untrained model is the identity, which suits translations close to it.
+- ``prior_taps`` > 0 (kernel conversion): a fixed in-plane FIR filter per direction runs
+  first, fitted on the training data before training (:mod:`RevGANCore.linear_prior`); with
+  ``residual`` the untrained model is that classical filter and the network learns the rest.
 """
 
 from __future__ import annotations
@@ -95,7 +98,8 @@ def receptive_field(config: GeneratorConfig) -> ReceptiveField:
     """Receptive-field radius and total stride of the generator, in voxels of the low side
     (the forward direction's input grid; for same-grid translation, the volume's grid).
 
-    "resize": an output voxel depends on low-side voxels within 4 + 4*depth*s, where s is
+    "resize": an output voxel depends on low-side voxels within 4 + 4*depth*s (plus
+    prior_taps // 2 in front with a linear prior), where s is
     the core stride (1 or 2): the four 3^3 convs of each core block reach 4s low-side voxels,
     and the encoder (3^3 conv and patch conv), the trilinear upsampling and the head's 3^3
     conv together reach 4 (Testing/test_upscaling_generator.py measures the bound along every
@@ -112,7 +116,8 @@ def receptive_field(config: GeneratorConfig) -> ReceptiveField:
             "(per-sample statistics), so tiled inference cannot equal whole-volume inference")
     if config.architecture == "resize":
         stride = max(core_stride_zyx(config))
-        return ReceptiveField(radius=4 + 4 * config.depth * stride, stride=stride)
+        # The linear prior (in-plane, prior_taps wide) runs first and widens the reach.
+        return ReceptiveField(radius=4 + 4 * config.depth * stride + config.prior_taps // 2, stride=stride)
     return ReceptiveField(radius=6 + 8 * config.depth, stride=2)
 
 
@@ -324,6 +329,33 @@ class RevGANGenerator3d(nn.Module):
         else:
             self.decoder_x = _Decoder(config)
             self.decoder_y = _Decoder(config)
+        if config.prior_taps:
+            # Filled from the training data before training (linear_prior.py) and saved with the
+            # weights; a pass-through (unit impulse) until then.
+            impulse = torch.zeros(config.in_channels, 1, 1, config.prior_taps, config.prior_taps)
+            impulse[..., config.prior_taps // 2, config.prior_taps // 2] = 1.0
+            self.register_buffer("prior_forward", impulse.clone())
+            self.register_buffer("prior_inverse", impulse.clone())
+
+    def set_prior(self, forward: torch.Tensor, inverse: torch.Tensor) -> None:
+        """Install the fitted in-plane kernels ((taps, taps) each) of the linear prior."""
+        if not self.config.prior_taps:
+            raise ArchitectureError("this generator has no linear prior (prior_taps = 0)")
+        for buffer, kernel in ((self.prior_forward, forward), (self.prior_inverse, inverse)):
+            kernel = torch.as_tensor(kernel)
+            if tuple(kernel.shape) != tuple(buffer.shape[-2:]):
+                raise ArchitectureError(f"prior kernel must be {tuple(buffer.shape[-2:])}, got {tuple(kernel.shape)}")
+            buffer.copy_(kernel.to(buffer.dtype).expand_as(buffer))
+
+    def _prior(self, x: torch.Tensor, direction: str) -> torch.Tensor:
+        """The fixed linear filter of ``direction`` on every axial slice (border voxels
+        replicated, like every layer of the "resize" layout)."""
+        if not self.config.prior_taps:
+            return x
+        kernel = self.prior_forward if direction == "forward" else self.prior_inverse
+        half = self.config.prior_taps // 2
+        padded = functional.pad(x, (half, half, half, half, 0, 0), mode="replicate")
+        return functional.conv3d(padded, kernel.to(x.dtype), groups=x.shape[1])
 
     @classmethod
     def from_config(cls, config: GeneratorConfig) -> "RevGANGenerator3d":
@@ -336,6 +368,7 @@ class RevGANGenerator3d(nn.Module):
         if direction not in DIRECTIONS:
             raise ArchitectureError(f"direction must be 'forward' or 'inverse', got {direction!r}")
         factors = self.config.upscale_zyx
+        x = self._prior(x, direction)
         if direction == "forward":
             return self.decoder_y(self.core(self.encoder_x(x)), upsample_image(x, factors))
         return self.decoder_x(self.core.inverse(self.encoder_y(x)), downsample_image(x, factors))

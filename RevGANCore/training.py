@@ -32,6 +32,7 @@ from .config import TrainConfig
 from .devices import describe_device, resolve_device
 from .distributed import distributed_context, shutdown
 from .errors import ConfigError, RevGANError
+from .linear_prior import install_prior
 from .modelfile import ModelMetadata, load_model, save_model
 from .objectives import Objective
 from .training_control import StopRequest, git_commit, learning_rate_factor, parameter_fingerprint
@@ -288,7 +289,10 @@ class Trainer:
         self.git_commit = git_commit()
         self._build()
         if resume:
-            self._resume()
+            self._resume()  # a linear prior comes back with the weights
+        elif config.model.generator.prior_taps:
+            self.log(install_prior(self.models.generator, self.data.manifest, self.data.task_spec,
+                                   self.data.train_ids, self.objective.paired))
         if self.dist.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.output_dir / "config.json", config.to_dict())

@@ -162,6 +162,11 @@ def test_bench_quality_json_has_every_task_world_and_row_kind(identity_table, tm
             assert ratio["kind"] == "classical-unpaired" and ratio["mae_hu"] < identity["mae_hu"]
             assert fitted["mae_hu"] < 0.5 * identity["mae_hu"]
             assert any(row["kind"] == "oracle" for row in rows)
+            # the kernel generators' linear priors, cut to their width: paired and unpaired
+            fir = by_method["Fitted FIR filter (11 x 11, least squares on training pairs)"]
+            ratio_fir = by_method["Spectral-ratio FIR filter (11 x 11, unpaired training volumes)"]
+            assert fir["kind"] == "classical-paired" and fir["mae_hu"] < 0.5 * identity["mae_hu"]
+            assert ratio_fir["kind"] == "classical-unpaired" and ratio_fir["mae_hu"] < identity["mae_hu"]
         else:
             identity = by_method["B-spline interpolation"]
             assert fitted["mae_hu"] < identity["mae_hu"] and abs(fitted["bias_hu"]) < abs(identity["bias_hu"])

@@ -126,6 +126,9 @@ def main(argv=None) -> int:
     parser.add_argument("--worlds", nargs="*", choices=WORLDS, default=list(WORLDS))
     parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help="training seeds per row (0 .. N-1)")
     parser.add_argument("--iterations", type=int, default=0, help="fixed iterations per run (no calibration)")
+    parser.add_argument("--lr", type=float, default=0.0,
+                        help="learning rate of every run (default: the rows' own, 2e-4); short CPU budgets "
+                             "take larger steps")
     parser.add_argument("--dry-run", action="store_true", help="tiny phantoms, networks and budgets")
     parser.add_argument("--ship-only", action="store_true", help="train nothing: ship the finished runs in --work")
     args = parser.parse_args(argv)
@@ -140,6 +143,8 @@ def main(argv=None) -> int:
     sizing = list(DRY_SIZING if args.dry_run else CPU_SIZING)
     if args.dry_run:
         sizing.append(f"data.manifest={args.work / 'phantoms_dry' / 'manifest.json'}")
+    if args.lr:
+        sizing.append(f"optim.lr={args.lr:g}")
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     started = time.time()

@@ -13,10 +13,12 @@ Rows and their ``kind``:
 
 - ``classical-unpaired`` (use no pairs): super-resolution: nearest-neighbour ("identity"),
   linear and B-spline interpolation; kernel: the identity and the spectral-ratio filter
-  fitted on UNPAIRED training volumes (sharp of some cases, smooth of others);
+  fitted on UNPAIRED training volumes (sharp of some cases, smooth of others), full-band and
+  cut to the kernel generators' prior width (:mod:`RevGANCore.linear_prior`);
 - ``classical-paired`` (fitted on training pairs): super-resolution: the polyphase linear
-  filter on the B-spline grid; kernel: the best in-plane Gaussian and the least-squares
-  radial filter. In the linear world the fitted filter is the ceiling of linear methods;
+  filter on the B-spline grid; kernel: the best in-plane Gaussian, the least-squares radial
+  filter and the least-squares FIR of the prior's width (the paired kernel generators' starting
+  point). In the linear world the fitted filters are the ceiling of linear methods;
 - ``oracle``: kernel only: the true MTF ratio (then, in the nonlinear world, the same
   iterative reconstruction as the phantoms);
 - ``revgan-paired`` / ``revgan-unpaired``: the models, ``variant`` Paired, Paired+2R,
@@ -136,6 +138,7 @@ class _Methods:
     def __init__(self, world: str, fit_manifest, factors, kernel_noise_std_hu: float, log):
         from ..baselines import (fit_gaussian_sigma, fit_kernel_filter, fit_spectral_ratio,
                                  fit_super_resolution_filter)
+        from ..linear_prior import PRIOR_TAPS, fit_prior_kernels
         from ..volume_io import read_volume
 
         def volumes(cases, domain):
@@ -149,6 +152,10 @@ class _Methods:
         self.sigma, _ = fit_gaussian_sigma(pairs)
         self.kernel_filter = fit_kernel_filter(pairs)
         self.ratio_filter = fit_spectral_ratio(sharp, volumes(UNPAIRED_FIT_CASES, "smooth"))
+        # The kernel generators' linear priors (linear_prior.py), fitted here on the same cases
+        # as the other baselines: what a model must beat is its own starting point.
+        self.fir_paired = fit_prior_kernels(sharp, smooth, True, PRIOR_TAPS)[0]
+        self.fir_unpaired = fit_prior_kernels(sharp, volumes(UNPAIRED_FIT_CASES, "smooth"), False, PRIOR_TAPS)[0]
         self.upsampling_filter = fit_super_resolution_filter(
             list(zip(volumes(FIT_CASES, "lr"), volumes(FIT_CASES, "hr"))), factors)
         log(f"{world} world: fitted on training cases: Gaussian sigma {self.sigma:.2f} mm, radial filter "
@@ -157,6 +164,7 @@ class _Methods:
     def for_task(self, task: str):
         from ..baselines import interpolate_super_resolution
         from ..degradations import IterativeReconstruction, gaussian_inplane, kernel_oracle
+        from ..linear_prior import apply_kernel
 
         if task == "super_resolution":
             def upsample(how):
@@ -175,12 +183,17 @@ class _Methods:
             iterative = IterativeReconstruction(self.noise)
             oracle = ("Oracle (MTF ratio, then the phantoms' iterative reconstruction)",
                       lambda source: iterative(kernel_oracle(source)))
+        taps = self.fir_paired.shape[0]
         return [
             ("Identity (sharp input)", "classical-unpaired", lambda source: source),
             ("Spectral-ratio filter (unpaired training volumes)", "classical-unpaired", self.ratio_filter.apply),
+            (f"Spectral-ratio FIR filter ({taps} x {taps}, unpaired training volumes)", "classical-unpaired",
+             lambda source: apply_kernel(source, self.fir_unpaired)),
             (f"Best Gaussian (sigma {self.sigma:.2f} mm, fitted on training pairs)", "classical-paired",
              lambda source: gaussian_inplane(source, self.sigma)),
             (FITTED_KERNEL, "classical-paired", self.kernel_filter.apply),
+            (f"Fitted FIR filter ({taps} x {taps}, least squares on training pairs)", "classical-paired",
+             lambda source: apply_kernel(source, self.fir_paired)),
             (oracle[0], "oracle", oracle[1]),
         ]
 

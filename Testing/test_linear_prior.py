@@ -1,0 +1,167 @@
+"""The linear prior of kernel generators: the least-squares FIR fit recovers a known filter,
+the unpaired fit never pairs a case with itself, an untrained generator IS its prior, tiles
+still equal the whole volume, model files keep the prior, and training fits it (and resume
+keeps it)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from RevGANCore.config import load_config
+from RevGANCore.errors import ConfigError
+from RevGANCore.generator_config import GeneratorConfig, generator_state_shapes
+from RevGANCore.linear_prior import apply_kernel, fit_fir_least_squares, fit_prior_kernels, unpaired_halves
+from RevGANCore.modelfile import load_model, save_model
+from RevGANCore.networks import RevGANGenerator3d, receptive_field
+from RevGANCore.phantom_dataset import PhantomRecipe, write_phantom_dataset
+from RevGANCore.tiling import halo_for, plan_tiles, run_tiled
+from RevGANCore.training import Trainer
+from RevGANCore.volume import Volume
+
+from model_helpers import metadata_for
+from training_helpers import tiny_settings, write_config, write_tiny_phantoms
+
+
+def _textured(seed: int, shape=(6, 40, 44)) -> Volume:
+    """Random tissue inside an air frame 8 pixels wide (so replicated borders are air)."""
+    rng = np.random.default_rng(seed)
+    array = np.full(shape, -1000.0, dtype=np.float32)
+    array[:, 8:-8, 8:-8] = rng.normal(40.0, 150.0, size=(shape[0], shape[1] - 16, shape[2] - 16))
+    return Volume(array, (0.8, 0.8, 2.0))
+
+
+def _blur_kernel() -> np.ndarray:
+    rng = np.random.default_rng(7)
+    kernel = rng.uniform(0.0, 1.0, size=(5, 5))
+    return kernel / kernel.sum()
+
+
+def test_least_squares_fir_recovers_the_filter_that_made_the_pairs():
+    kernel = _blur_kernel()
+    sources = [_textured(seed) for seed in range(3)]
+    pairs = [(source, apply_kernel(source, kernel)) for source in sources]
+    fitted = fit_fir_least_squares(pairs, 5, slice_step=1)
+    assert np.abs(fitted - kernel).max() < 1e-4
+    wider = fit_fir_least_squares(pairs, 9, slice_step=1)  # extra taps stay at zero
+    assert np.abs(wider[2:7, 2:7] - kernel).max() < 1e-4 and np.abs(wider).sum() - np.abs(kernel).sum() < 1e-3
+
+
+def test_unpaired_prior_uses_disjoint_cases_and_paired_prior_needs_pairs():
+    first, second = unpaired_halves(["a", "b", "c", "d", "e"])
+    assert first == ["a", "b"] and second == ["c", "d", "e"]
+    with pytest.raises(ConfigError, match="at least 2 training cases"):
+        unpaired_halves(["a"])
+    with pytest.raises(ConfigError, match="differ in shape"):
+        fit_fir_least_squares([(_textured(0), _textured(1, shape=(6, 40, 40)))], 3)
+
+
+def test_unpaired_prior_smooths_like_the_smoother_domain_without_pairs():
+    """Sources sharp noise, targets the same kind of noise blurred, never of the same case:
+    the spectral-ratio prior lowers the sources' noise towards the targets'."""
+    kernel = _blur_kernel()
+    big = (6, 80, 80)  # the spectra are measured inside the body, 6 mm from its outline
+    sources = [_textured(seed, big) for seed in range(2)]
+    targets = [apply_kernel(_textured(seed, big), kernel) for seed in range(10, 12)]
+    forward, inverse = fit_prior_kernels(sources, targets, paired=False, taps=7)
+    body = (slice(None), slice(16, -16), slice(16, -16))
+    filtered = apply_kernel(sources[0], forward).array[body]
+    assert abs(forward.sum() - 1.0) < 0.05
+    assert filtered.std() < 0.6 * sources[0].array[body].std()
+    assert abs(filtered.std() - targets[0].array[body].std()) < 0.25 * targets[0].array[body].std()
+    assert np.abs(inverse).max() > np.abs(forward).max()  # the way back sharpens
+
+
+def _prior_generator(taps: int = 5, seed: int = 0) -> RevGANGenerator3d:
+    torch.manual_seed(seed)
+    generator = RevGANGenerator3d(config=GeneratorConfig(ngf=2, depth=1, residual=True, prior_taps=taps))
+    rng = np.random.default_rng(seed)
+    forward = rng.uniform(0.0, 1.0, size=(taps, taps))
+    inverse = rng.uniform(-0.2, 1.0, size=(taps, taps))
+    generator.set_prior(torch.from_numpy(forward / forward.sum()), torch.from_numpy(inverse / inverse.sum()))
+    return generator
+
+
+def test_an_untrained_generator_is_its_prior_in_both_directions():
+    generator = _prior_generator().double()
+    volume = _textured(3, shape=(4, 24, 26))
+    x = torch.from_numpy(volume.array.astype(np.float64))[None, None]
+    for direction, buffer in (("forward", generator.prior_forward), ("inverse", generator.prior_inverse)):
+        with torch.no_grad():
+            out = generator(x, direction)[0, 0].numpy()
+        expected = apply_kernel(volume, buffer[0, 0, 0].numpy()).array
+        assert np.abs(out - expected).max() < 1e-3  # float32 storage of the expected volume
+
+
+def test_tiles_equal_the_whole_volume_with_a_prior():
+    generator = _prior_generator(taps=7, seed=2)
+    for parameter in generator.parameters():  # a trained-looking network: every layer matters
+        parameter.data.add_(0.05 * torch.randn_like(parameter))
+    field = receptive_field(generator.config)
+    assert field.radius == receptive_field(GeneratorConfig(ngf=2, depth=1, residual=True)).radius + 3
+    halo = halo_for(field.radius, field.stride)
+    shape = (13, 70, 66)
+    array = np.random.default_rng(4).uniform(-1, 1, size=shape).astype(np.float32)
+    with torch.no_grad():
+        whole = generator(torch.from_numpy(array)[None, None], "inverse")[0, 0].numpy()
+    plan = plan_tiles(shape, 2 * halo + 8, halo, field.stride)
+    assert plan.counts[1] > 1 and plan.counts[2] > 1
+    out = np.empty(shape, dtype=np.float32)
+
+    def run(window):
+        with torch.no_grad():
+            return generator(torch.from_numpy(np.ascontiguousarray(window))[None, None], "inverse")[0, 0]
+
+    run_tiled(run, array, out, plan)
+    assert np.abs(out - whole).max() <= 1e-5
+
+
+def test_model_files_keep_the_prior(tmp_path):
+    generator = _prior_generator()
+    assert generator_state_shapes(generator.config) == {k: tuple(v.shape) for k, v in generator.state_dict().items()}
+    path = save_model(tmp_path / "prior.safetensors", generator, metadata_for("kernel"))
+    loaded = load_model(path).generator
+    assert loaded.config.prior_taps == 5
+    assert torch.equal(loaded.prior_forward, generator.prior_forward)
+    assert torch.equal(loaded.prior_inverse, generator.prior_inverse)
+
+
+@pytest.mark.parametrize("settings,message", [
+    ({"prior_taps": 4}, "odd and at least 3"),
+    ({"prior_taps": 1}, "odd and at least 3"),
+    ({"prior_taps": 65}, "between 0 and 63"),
+    ({"prior_taps": 5, "upscale_zyx": (4, 2, 2)}, "super-resolution has no linear prior"),
+    ({"prior_taps": 5, "architecture": "transposed"}, "needs the 'resize' architecture"),
+])
+def test_bad_prior_settings_are_refused(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        GeneratorConfig(**settings)
+
+
+@pytest.mark.parametrize("mode", ["paired", "unpaired"])
+def test_training_fits_the_prior_and_resume_keeps_it(tmp_path, mode):
+    # The unpaired fit measures spectra 6 mm inside the body: it needs wider slices than 32^2.
+    manifest = (write_tiny_phantoms(tmp_path / "data") if mode == "paired" else
+                write_phantom_dataset(tmp_path / "data", cases=3, seed=5, recipe=PhantomRecipe(shape=(16, 96, 96))))
+    settings = tiny_settings(manifest, tmp_path / "run", model__generator__prior_taps=5, objective__mode=mode,
+                             data__val_cases=[])
+    config = load_config(str(write_config(tmp_path / "config.json", settings)))
+    lines = []
+    Trainer(config, log=lines.append).fit()
+    assert any(f"linear prior (5 x 5 in-plane taps): {'least squares on 3 training pairs' if mode == 'paired' else 'spectral ratio'}"
+               in line for line in lines), lines
+    if mode == "unpaired":
+        assert any("case000..case000" in line and "case001..case002" in line for line in lines), lines
+    trained = load_model(tmp_path / "run" / "checkpoints" / "step_00000004.model.safetensors").generator
+    fitted = trained.prior_forward[0, 0, 0]
+    assert abs(float(fitted.sum()) - 1.0) < 0.1 and float(fitted.max()) < 0.9  # a smoothing filter, not the impulse
+
+    resumed = load_config(str(write_config(tmp_path / "config.json", {**settings, "optim": {"iterations": 6,
+                                                                                              "decay_start": 0.5}})))
+    lines.clear()
+    Trainer(resumed, log=lines.append).fit(resume=True)
+    assert not any("linear prior" in line for line in lines)  # not refitted: it comes back with the weights
+    again = load_model(tmp_path / "run" / "checkpoints" / "step_00000006.model.safetensors").generator
+    assert torch.equal(again.prior_forward, trained.prior_forward)
+    assert torch.equal(again.prior_inverse, trained.prior_inverse)
