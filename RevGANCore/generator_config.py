@@ -24,6 +24,8 @@ NORMS = ("none", "instance")
 ARCHITECTURES = ("resize", "transposed")
 #: Largest in-network upsampling factor per axis.
 MAX_UPSCALE = 8
+#: Widest polyphase upsampling prior (coarse voxels per axis; 9 = 36 thin slices in z at 4x).
+MAX_UPSAMPLING_TAPS = 9
 #: Names of the core activations; networks maps each to its torch module.
 ACTIVATIONS = ("elu", "leaky_relu", "relu", "silu")
 
@@ -64,9 +66,10 @@ class GeneratorConfig:
     #: Channels of the decoder's full-resolution layers ("resize" only): few, because
     #: they run on every output voxel.
     head_channels: int = 8
-    #: In-plane width of the fixed linear filter in front of each direction (0: none): the
-    #: classical filter fitted on the training data before training (linear_prior.py), so
-    #: the network learns only what it cannot do. "resize" layout, same-grid tasks only.
+    #: Width of the fixed linear filter fitted on the training data before training
+    #: (linear_prior.py; 0: none), so the network learns only what it cannot do. Same-grid
+    #: tasks: an in-plane filter in front of each direction. Super-resolution: a polyphase
+    #: upsampler (taps^3 on the coarse grid) as the forward residual path. "resize" only.
     prior_taps: int = 0
 
     def __post_init__(self) -> None:
@@ -101,9 +104,12 @@ class GeneratorConfig:
         if self.prior_taps:
             if self.prior_taps % 2 == 0 or self.prior_taps < 3:
                 raise ConfigError(f"generator prior_taps must be 0 (no prior) or odd and at least 3, got {self.prior_taps}")
-            if self.architecture != "resize" or self.upscale_zyx != (1, 1, 1):
-                raise ConfigError("generator prior_taps needs the 'resize' architecture and a same-grid task "
-                                  "(kernel conversion); super-resolution has no linear prior")
+            if self.architecture != "resize":
+                raise ConfigError("generator prior_taps needs the 'resize' architecture")
+            if self.upscale_zyx != (1, 1, 1) and (self.in_channels != 1 or self.prior_taps > MAX_UPSAMPLING_TAPS):
+                raise ConfigError(f"a super-resolution linear prior needs in_channels = 1 and at most "
+                                  f"{MAX_UPSAMPLING_TAPS} taps (coarse voxels per axis), got {self.in_channels} "
+                                  f"and {self.prior_taps}")
 
     def to_dict(self) -> dict:
         values = asdict(self)
@@ -150,9 +156,13 @@ def generator_state_shapes(config: GeneratorConfig) -> Dict[str, Tuple[int, ...]
 
     if config.architecture == "resize":
         _add_resize_shapes(config, conv, norm)
-        if config.prior_taps:
+        taps = config.prior_taps
+        if taps and config.upscale_zyx != (1, 1, 1):  # a polyphase upsampler: one output per fine phase
+            phases = config.upscale_zyx[0] * config.upscale_zyx[1] * config.upscale_zyx[2]
+            shapes["prior_upsampling"] = (phases, 1, taps, taps, taps)
+        elif taps:
             for direction in ("forward", "inverse"):
-                shapes[f"prior_{direction}"] = (image, 1, 1, config.prior_taps, config.prior_taps)
+                shapes[f"prior_{direction}"] = (image, 1, 1, taps, taps)
         return shapes
     for side in ("x", "y"):
         conv(f"encoder_{side}.0", ngf, image, 5)

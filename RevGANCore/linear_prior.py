@@ -31,8 +31,8 @@ from .errors import ConfigError
 from .linear_filter import fit_spectral_ratio_filter
 from .volume import Volume
 
-__all__ = ["PRIOR_TAPS", "fit_fir_least_squares", "fit_prior_kernels", "unpaired_halves", "install_prior",
-           "apply_kernel"]
+__all__ = ["PRIOR_TAPS", "fit_fir_least_squares", "fit_prior_kernels", "fit_upsampling_least_squares",
+           "unpaired_halves", "install_prior", "apply_kernel"]
 
 #: The prior's width in the shipped configurations and the quality bench's FIR rows: 11 taps
 #: (8.8 mm at 0.8 mm pixels) come within 0.1 HU of the full-band least-squares filter on the
@@ -75,6 +75,9 @@ def install_prior(generator, manifest, task_spec: dict, train_ids: Sequence[str]
 
     source, target = task_spec["source"], task_spec["target"]
     cases = [c for c in manifest.cases if c.id in set(train_ids)]
+    taps = generator.config.prior_taps
+    if generator.config.upscale_zyx != (1, 1, 1):
+        return _install_upsampling_prior(generator, cases, source, target, paired, taps)
     if paired:
         chosen = [c for c in cases if source in c.files and target in c.files]
         sources = [read_volume(c.files[source]) for c in chosen]
@@ -89,7 +92,6 @@ def install_prior(generator, manifest, task_spec: dict, train_ids: Sequence[str]
     if not sources or not targets:
         raise ConfigError(f"{manifest.path}: the linear prior needs training volumes of both {source!r} and "
                           f"{target!r}")
-    taps = generator.config.prior_taps
     generator.set_prior(*(torch.from_numpy(k) for k in fit_prior_kernels(sources, targets, paired, taps)))
     return f"linear prior ({taps} x {taps} in-plane taps): {account}"
 
@@ -129,6 +131,49 @@ def fit_fir_least_squares(pairs: Sequence[Tuple[Volume, Volume]], taps: int, sli
     return np.linalg.solve(matrix, rhs).reshape(taps, taps)
 
 
+def fit_upsampling_least_squares(pairs: Sequence[Tuple[np.ndarray, np.ndarray]], factors_zyx: Sequence[int],
+                                 taps: int) -> np.ndarray:
+    """The (phases, taps, taps, taps) polyphase upsampler with the least squared error on
+    ``pairs`` of (coarse, fine) arrays (fine = coarse x factors per axis): each fine voxel at
+    ``coarse index * factor + phase`` is a weighted sum of the taps^3 coarse voxels around its
+    coarse voxel (border voxels replicated, as the generator does), each phase's weights
+    summing to 1. Phase order as :func:`polyphase.interleave_phases`. One normal matrix serves
+    every phase."""
+    if not (isinstance(taps, int) and taps >= 1 and taps % 2 == 1):
+        raise ConfigError(f"an upsampling fit needs an odd number of taps, got {taps!r}")
+    fz, fy, fx = (int(f) for f in factors_zyx)
+    half = taps // 2
+    normal = np.zeros((taps ** 3, taps ** 3))
+    right = np.zeros((taps ** 3, fz * fy * fx))
+    for coarse, fine in pairs:
+        coarse = np.asarray(coarse, dtype=np.float64)
+        fine = np.asarray(fine, dtype=np.float64)
+        depth, height, width = coarse.shape
+        if fine.shape != (depth * fz, height * fy, width * fx):
+            raise ConfigError(f"a fine volume of {fine.shape} voxels is not {factors_zyx} x its coarse "
+                              f"{coarse.shape}")
+        padded = np.pad(coarse, half, mode="edge")
+        for z in range(depth):  # slab by slab: memory stays at one coarse slice of neighbourhoods
+            windows = np.lib.stride_tricks.sliding_window_view(padded[z:z + taps], (taps, taps, taps))
+            neighbourhoods = windows.reshape(height * width, taps ** 3)
+            phases = fine[z * fz:(z + 1) * fz].reshape(fz, height, fy, width, fx)
+            phases = phases.transpose(1, 3, 0, 2, 4).reshape(height * width, fz * fy * fx)
+            normal += neighbourhoods.T @ neighbourhoods
+            right += neighbourhoods.T @ phases
+    if not normal.any():
+        raise ConfigError("an upsampling fit needs at least one pair")
+    normal = normal + 1e-9 * np.trace(normal) / normal.shape[0] * np.eye(normal.shape[0])
+    weights = np.linalg.solve(normal, right)
+    # Every phase passes a constant unchanged (sum of weights exactly 1; the least-squares
+    # solution under that constraint, by a Lagrange multiplier): phases whose sums differed
+    # would print a periodic pattern on a uniform region, the checkerboard the "resize"
+    # layout exists to avoid.
+    ones = np.ones(normal.shape[0])
+    towards = np.linalg.solve(normal, ones)
+    weights += np.outer(towards, (1.0 - weights.sum(axis=0)) / towards.sum())
+    return weights.T.reshape(fz * fy * fx, taps, taps, taps)
+
+
 def apply_kernel(volume: Volume, kernel: np.ndarray) -> Volume:
     """``volume`` with every axial slice filtered by the in-plane ``kernel`` as the generator's
     prior does it (a correlation, border pixels replicated)."""
@@ -139,3 +184,29 @@ def apply_kernel(volume: Volume, kernel: np.ndarray) -> Volume:
         filtered = torch.nn.functional.conv3d(padded, torch.from_numpy(np.asarray(kernel, np.float64))[None, None, None])
     return volume.with_array(filtered[0, 0].numpy().astype(np.float32),
                              source=f"{kernel.shape[0]}x{kernel.shape[1]} filter of {volume.source or 'a volume'}")
+
+
+def _install_upsampling_prior(generator, cases, source: str, target: str, paired: bool, taps: int) -> str:
+    """Super-resolution: the polyphase upsampler fitted in network units on the training pairs
+    (paired), or on each training case's low-resolution volume against its own B-spline
+    interpolation (unpaired: no high-resolution volume is used)."""
+    from .baselines import interpolate_super_resolution
+    from .volume import hu_to_unit
+    from .volume_io import read_volume
+
+    factors_zyx = generator.config.upscale_zyx
+    pairs = []
+    for case in cases:
+        if source not in case.files or (paired and target not in case.files):
+            continue
+        coarse = read_volume(case.files[source])
+        fine = (read_volume(case.files[target]) if paired
+                else interpolate_super_resolution(coarse, factors_zyx[::-1], "bspline"))
+        pairs.append((hu_to_unit(coarse.array, clip=False), hu_to_unit(fine.array, clip=False)))
+    if not pairs:
+        raise ConfigError(f"the linear prior needs training volumes of {source!r}"
+                          f"{f' and {target!r}' if paired else ''}")
+    generator.set_prior(torch.from_numpy(fit_upsampling_least_squares(pairs, factors_zyx, taps)))
+    account = (f"least squares on {len(pairs)} training pairs" if paired else
+               f"B-spline interpolation of {len(pairs)} {source} volumes, no {target} volume")
+    return f"linear prior ({taps}^3 polyphase upsampler): {account}"

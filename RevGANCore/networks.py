@@ -33,9 +33,11 @@ Design choices (see docs/design.md, decisions 1-3):
   not tile-exact.
 - ``residual=True`` adds the input to the decoder's output (zero-initialised last conv, no
   tanh): the untrained model is the identity, which suits translations close to it.
-- ``prior_taps`` > 0 (kernel conversion): a fixed in-plane FIR filter per direction runs
-  first, fitted on the training data before training (:mod:`RevGANCore.linear_prior`); with
-  ``residual`` the untrained model is that classical filter and the network learns the rest.
+- ``prior_taps`` > 0: a fixed linear filter fitted on the training data before training
+  (:mod:`RevGANCore.linear_prior`). Same-grid tasks: an in-plane FIR per direction runs
+  first. Super-resolution: a polyphase upsampler (taps^3 on the coarse grid, one output per
+  fine phase) replaces the trilinear forward residual path. With ``residual`` the untrained
+  model is that classical filter and the network learns the rest.
 """
 
 from __future__ import annotations
@@ -116,8 +118,11 @@ def receptive_field(config: GeneratorConfig) -> ReceptiveField:
             "(per-sample statistics), so tiled inference cannot equal whole-volume inference")
     if config.architecture == "resize":
         stride = max(core_stride_zyx(config))
-        # The linear prior (in-plane, prior_taps wide) runs first and widens the reach.
-        return ReceptiveField(radius=4 + 4 * config.depth * stride + config.prior_taps // 2, stride=stride)
+        network = 4 + 4 * config.depth * stride
+        if config.upscale_zyx != (1, 1, 1):  # the upsampling prior runs beside the network
+            return ReceptiveField(radius=max(network, config.prior_taps // 2), stride=stride)
+        # The same-grid prior (in-plane, prior_taps wide) runs first and widens the reach.
+        return ReceptiveField(radius=network + config.prior_taps // 2, stride=stride)
     return ReceptiveField(radius=6 + 8 * config.depth, stride=2)
 
 
@@ -329,28 +334,43 @@ class RevGANGenerator3d(nn.Module):
         else:
             self.decoder_x = _Decoder(config)
             self.decoder_y = _Decoder(config)
-        if config.prior_taps:
-            # Filled from the training data before training (linear_prior.py) and saved with the
-            # weights; a pass-through (unit impulse) until then.
-            impulse = torch.zeros(config.in_channels, 1, 1, config.prior_taps, config.prior_taps)
-            impulse[..., config.prior_taps // 2, config.prior_taps // 2] = 1.0
+        taps = config.prior_taps
+        # Filled from the training data before training (linear_prior.py) and saved with the
+        # weights; until then a pass-through (unit impulse) or, for super-resolution, nearest-
+        # neighbour upsampling.
+        if taps and config.upscale_zyx != (1, 1, 1):
+            phases = config.upscale_zyx[0] * config.upscale_zyx[1] * config.upscale_zyx[2]
+            nearest = torch.zeros(phases, 1, taps, taps, taps)
+            nearest[:, :, taps // 2, taps // 2, taps // 2] = 1.0
+            self.register_buffer("prior_upsampling", nearest)
+        elif taps:
+            impulse = torch.zeros(config.in_channels, 1, 1, taps, taps)
+            impulse[..., taps // 2, taps // 2] = 1.0
             self.register_buffer("prior_forward", impulse.clone())
             self.register_buffer("prior_inverse", impulse.clone())
 
-    def set_prior(self, forward: torch.Tensor, inverse: torch.Tensor) -> None:
-        """Install the fitted in-plane kernels ((taps, taps) each) of the linear prior."""
+    def set_prior(self, *kernels: torch.Tensor) -> None:
+        """Install the fitted linear prior: the (taps, taps) in-plane kernels of the forward and
+        inverse directions, or for super-resolution the (phases, taps, taps, taps) upsampler
+        (phase order of :func:`polyphase.interleave_phases`)."""
         if not self.config.prior_taps:
             raise ArchitectureError("this generator has no linear prior (prior_taps = 0)")
-        for buffer, kernel in ((self.prior_forward, forward), (self.prior_inverse, inverse)):
+        upsampling = self.config.upscale_zyx != (1, 1, 1)
+        buffers = (self.prior_upsampling,) if upsampling else (self.prior_forward, self.prior_inverse)
+        if len(kernels) != len(buffers):
+            raise ArchitectureError(f"this generator's prior takes {len(buffers)} kernel(s), got {len(kernels)}")
+        for buffer, kernel in zip(buffers, kernels):
             kernel = torch.as_tensor(kernel)
-            if tuple(kernel.shape) != tuple(buffer.shape[-2:]):
-                raise ArchitectureError(f"prior kernel must be {tuple(buffer.shape[-2:])}, got {tuple(kernel.shape)}")
-            buffer.copy_(kernel.to(buffer.dtype).expand_as(buffer))
+            shape = tuple(buffer.shape[:1] + buffer.shape[2:]) if upsampling else tuple(buffer.shape[-2:])
+            if tuple(kernel.shape) != shape:
+                raise ArchitectureError(f"prior kernel must be {shape}, got {tuple(kernel.shape)}")
+            buffer.copy_(kernel.to(buffer.dtype).reshape(buffer.shape) if upsampling
+                         else kernel.to(buffer.dtype).expand_as(buffer))
 
     def _prior(self, x: torch.Tensor, direction: str) -> torch.Tensor:
         """The fixed linear filter of ``direction`` on every axial slice (border voxels
         replicated, like every layer of the "resize" layout)."""
-        if not self.config.prior_taps:
+        if not self.config.prior_taps or self.config.upscale_zyx != (1, 1, 1):
             return x
         kernel = self.prior_forward if direction == "forward" else self.prior_inverse
         half = self.config.prior_taps // 2
@@ -370,8 +390,18 @@ class RevGANGenerator3d(nn.Module):
         factors = self.config.upscale_zyx
         x = self._prior(x, direction)
         if direction == "forward":
-            return self.decoder_y(self.core(self.encoder_x(x)), upsample_image(x, factors))
+            return self.decoder_y(self.core(self.encoder_x(x)), self._upsampled(x))
         return self.decoder_x(self.core.inverse(self.encoder_y(x)), downsample_image(x, factors))
+
+    def _upsampled(self, x: torch.Tensor) -> torch.Tensor:
+        """The forward residual path: trilinear upsampling, or the fitted polyphase upsampler of
+        a super-resolution linear prior (border voxels replicated)."""
+        factors = self.config.upscale_zyx
+        if not (self.config.prior_taps and factors != (1, 1, 1)):
+            return upsample_image(x, factors)
+        half = self.config.prior_taps // 2
+        padded = functional.pad(x, (half,) * 6, mode="replicate")
+        return interleave_phases(functional.conv3d(padded, self.prior_upsampling.to(x.dtype)), factors)
 
     @property
     def receptive_field(self) -> ReceptiveField:

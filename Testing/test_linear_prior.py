@@ -1,7 +1,7 @@
-"""The linear prior of kernel generators: the least-squares FIR fit recovers a known filter,
-the unpaired fit never pairs a case with itself, an untrained generator IS its prior, tiles
-still equal the whole volume, model files keep the prior, and training fits it (and resume
-keeps it)."""
+"""The linear prior: the least-squares fits (kernel FIR, super-resolution polyphase upsampler)
+recover a known filter, the unpaired fit never pairs a case with itself, an untrained
+generator IS its prior, tiles still equal the whole volume, a constant stays constant, model
+files keep the prior, and training fits it (and resume keeps it)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import torch
 from RevGANCore.config import load_config
 from RevGANCore.errors import ConfigError
 from RevGANCore.generator_config import GeneratorConfig, generator_state_shapes
-from RevGANCore.linear_prior import apply_kernel, fit_fir_least_squares, fit_prior_kernels, unpaired_halves
+from RevGANCore.linear_prior import (apply_kernel, fit_fir_least_squares, fit_prior_kernels,
+                                     fit_upsampling_least_squares, unpaired_halves)
 from RevGANCore.modelfile import load_model, save_model
 from RevGANCore.networks import RevGANGenerator3d, receptive_field
 from RevGANCore.phantom_dataset import PhantomRecipe, write_phantom_dataset
@@ -131,7 +132,8 @@ def test_model_files_keep_the_prior(tmp_path):
     ({"prior_taps": 4}, "odd and at least 3"),
     ({"prior_taps": 1}, "odd and at least 3"),
     ({"prior_taps": 65}, "between 0 and 63"),
-    ({"prior_taps": 5, "upscale_zyx": (4, 2, 2)}, "super-resolution has no linear prior"),
+    ({"prior_taps": 11, "upscale_zyx": (4, 2, 2)}, "at most 9 taps"),
+    ({"prior_taps": 3, "upscale_zyx": (4, 2, 2), "in_channels": 2}, "needs in_channels = 1"),
     ({"prior_taps": 5, "architecture": "transposed"}, "needs the 'resize' architecture"),
 ])
 def test_bad_prior_settings_are_refused(settings, message):
@@ -165,3 +167,93 @@ def test_training_fits_the_prior_and_resume_keeps_it(tmp_path, mode):
     again = load_model(tmp_path / "run" / "checkpoints" / "step_00000006.model.safetensors").generator
     assert torch.equal(again.prior_forward, trained.prior_forward)
     assert torch.equal(again.prior_inverse, trained.prior_inverse)
+
+
+SR = (4, 2, 2)
+
+
+def _sr_generator(taps: int = 3, seed: int = 0) -> RevGANGenerator3d:
+    torch.manual_seed(seed)
+    return RevGANGenerator3d(config=GeneratorConfig(ngf=2, depth=1, head_channels=2, residual=True,
+                                                    upscale_zyx=SR, prior_taps=taps)).double()
+
+
+def _known_upsampler(taps: int, seed: int = 1) -> torch.Tensor:
+    weights = torch.from_numpy(np.random.default_rng(seed).uniform(0.0, 1.0, size=(16, taps, taps, taps)))
+    return weights / weights.sum(dim=(1, 2, 3), keepdim=True)  # every phase keeps a constant
+
+
+def test_least_squares_upsampler_recovers_the_one_that_made_the_pairs():
+    generator = _sr_generator()
+    generator.set_prior(_known_upsampler(3))
+    rng = np.random.default_rng(2)
+    pairs = []
+    for shape in ((5, 7, 6), (4, 9, 8)):
+        coarse = rng.normal(size=shape)
+        with torch.no_grad():  # untrained residual generator = its upsampling prior
+            fine = generator(torch.from_numpy(coarse)[None, None])[0, 0].numpy()
+        pairs.append((coarse, fine))
+    fitted = fit_upsampling_least_squares(pairs, SR, 3)
+    assert np.abs(fitted - _known_upsampler(3).numpy()).max() < 1e-8
+    assert np.allclose(fitted.sum(axis=(1, 2, 3)), 1.0)
+    with pytest.raises(ConfigError, match="not \\(4, 2, 2\\) x its coarse"):
+        fit_upsampling_least_squares([(pairs[0][0], pairs[0][1][:-1])], SR, 3)
+
+
+def test_a_fitted_upsampler_keeps_a_constant_constant():
+    """The constrained fit: even from noisy pairs no phase lifts a uniform region (no checkerboard)."""
+    rng = np.random.default_rng(5)
+    coarse = rng.normal(size=(6, 8, 8))
+    fine = np.repeat(np.repeat(np.repeat(coarse, 4, 0), 2, 1), 2, 2) + rng.normal(scale=0.5, size=(24, 16, 16))
+    generator = _sr_generator(taps=5)
+    generator.set_prior(torch.from_numpy(fit_upsampling_least_squares([(coarse, fine)], SR, 5)))
+    with torch.no_grad():
+        out = generator(torch.full((1, 1, 4, 5, 6), 0.3, dtype=torch.float64))[0, 0]
+    assert float((out - 0.3).abs().max()) < 1e-10
+
+
+def test_the_upsampling_prior_is_the_forward_residual_path_and_tiles_stay_exact():
+    generator = _sr_generator(taps=5, seed=4)
+    generator.set_prior(_known_upsampler(5, seed=6))
+    for parameter in generator.parameters():
+        parameter.data.add_(0.05 * torch.randn_like(parameter))
+    field = receptive_field(generator.config)
+    halo = halo_for(field.radius, field.stride)
+    coarse_shape = (11, 29, 27)
+    source = np.random.default_rng(3).uniform(-1, 1, coarse_shape)
+    with torch.no_grad():
+        whole = generator(torch.from_numpy(source)[None, None])[0, 0].numpy()
+    plan = plan_tiles(coarse_shape, 2 * halo + 3, halo, field.stride)
+    assert plan.counts[1] > 1
+    out = np.full(whole.shape, np.nan)
+
+    def run(window):
+        with torch.no_grad():
+            return generator(torch.from_numpy(np.ascontiguousarray(window))[None, None])[0, 0]
+
+    run_tiled(run, source, out, plan, out_scale=SR)
+    assert np.abs(out - whole).max() <= 1e-5  # the tiler hands windows over in float32
+    generator.decoder_y.to_image.weight.data.zero_()
+    generator.decoder_y.to_image.bias.data.zero_()
+    with torch.no_grad():
+        prior_only = generator(torch.from_numpy(source)[None, None])[0, 0].numpy()
+    block = source[5, 9, 8]  # a fine voxel is its phase's weighted sum of the coarse 5^3 around it
+    phase = (1 * 2 + 0) * 2 + 1  # (pz, py, px) = (1, 0, 1)
+    expected = float((_known_upsampler(5, seed=6)[phase].numpy() * source[3:8, 7:12, 6:11]).sum())
+    assert prior_only[5 * 4 + 1, 9 * 2 + 0, 8 * 2 + 1] == pytest.approx(expected, abs=1e-12) and block == source[5, 9, 8]
+
+
+@pytest.mark.parametrize("mode", ["paired", "unpaired"])
+def test_super_resolution_training_fits_the_upsampling_prior(tmp_path, mode):
+    manifest = write_tiny_phantoms(tmp_path / "data")
+    settings = tiny_settings(manifest, tmp_path / "run", model__generator__prior_taps=3, objective__mode=mode,
+                             data__task="super_resolution", data__val_cases=[])
+    lines = []
+    Trainer(load_config(str(write_config(tmp_path / "config.json", settings))), log=lines.append).fit()
+    expected = "least squares on 3 training pairs" if mode == "paired" else "B-spline interpolation of 3 lr volumes"
+    assert any(f"linear prior (3^3 polyphase upsampler): {expected}" in line for line in lines), lines
+    model = load_model(tmp_path / "run" / "checkpoints" / "step_00000004.model.safetensors").generator
+    weights = model.prior_upsampling
+    assert weights.shape == (16, 1, 3, 3, 3)
+    assert torch.allclose(weights.sum(dim=(1, 2, 3, 4)), torch.ones(16, dtype=weights.dtype), atol=1e-5)
+    assert float((weights[:, 0, 1, 1, 1] - 1).abs().min()) > 1e-3  # no phase kept the nearest-neighbour start
