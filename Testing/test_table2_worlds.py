@@ -119,6 +119,22 @@ def test_cpu_runner_dry_run_trains_and_ships_both_worlds(tmp_path):
     record = json.loads((out / "cpu_table2.json").read_text())
     assert record["iterations_per_run"] == 2 and record["dry_run"] and not record["failed"]
 
+    # A run that did not finish (here: its summary gone) is trained again by --continue; the others stay.
+    linear_summary = run_folder(work / "table2", "kernel_paired", 0, "linear") / "summary.json"
+    before = linear_summary.stat().st_mtime_ns
+    (run_folder(work / "table2", "kernel_paired", 0, "nonlinear") / "summary.json").unlink()
+    again = subprocess.run([*command[:2], "--continue", *command[2:]], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "1 of 2 runs finished; training 1 again" in again.stdout
+    assert linear_summary.stat().st_mtime_ns == before
+    assert json.loads((run_folder(work / "table2", "kernel_paired", 0, "nonlinear") / "summary.json")
+                      .read_text())["step"] == 2
+    record = json.loads((work / "cpu_table2.json").read_text())
+    assert record["runs"]["kernel_paired/nonlinear/seed0"]["rerun"] and not record["failed"]
+    assert "rerun" not in record["runs"]["kernel_paired/linear/seed0"]
+    assert len(load_table_index(out)) == 2
+
 
 def test_every_training_seed_is_validated_on_the_same_patches(tmp_path):
     """The seed a row ships is the one with the best validation value: only fair when every

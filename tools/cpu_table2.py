@@ -131,11 +131,16 @@ def main(argv=None) -> int:
                              "take larger steps")
     parser.add_argument("--dry-run", action="store_true", help="tiny phantoms, networks and budgets")
     parser.add_argument("--ship-only", action="store_true", help="train nothing: ship the finished runs in --work")
+    parser.add_argument("--continue", dest="resume", action="store_true",
+                        help="keep --work: train only the runs without a finished summary (a run that failed or "
+                             "was stopped starts again), with the iterations and sizing of the record there")
     args = parser.parse_args(argv)
     args.work = Path(args.work).resolve()
     if args.ship_only:
         ship(args, args.work / "table2")
         return 0
+    if args.resume:
+        return continue_table(args)
     if args.work.exists():
         shutil.rmtree(args.work)
     args.work.mkdir(parents=True)
@@ -183,6 +188,42 @@ def main(argv=None) -> int:
     say(f"trained {len(runs) - len(failed)}/{len(runs)} runs of {iterations} iterations in {training_seconds:.0f} s")
     ship(args, runs_dir)
     return 1 if failed else 0
+
+
+def finished(runs_dir: Path, run) -> bool:
+    summary = run_folder(runs_dir, run.row, run.seed, run.world) / "summary.json"
+    return summary.is_file() and json.loads(summary.read_text(encoding="utf-8")).get("status") == "finished"
+
+
+def continue_table(args) -> int:
+    """``--continue``: the runs of the record in ``--work`` that did not finish, trained again
+    from scratch with the record's iterations and sizing; then the index and the shipping."""
+    record_path = args.work / "cpu_table2.json"
+    if not record_path.is_file():
+        raise SystemExit(f"--continue: {record_path} does not exist (no table was run in {args.work})")
+    record = json.loads(record_path.read_text(encoding="utf-8"))
+    iterations, run_sizing = record["iterations_per_run"], record["sizing"]
+    runs_dir = args.work / "table2"
+    runs = protocol_runs(args.rows, args.worlds, range(args.seeds))
+    again = [run for run in runs if not finished(runs_dir, run)]
+    say(f"{len(runs) - len(again)} of {len(runs)} runs finished; training {len(again)} again")
+    for run in again:
+        shutil.rmtree(run_folder(runs_dir, run.row, run.seed, run.world), ignore_errors=True)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    ensure_world_phantoms(args.worlds, [item for item in run_sizing if not item.startswith("checkpoint.")], log=say)
+    started = time.time()
+    results = train_runs(again, iterations, runs_dir, args.work / "logs", sizing=run_sizing, parallel=args.parallel,
+                         env=env, nice=args.nice, log=say)
+    record["runs"].update({run.name: {"exit": result.code, "wall_seconds": round(result.seconds, 1), "rerun": True}
+                           for run, result in results.items()})
+    record["failed"] = [run.name for run in runs if not finished(runs_dir, run)]
+    record["training_wall_seconds"] = round(record["training_wall_seconds"] + time.time() - started, 1)
+    index = table_index(runs_dir, args.rows, range(args.seeds), iterations, args.worlds, run_sizing)
+    (runs_dir / "table2.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    record_path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    ship(args, runs_dir)
+    return 1 if record["failed"] else 0
 
 
 if __name__ == "__main__":
