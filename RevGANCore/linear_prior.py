@@ -1,28 +1,30 @@
-"""The classical filter a kernel-conversion generator starts from (its "linear prior").
+"""The classical filter a generator starts from (its "linear prior", ``prior_taps`` > 0).
 
-A generator with ``prior_taps`` > 0 runs a fixed in-plane FIR filter in front of each
-direction (networks.py) and learns, as a residual, only what that filter cannot do. The
-filters are the strongest classical method the training data allows
-(:mod:`RevGANCore.linear_filter`), fitted once before training:
+The network learns, as a residual, only what the filter cannot do. The filters are the
+strongest classical method the training data allows, fitted once before training:
 
-- paired training: the ``taps`` x ``taps`` kernel with the least squared error on the
-  training pairs, one per direction (source -> target and target -> source);
-- unpaired training: the spectral-ratio filter, from source volumes of the first half of the
-  training cases and target volumes of the second half, so no pair enters the fit; cut to
-  ``taps`` x ``taps`` by least squares against its own full-band output.
+- kernel conversion: an in-plane ``taps`` x ``taps`` filter in front of each direction
+  (networks.py). Paired: the kernel with the least squared error on the training pairs, one
+  per direction. Unpaired: the spectral-ratio filter (:mod:`RevGANCore.linear_filter`) from
+  source volumes of the first half of the training cases and target volumes of the second
+  half, so no pair enters the fit, cut to ``taps`` x ``taps`` by least squares against its own
+  full-band output;
+- super-resolution: a polyphase upsampler (``taps``^3 coarse voxels per fine phase) as the
+  forward residual path, by least squares on the training pairs (paired) or on each
+  low-resolution volume's own B-spline interpolation (unpaired: no high-resolution volume).
 
 An untrained generator is therefore the classical filter, and every improvement on it is
-learned. Why: on 2 CPU cores a generator that starts as the identity spent 400 iterations
-getting from 60 to 34 HU mean error on the nonlinear-world kernel phantoms, where one
+learned. Why: on 2 CPU cores a kernel generator that starts as the identity spent 400
+iterations getting from 60 to 34 HU mean error on the nonlinear-world phantoms, where one
 least-squares solve gives 12 HU (docs/training.md, "Linear prior").
 
-The kernels are fitted at the training data's voxel size; inference brings a scan to that
+The filters are fitted at the training data's voxel size; inference brings a scan to that
 size first (the model file records it), so the prior, like the network, acts in millimetres.
 """
 
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import Iterable, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -80,23 +82,37 @@ def install_prior(generator, manifest, task_spec: dict, train_ids: Sequence[str]
         return _install_upsampling_prior(generator, cases, source, target, paired, taps)
     if paired:
         chosen = [c for c in cases if source in c.files and target in c.files]
-        sources = [read_volume(c.files[source]) for c in chosen]
-        targets = [read_volume(c.files[target]) for c in chosen]
-        account = f"least squares on {len(chosen)} training pairs"
-    else:
-        first, second = unpaired_halves([c.id for c in cases])
-        sources = [read_volume(c.files[source]) for c in cases if c.id in first and source in c.files]
-        targets = [read_volume(c.files[target]) for c in cases if c.id in second and target in c.files]
-        account = (f"spectral ratio of {len(sources)} {source} volumes ({first[0]}..{first[-1]}) and "
-                   f"{len(targets)} {target} volumes ({second[0]}..{second[-1]}), no pairs")
+        if not chosen:
+            raise ConfigError(f"{manifest.path}: the linear prior needs training pairs of {source!r} and {target!r}")
+        # One pair in memory at a time: real training scans can be large.
+        forward = fit_fir_least_squares(_pairs_of(chosen, source, target), taps)
+        inverse = fit_fir_least_squares(_pairs_of(chosen, target, source), taps)
+        generator.set_prior(torch.from_numpy(forward), torch.from_numpy(inverse))
+        return f"linear prior ({taps} x {taps} in-plane taps): least squares on {len(chosen)} training pairs"
+    first, second = unpaired_halves([c.id for c in cases])
+    sources = [read_volume(c.files[source]) for c in cases if c.id in first and source in c.files]
+    targets = [read_volume(c.files[target]) for c in cases if c.id in second and target in c.files]
     if not sources or not targets:
-        raise ConfigError(f"{manifest.path}: the linear prior needs training volumes of both {source!r} and "
-                          f"{target!r}")
-    generator.set_prior(*(torch.from_numpy(k) for k in fit_prior_kernels(sources, targets, paired, taps)))
-    return f"linear prior ({taps} x {taps} in-plane taps): {account}"
+        raise ConfigError(f"{manifest.path}: the linear prior needs training volumes of both {source!r} "
+                          f"and {target!r}")
+    generator.set_prior(*(torch.from_numpy(k) for k in fit_prior_kernels(sources, targets, False, taps)))
+    return (f"linear prior ({taps} x {taps} in-plane taps): spectral ratio of {len(sources)} {source} volumes "
+            f"({first[0]}..{first[-1]}) and {len(targets)} {target} volumes ({second[0]}..{second[-1]}), no pairs")
 
 
-def fit_fir_least_squares(pairs: Sequence[Tuple[Volume, Volume]], taps: int, slice_step: int = 2) -> np.ndarray:
+def _pairs_of(cases, source: str, target: str):
+    """(source, target) volumes of each case, read one pair at a time, shapes checked."""
+    from .volume_io import read_volume
+
+    for case in cases:
+        pair = read_volume(case.files[source]), read_volume(case.files[target])
+        if pair[0].shape != pair[1].shape:
+            raise ConfigError(f"{case.files[source]} and {case.files[target]}: a pair for the linear prior must "
+                              f"share its grid; shapes {pair[0].shape} and {pair[1].shape}")
+        yield pair
+
+
+def fit_fir_least_squares(pairs: Iterable[Tuple[Volume, Volume]], taps: int, slice_step: int = 2) -> np.ndarray:
     """The (taps, taps) in-plane kernel ``w`` minimising ``sum (target - conv(source, w))^2`` over
     every ``slice_step``-th axial slice of every pair (``conv`` as torch's conv2d: a
     correlation). Solved from the slices' auto- and cross-correlations (normal equations);
@@ -202,6 +218,9 @@ def _install_upsampling_prior(generator, cases, source: str, target: str, paired
         coarse = read_volume(case.files[source])
         fine = (read_volume(case.files[target]) if paired
                 else interpolate_super_resolution(coarse, factors_zyx[::-1], "bspline"))
+        if fine.shape != tuple(n * f for n, f in zip(coarse.shape, factors_zyx)):
+            raise ConfigError(f"{case.files[target] if paired else case.files[source]}: the linear prior needs "
+                              f"{factors_zyx} (z, y, x) x the low-resolution grid {coarse.shape}, got {fine.shape}")
         pairs.append((hu_to_unit(coarse.array, clip=False), hu_to_unit(fine.array, clip=False)))
     if not pairs:
         raise ConfigError(f"the linear prior needs training volumes of {source!r}"
