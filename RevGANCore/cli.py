@@ -74,8 +74,9 @@ def _setup_bench(commands: argparse._SubParsersAction) -> None:
 
     quality = kinds.add_parser(
         "quality", help="the seed's Table 2 on held-out phantoms: RevGAN variants vs classical baselines")
-    quality.add_argument("--models", default=None,
-                         help="folder with table2.json and the variant models (default: the shipped table2 folder)")
+    quality.add_argument("--models", nargs="+", default=None, metavar="FOLDER",
+                         help="folder(s) with table2.json and the variant models, pooled into one table (default: "
+                              "the shipped table2 folder)")
     quality.add_argument("--data", default="data", help="where the test phantoms are generated (default: data)")
     quality.add_argument("--cases", type=int, default=5, help="held-out test cases (default 5)")
     quality.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -167,7 +168,7 @@ def _run_bench_quality(args: argparse.Namespace) -> int:
     from .bench.quality import format_quality_table, run_quality_benchmark
 
     log = (lambda message: print(message, file=sys.stderr)) if args.json else print
-    result = run_quality_benchmark(models_dir=Path(args.models) if args.models else None,
+    result = run_quality_benchmark(models_dir=[Path(folder) for folder in args.models] if args.models else None,
                                    data_dir=Path(args.data), test_cases=args.cases, device=args.device, log=log,
                                    shape=tuple(args.shape) if args.shape else None, worlds=args.worlds)
     return _print_result(args, result, format_quality_table)

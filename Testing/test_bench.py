@@ -182,3 +182,23 @@ def test_bench_quality_json_has_every_task_world_and_row_kind(identity_table, tm
 
     text = format_quality_table(result)
     assert "the fitted linear filter is the ceiling" in text and "kernel/nonlinear" in text
+
+
+def test_bench_quality_pools_several_model_folders(identity_table, tmp_path, capsys):
+    """Rows trained apart (kernel rows in one folder, super-resolution rows in another) make one table."""
+    import shutil
+
+    index = json.loads((identity_table / "table2.json").read_text())
+    for task in ("kernel", "super_resolution"):
+        folder = tmp_path / task
+        folder.mkdir()
+        entries = [e for e in index["models"] if e["task"] == task and e.get("world", "linear") == "linear"]
+        for entry in entries:
+            shutil.copyfile(identity_table / entry["file"], folder / entry["file"])
+        (folder / "table2.json").write_text(json.dumps({"format": "revgan-table2", "models": entries}))
+    assert main(["bench", "quality", "--models", str(tmp_path / "kernel"), str(tmp_path / "super_resolution"),
+                 "--data", str(tmp_path / "data"), "--cases", "2", "--shape", *map(str, QUALITY_SHAPE),
+                 "--device", "cpu", "--worlds", "linear", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    for key in ("kernel/linear", "super_resolution/linear"):
+        assert {"Paired", "Paired+2R", "Unpaired", "Unpaired+2R"} <= {row["method"] for row in result["tasks"][key]}

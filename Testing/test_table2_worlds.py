@@ -116,7 +116,7 @@ def test_cpu_runner_dry_run_trains_and_ships_both_worlds(tmp_path):
                                                                                  ("nonlinear", 0, True)}
     assert {m.world for m in load_table_index(out)} == {"linear", "nonlinear"}
     assert len(load_table_index(work / "all_seeds")) == 2  # every seed's model (here one seed)
-    record = json.loads((out / "cpu_table2.json").read_text())
+    record = json.loads((out / "cpu_table2_kernel.json").read_text())
     assert record["iterations_per_run"] == 2 and record["dry_run"] and not record["failed"]
 
     # A run that did not finish (here: its summary gone) is trained again by --continue; the others stay.
@@ -134,6 +134,17 @@ def test_cpu_runner_dry_run_trains_and_ships_both_worlds(tmp_path):
     assert record["runs"]["kernel_paired/nonlinear/seed0"]["rerun"] and not record["failed"]
     assert "rerun" not in record["runs"]["kernel_paired/linear/seed0"]
     assert len(load_table_index(out)) == 2
+
+    # Other rows trained apart into the same --out join the kernel rows there.
+    other = [*command[:command.index("--rows") + 1], "super_resolution_paired",
+             *command[command.index("--rows") + 2:command.index("--work") + 1], str(tmp_path / "work_sr"),
+             "--out", str(out)]
+    assert subprocess.run(other, cwd=tmp_path, capture_output=True, text=True, timeout=300).returncode == 0
+    assert {(m.task, m.world) for m in load_table_index(out)} == {
+        (task, world) for task in ("kernel", "super_resolution") for world in ("linear", "nonlinear")}
+    shipped = json.loads((out / "table2.json").read_text())
+    assert set(shipped["protocol"]) == {"kernel", "super_resolution"}
+    assert (out / "cpu_table2_kernel.json").is_file() and (out / "cpu_table2_super_resolution.json").is_file()
 
 
 def test_every_training_seed_is_validated_on_the_same_patches(tmp_path):

@@ -17,8 +17,9 @@ Run from the repository root (nice it: the runs take the machine's cores):
    run (``<work>/table2/table2.json``: all seeds, validation values, the chosen seed per row and
    world), gathers every run's model with that index in ``<work>/all_seeds`` and copies the
    chosen seeds' models into ``--out`` with their own index; both are Table-2 model folders
-   (table2.json, read by ``revgan bench quality --models``) with ``cpu_table2.json`` (sizing,
-   iterations, calibration, wall time).
+   (table2.json, read by ``revgan bench quality --models``) with ``cpu_table2_<tasks>.json``
+   (sizing, iterations, calibration, wall time). Rows may be trained apart (``--rows``, e.g.
+   with other ``--iterations``) into one ``--out``: each run replaces only its own rows there.
 
 ``--dry-run`` does the same with tiny phantoms, networks and budgets, to test this script.
 """
@@ -88,16 +89,32 @@ def calibrate(args, sizing, env) -> dict:
 def model_folder(folder: Path, index: dict, runs_dir: Path, chosen_only: bool, record: dict) -> int:
     """A Table-2 model folder (what ``revgan bench quality --models`` reads): the models of
     ``index`` (the chosen seeds only, or every seed) under their index names, the index and the
-    runner's record."""
+    runner's record (``cpu_table2_<tasks>.json``). A folder that already holds other rows (e.g.
+    the kernel rows, when these are the super-resolution rows trained apart) keeps them; rows
+    trained here replace their old entries and files."""
     from RevGANCore.output import write_bytes_atomic, write_text_atomic
 
     folder.mkdir(parents=True, exist_ok=True)
     models = [dict(entry) for entry in index["models"] if entry["chosen"] or not chosen_only]
+    tasks = sorted({entry["task"] for entry in index["models"]})
+    rows = {f"{entry['task']}_{entry['variant']}" for entry in index["models"]}
+    kept, protocol = [], {}
+    existing = folder / "table2.json"
+    if existing.is_file():
+        old = json.loads(existing.read_text(encoding="utf-8"))
+        for entry in old.get("models", []):
+            if f"{entry['task']}_{entry['variant']}" in rows:
+                (folder / entry["file"]).unlink(missing_ok=True)
+            else:
+                kept.append(entry)
+        kept_tasks = {entry["task"] for entry in kept}
+        protocol = {task: value for task, value in old.get("protocol", {}).items() if task in kept_tasks}
+    protocol.update({task: index["protocol"] for task in tasks})
     for entry in models:
         write_bytes_atomic(folder / entry["file"], best_model_path(runs_dir, entry).read_bytes())
-    write_text_atomic(folder / "table2.json", json.dumps({"format": "revgan-table2", "protocol": index["protocol"],
-                                                          "models": models}, indent=2) + "\n")
-    write_text_atomic(folder / "cpu_table2.json", json.dumps(record, indent=2) + "\n")
+    write_text_atomic(folder / "table2.json", json.dumps({"format": "revgan-table2", "protocol": protocol,
+                                                          "models": kept + models}, indent=2) + "\n")
+    write_text_atomic(folder / f"cpu_table2_{'_'.join(tasks)}.json", json.dumps(record, indent=2) + "\n")
     return len(models)
 
 

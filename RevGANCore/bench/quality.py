@@ -38,7 +38,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -198,13 +198,15 @@ class _Methods:
         ]
 
 
-def run_quality_benchmark(models_dir: Optional[Path] = None, data_dir: Path = Path("data"),
+def run_quality_benchmark(models_dir: Union[None, Path, Sequence[Path]] = None, data_dir: Path = Path("data"),
                           test_cases: int = TEST_CASES, device: str = "auto",
                           tile_size: Optional[int] = None, log: Callable[[str], None] = print,
                           shape: Optional[Tuple[int, int, int]] = None,
                           worlds: Sequence[str] = WORLDS) -> dict:
-    """The Table-2 result (see the module docstring); ``shape`` changes the phantoms' voxel
-    counts (quick checks only: the reported table uses the default phantom)."""
+    """The Table-2 result (see the module docstring). ``models_dir``: one Table-2 folder or
+    several, whose indexes are pooled (e.g. the kernel and the super-resolution rows trained
+    apart); ``shape`` changes the phantoms' voxel counts (quick checks only: the reported
+    table uses the default phantom)."""
     from ..inference import translate
     from ..manifest import load_manifest
     from ..metrics import body_mask
@@ -218,7 +220,8 @@ def run_quality_benchmark(models_dir: Optional[Path] = None, data_dir: Path = Pa
     unknown = [w for w in worlds if w not in WORLDS]
     if unknown or not worlds:
         raise ConfigError(f"worlds must be among {', '.join(WORLDS)}, got {list(worlds)}")
-    table = load_table_index(models_dir or table2_dir())
+    folders = [models_dir] if isinstance(models_dir, (str, Path)) else list(models_dir or [table2_dir()])
+    table = [model for folder in folders for model in load_table_index(folder)]
     fit_count = int(UNPAIRED_FIT_CASES[-1][-3:]) + 1
     result = {"cases": test_cases, "test_seed": TEST_SEED, "training_seed": TRAIN_SEED,
               "validation_cases": list(VALIDATION_CASES), "fit_cases": list(FIT_CASES),
