@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -58,10 +59,19 @@ def revgan_environment(env: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     return environment
 
 
+def _interruptible() -> None:
+    # As in a person's terminal. A suite started in the background (`... &` in a script)
+    # inherits SIGINT ignored, and Python then leaves it ignored, so Ctrl-C tests would pass
+    # or fail by how the suite was launched.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_revgan(args: Sequence[str], cwd=None) -> subprocess.Popen:
-    """Start ``revgan ARGS`` without waiting (to signal it mid-run); text pipes."""
+    """Start ``revgan ARGS`` without waiting (to signal it mid-run); text pipes; SIGINT
+    at its default (see :func:`_interruptible`)."""
     return subprocess.Popen(revgan_command(args), cwd=str(cwd) if cwd else None, env=revgan_environment(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_interruptible if os.name == "posix" else None)
 
 
 def run_revgan_in_terminal(args: Sequence[str], cwd=None, timeout: float = 300,
