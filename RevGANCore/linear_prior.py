@@ -30,11 +30,11 @@ import numpy as np
 import torch
 
 from .errors import ConfigError
-from .linear_filter import fit_spectral_ratio_filter
+from .linear_filter import RadialFilter, fit_spectral_ratio_filter
 from .volume import Volume
 
-__all__ = ["PRIOR_TAPS", "fit_fir_least_squares", "fit_prior_kernels", "fit_upsampling_least_squares",
-           "unpaired_halves", "install_prior", "apply_kernel"]
+__all__ = ["PRIOR_TAPS", "fit_fir_least_squares", "fit_fir_both_ways", "fit_spectral_ratio_kernel", "cut_to_taps",
+           "fit_prior_kernels", "fit_upsampling_least_squares", "unpaired_halves", "install_prior", "apply_kernel"]
 
 #: The prior's width in the shipped configurations and the quality bench's FIR rows: 11 taps
 #: (8.8 mm at 0.8 mm pixels) come within 0.1 HU of the full-band least-squares filter on the
@@ -58,16 +58,23 @@ def unpaired_halves(case_ids: Sequence[str]) -> Tuple[List[str], List[str]]:
 def fit_prior_kernels(sources: Sequence[Volume], targets: Sequence[Volume], paired: bool,
                       taps: int) -> Tuple[np.ndarray, np.ndarray]:
     """(forward, inverse) (taps, taps) kernels: least squares on the pairs
-    ``zip(sources, targets)`` (paired); or (unpaired) the spectral-ratio filters of the two
-    unrelated sets, each cut to ``taps`` by least squares on its own domain's volumes
-    (``sources`` for forward, ``targets`` for inverse) against the full-band filter's output."""
+    ``zip(sources, targets)`` (paired, both directions from one pass); or (unpaired)
+    :func:`fit_spectral_ratio_kernel` each way."""
     if paired:
-        pairs = list(zip(sources, targets))
-        return fit_fir_least_squares(pairs, taps), fit_fir_least_squares([(t, s) for s, t in pairs], taps)
-    forward = fit_spectral_ratio_filter(sources, targets)
-    inverse = fit_spectral_ratio_filter(targets, sources)
-    return (fit_fir_least_squares([(v, forward.apply(v)) for v in sources], taps),
-            fit_fir_least_squares([(v, inverse.apply(v)) for v in targets], taps))
+        return fit_fir_both_ways(zip(sources, targets), taps)
+    return fit_spectral_ratio_kernel(sources, targets, taps), fit_spectral_ratio_kernel(targets, sources, taps)
+
+
+def fit_spectral_ratio_kernel(sources: Sequence[Volume], targets: Sequence[Volume], taps: int) -> np.ndarray:
+    """The spectral-ratio filter from ``sources`` towards ``targets`` (unrelated volumes: no
+    pairs), cut to (taps, taps) by :func:`cut_to_taps`."""
+    return cut_to_taps(fit_spectral_ratio_filter(sources, targets), sources, taps)
+
+
+def cut_to_taps(full_band: RadialFilter, volumes: Sequence[Volume], taps: int) -> np.ndarray:
+    """The (taps, taps) kernel closest, in least squares on ``volumes``, to the full-band
+    radial filter's output."""
+    return fit_fir_least_squares([(v, full_band.apply(v)) for v in volumes], taps)
 
 
 def install_prior(generator, manifest, task_spec: dict, train_ids: Sequence[str], paired: bool) -> str:
@@ -84,10 +91,8 @@ def install_prior(generator, manifest, task_spec: dict, train_ids: Sequence[str]
         chosen = [c for c in cases if source in c.files and target in c.files]
         if not chosen:
             raise ConfigError(f"{manifest.path}: the linear prior needs training pairs of {source!r} and {target!r}")
-        # One pair in memory at a time: real training scans can be large.
-        forward = fit_fir_least_squares(_pairs_of(chosen, source, target), taps)
-        inverse = fit_fir_least_squares(_pairs_of(chosen, target, source), taps)
-        generator.set_prior(torch.from_numpy(forward), torch.from_numpy(inverse))
+        # One pair in memory at a time (real training scans can be large), read once for both directions.
+        generator.set_prior(*(torch.from_numpy(k) for k in fit_fir_both_ways(_pairs_of(chosen, source, target), taps)))
         return f"linear prior ({taps} x {taps} in-plane taps): least squares on {len(chosen)} training pairs"
     first, second = unpaired_halves([c.id for c in cases])
     sources = [read_volume(c.files[source]) for c in cases if c.id in first and source in c.files]
@@ -118,12 +123,31 @@ def fit_fir_least_squares(pairs: Iterable[Tuple[Volume, Volume]], taps: int, sli
     correlation). Solved from the slices' auto- and cross-correlations (normal equations);
     cutting the full-band least-squares filter to a few taps instead would lose its long,
     noisy tail unevenly (measured: 8 HU off at 15 taps)."""
+    auto_source, _, cross = _correlations(pairs, taps, slice_step, both_ways=False)
+    return _solve_fir(auto_source, cross, taps)
+
+
+def fit_fir_both_ways(pairs: Iterable[Tuple[Volume, Volume]], taps: int,
+                      slice_step: int = 2) -> Tuple[np.ndarray, np.ndarray]:
+    """(source -> target, target -> source) kernels of :func:`fit_fir_least_squares`, from one
+    pass over ``pairs`` (each slice transformed once)."""
+    auto_source, auto_target, cross = _correlations(pairs, taps, slice_step, both_ways=True)
+    # The way back correlates the other way round: its cross-correlation is the reflection.
+    reflected = np.roll(cross[::-1, ::-1], (1, 1), axis=(0, 1))
+    return _solve_fir(auto_source, cross, taps), _solve_fir(auto_target, reflected, taps)
+
+
+def _checked_taps(taps, what: str) -> None:
     if not (isinstance(taps, int) and taps >= 1 and taps % 2 == 1):
-        raise ConfigError(f"an FIR fit needs an odd number of taps, got {taps!r}")
-    half = taps // 2
-    lags = np.arange(-half, half + 1)
-    auto = None
-    cross = None
+        raise ConfigError(f"{what} needs an odd number of taps, got {taps!r}")
+
+
+def _correlations(pairs: Iterable[Tuple[Volume, Volume]], taps: int, slice_step: int, both_ways: bool):
+    """Sums over the slices of every pair of the source's autocorrelation, the target's (with
+    ``both_ways``; else None) and ``C(d) = sum_p target(p) source(p + d)``, on a grid padded so
+    that lags up to ``taps`` do not wrap."""
+    _checked_taps(taps, "an FIR fit")
+    sums = None
     for source, target in pairs:
         if source.shape != target.shape:
             raise ConfigError(f"paired volumes differ in shape: {source.shape} and {target.shape}")
@@ -133,15 +157,20 @@ def fit_fir_least_squares(pairs: Iterable[Tuple[Volume, Volume]], taps: int, sli
             # Relative to air: the zero padding is then air, as around a scan's field of view.
             x = np.fft.rfft2(source.array[k].astype(np.float64) - AIR_HU, s=size)
             y = np.fft.rfft2(target.array[k].astype(np.float64) - AIR_HU, s=size)
-            a = np.fft.irfft2(np.abs(x) ** 2, s=size)
-            c = np.fft.irfft2(np.conj(y) * x, s=size)
-            auto = a if auto is None else auto + a
-            cross = c if cross is None else cross + c
-    if auto is None:
+            terms = [np.fft.irfft2(np.abs(x) ** 2, s=size),
+                     np.fft.irfft2(np.abs(y) ** 2, s=size) if both_ways else None,
+                     np.fft.irfft2(np.conj(y) * x, s=size)]
+            sums = terms if sums is None else [None if t is None else a + t for a, t in zip(sums, terms)]
+    if sums is None:
         raise ConfigError("an FIR fit needs at least one pair")
-    dy, dx = np.meshgrid(lags, lags, indexing="ij")
-    dy, dx = dy.ravel(), dx.ravel()
-    # normal matrix: sum_p x(p+u) x(p+v) = R(v - u); right side: sum_p y(p) x(p+u) = C(u)
+    return sums
+
+
+def _solve_fir(auto: np.ndarray, cross: np.ndarray, taps: int) -> np.ndarray:
+    """The normal equations ``sum_p x(p+u) x(p+v) w(v) = sum_p y(p) x(p+u)``, i.e.
+    ``R(v - u) w(v) = C(u)``, over the taps x taps lags."""
+    lags = np.arange(-(taps // 2), taps // 2 + 1)
+    dy, dx = (grid.ravel() for grid in np.meshgrid(lags, lags, indexing="ij"))
     matrix = auto[(dy[None, :] - dy[:, None]) % auto.shape[0], (dx[None, :] - dx[:, None]) % auto.shape[1]]
     rhs = cross[dy % cross.shape[0], dx % cross.shape[1]]
     return np.linalg.solve(matrix, rhs).reshape(taps, taps)
@@ -155,8 +184,7 @@ def fit_upsampling_least_squares(pairs: Sequence[Tuple[np.ndarray, np.ndarray]],
     coarse voxel (border voxels replicated, as the generator does), each phase's weights
     summing to 1. Phase order as :func:`polyphase.interleave_phases`. One normal matrix serves
     every phase."""
-    if not (isinstance(taps, int) and taps >= 1 and taps % 2 == 1):
-        raise ConfigError(f"an upsampling fit needs an odd number of taps, got {taps!r}")
+    _checked_taps(taps, "an upsampling fit")
     fz, fy, fx = (int(f) for f in factors_zyx)
     half = taps // 2
     normal = np.zeros((taps ** 3, taps ** 3))
@@ -191,13 +219,13 @@ def fit_upsampling_least_squares(pairs: Sequence[Tuple[np.ndarray, np.ndarray]],
 
 
 def apply_kernel(volume: Volume, kernel: np.ndarray) -> Volume:
-    """``volume`` with every axial slice filtered by the in-plane ``kernel`` as the generator's
-    prior does it (a correlation, border pixels replicated)."""
-    half = kernel.shape[0] // 2
+    """``volume`` with every axial slice filtered by the in-plane ``kernel`` exactly as the
+    generator's prior does it (:func:`networks.filter_slices`), in float64."""
+    from .networks import filter_slices
+
     with torch.no_grad():
-        x = torch.from_numpy(volume.array.astype(np.float64))[None, None]
-        padded = torch.nn.functional.pad(x, (half, half, half, half, 0, 0), mode="replicate")
-        filtered = torch.nn.functional.conv3d(padded, torch.from_numpy(np.asarray(kernel, np.float64))[None, None, None])
+        filtered = filter_slices(torch.from_numpy(volume.array.astype(np.float64))[None, None],
+                                 torch.from_numpy(np.asarray(kernel, np.float64))[None, None, None])
     return volume.with_array(filtered[0, 0].numpy().astype(np.float32),
                              source=f"{kernel.shape[0]}x{kernel.shape[1]} filter of {volume.source or 'a volume'}")
 

@@ -68,6 +68,7 @@ __all__ = [
     "output_shape",
     "upsample_image",
     "downsample_image",
+    "filter_slices",
     "DIRECTIONS",
 ]
 
@@ -286,6 +287,14 @@ def upsample_image(x: torch.Tensor, factors) -> torch.Tensor:
     return functional.interpolate(x, size=size, mode="trilinear", align_corners=False)
 
 
+def filter_slices(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Every axial slice of ``x`` (N, C, D, H, W) correlated with its channel's in-plane kernel
+    (``kernel``: (C, 1, 1, K, K), K odd), border pixels replicated: a linear prior's filter."""
+    half = kernel.shape[-1] // 2
+    padded = functional.pad(x, (half, half, half, half, 0, 0), mode="replicate")
+    return functional.conv3d(padded, kernel.to(x.dtype), groups=x.shape[1])
+
+
 def downsample_image(x: torch.Tensor, factors) -> torch.Tensor:
     """The mean of each block of ``factors`` (z, y, x) fine voxels (an incomplete last block
     is completed by repeating its last voxel): the inverse residual path."""
@@ -372,10 +381,7 @@ class RevGANGenerator3d(nn.Module):
         replicated, like every layer of the "resize" layout)."""
         if not self.config.prior_taps or self.config.upscale_zyx != (1, 1, 1):
             return x
-        kernel = self.prior_forward if direction == "forward" else self.prior_inverse
-        half = self.config.prior_taps // 2
-        padded = functional.pad(x, (half, half, half, half, 0, 0), mode="replicate")
-        return functional.conv3d(padded, kernel.to(x.dtype), groups=x.shape[1])
+        return filter_slices(x, self.prior_forward if direction == "forward" else self.prior_inverse)
 
     @classmethod
     def from_config(cls, config: GeneratorConfig) -> "RevGANGenerator3d":

@@ -62,6 +62,19 @@ def validation_settings(iterations: int):
     return (f"checkpoint.validate_every={every}", f"checkpoint.every={every}", "checkpoint.keep_last=1")
 
 
+def run_environment() -> dict:
+    """The training processes' environment: one thread each, unbuffered logs, this checkout first."""
+    return dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+                PYTHONPATH=os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+
+
+def write_index(args, runs_dir: Path, iterations: int, run_sizing) -> dict:
+    """``<runs_dir>/table2.json``: the index of the finished runs (every seed), returned."""
+    index = table_index(runs_dir, args.rows, range(args.seeds), iterations, args.worlds, run_sizing)
+    (runs_dir / "table2.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    return index
+
+
 def say(message: str) -> None:
     print(time.strftime("[%H:%M:%S] ") + message, flush=True)
 
@@ -167,8 +180,7 @@ def main(argv=None) -> int:
         sizing.append(f"data.manifest={args.work / 'phantoms_dry' / 'manifest.json'}")
     if args.lr:
         sizing.append(f"optim.lr={args.lr:g}")
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    env = run_environment()
     started = time.time()
     say(f"phantoms for worlds {', '.join(args.worlds)}")
     ensure_world_phantoms(args.worlds, sizing, log=say)
@@ -189,8 +201,7 @@ def main(argv=None) -> int:
     results = train_runs(runs, iterations, runs_dir, args.work / "logs", sizing=run_sizing, parallel=args.parallel,
                          deadline=training_started + 1.25 * args.budget, env=env, nice=args.nice, log=say)
     training_seconds = time.time() - training_started
-    index = table_index(runs_dir, args.rows, range(args.seeds), iterations, args.worlds, run_sizing)
-    (runs_dir / "table2.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    index = write_index(args, runs_dir, iterations, run_sizing)
     failed = [run.name for run, result in results.items() if result.code != 0]
     stopped = [entry for entry in index["models"] if entry["iterations"] != iterations]
     record = {"iterations_per_run": iterations, "sizing": run_sizing, "parallel": args.parallel,
@@ -226,8 +237,7 @@ def continue_table(args) -> int:
     say(f"{len(runs) - len(again)} of {len(runs)} runs finished; training {len(again)} again")
     for run in again:
         shutil.rmtree(run_folder(runs_dir, run.row, run.seed, run.world), ignore_errors=True)
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    env = run_environment()
     ensure_world_phantoms(args.worlds, [item for item in run_sizing if not item.startswith("checkpoint.")], log=say)
     started = time.time()
     results = train_runs(again, iterations, runs_dir, args.work / "logs", sizing=run_sizing, parallel=args.parallel,
@@ -236,8 +246,7 @@ def continue_table(args) -> int:
                            for run, result in results.items()})
     record["failed"] = [run.name for run in runs if not finished(runs_dir, run)]
     record["training_wall_seconds"] = round(record["training_wall_seconds"] + time.time() - started, 1)
-    index = table_index(runs_dir, args.rows, range(args.seeds), iterations, args.worlds, run_sizing)
-    (runs_dir / "table2.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    write_index(args, runs_dir, iterations, run_sizing)
     record_path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     ship(args, runs_dir)
     return 1 if record["failed"] else 0

@@ -138,7 +138,7 @@ class _Methods:
     def __init__(self, world: str, fit_manifest, factors, kernel_noise_std_hu: float, log):
         from ..baselines import (fit_gaussian_sigma, fit_kernel_filter, fit_spectral_ratio,
                                  fit_super_resolution_filter)
-        from ..linear_prior import PRIOR_TAPS, fit_prior_kernels
+        from ..linear_prior import PRIOR_TAPS, cut_to_taps, fit_fir_least_squares
         from ..volume_io import read_volume
 
         def volumes(cases, domain):
@@ -154,8 +154,8 @@ class _Methods:
         self.ratio_filter = fit_spectral_ratio(sharp, volumes(UNPAIRED_FIT_CASES, "smooth"))
         # The kernel generators' linear priors (linear_prior.py), fitted here on the same cases
         # as the other baselines: what a model must beat is its own starting point.
-        self.fir_paired = fit_prior_kernels(sharp, smooth, True, PRIOR_TAPS)[0]
-        self.fir_unpaired = fit_prior_kernels(sharp, volumes(UNPAIRED_FIT_CASES, "smooth"), False, PRIOR_TAPS)[0]
+        self.fir_paired = fit_fir_least_squares(pairs, PRIOR_TAPS)
+        self.fir_unpaired = cut_to_taps(self.ratio_filter, sharp, PRIOR_TAPS)
         self.upsampling_filter = fit_super_resolution_filter(
             list(zip(volumes(FIT_CASES, "lr"), volumes(FIT_CASES, "hr"))), factors)
         log(f"{world} world: fitted on training cases: Gaussian sigma {self.sigma:.2f} mm, radial filter "
