@@ -10,8 +10,10 @@ strongest classical method the training data allows, fitted once before training
   half, so no pair enters the fit, cut to ``taps`` x ``taps`` by least squares against its own
   full-band output;
 - super-resolution: a polyphase upsampler (``taps``^3 coarse voxels per fine phase) as the
-  forward residual path, by least squares on the training pairs (paired) or on each
-  low-resolution volume's own B-spline interpolation (unpaired: no high-resolution volume).
+  forward residual path, by a Huber fit (:mod:`RevGANCore.upsampler_fit`) on the training
+  pairs (paired) or on high-resolution volumes of the second half of the training cases
+  degraded by the known low-resolution operator (unpaired: no low-resolution volume, so no
+  pair, enters the fit).
 
 An untrained generator is therefore the classical filter, and every improvement on it is
 learned. Why: on 2 CPU cores a kernel generator that starts as the identity spent 400
@@ -31,15 +33,19 @@ import torch
 
 from .errors import ConfigError
 from .linear_filter import RadialFilter, fit_spectral_ratio_filter
+from .upsampler_fit import HUBER_DELTA, check_odd_taps, fit_upsampling_huber
 from .volume import Volume
 
-__all__ = ["PRIOR_TAPS", "fit_fir_least_squares", "fit_fir_both_ways", "fit_spectral_ratio_kernel", "cut_to_taps",
-           "fit_prior_kernels", "fit_upsampling_least_squares", "unpaired_halves", "install_prior", "apply_kernel"]
+__all__ = ["PRIOR_TAPS", "UPSAMPLER_TAPS", "fit_fir_least_squares", "fit_fir_both_ways", "fit_spectral_ratio_kernel", "cut_to_taps",
+           "fit_prior_kernels", "unpaired_halves", "install_prior", "apply_kernel", "apply_upsampler", "degraded_pairs"]
 
 #: The prior's width in the shipped configurations and the quality bench's FIR rows: 11 taps
 #: (8.8 mm at 0.8 mm pixels) come within 0.1 HU of the full-band least-squares filter on the
 #: phantoms; 7 taps lose 0.3 HU.
 PRIOR_TAPS = 11
+#: The super-resolution prior's width in the shipped configurations and the quality bench:
+#: 5^3 coarse voxels per fine phase (7^3 and 9^3 fit no better on the phantoms).
+UPSAMPLER_TAPS = 5
 #: What lies around a slice, in HU, for the least-squares FIR fit.
 AIR_HU = -1000.0
 
@@ -137,16 +143,11 @@ def fit_fir_both_ways(pairs: Iterable[Tuple[Volume, Volume]], taps: int,
     return _solve_fir(auto_source, cross, taps), _solve_fir(auto_target, reflected, taps)
 
 
-def _checked_taps(taps, what: str) -> None:
-    if not (isinstance(taps, int) and taps >= 1 and taps % 2 == 1):
-        raise ConfigError(f"{what} needs an odd number of taps, got {taps!r}")
-
-
 def _correlations(pairs: Iterable[Tuple[Volume, Volume]], taps: int, slice_step: int, both_ways: bool):
     """Sums over the slices of every pair of the source's autocorrelation, the target's (with
     ``both_ways``; else None) and ``C(d) = sum_p target(p) source(p + d)``, on a grid padded so
     that lags up to ``taps`` do not wrap."""
-    _checked_taps(taps, "an FIR fit")
+    check_odd_taps(taps, "an FIR fit")
     sums = None
     for source, target in pairs:
         if source.shape != target.shape:
@@ -176,48 +177,6 @@ def _solve_fir(auto: np.ndarray, cross: np.ndarray, taps: int) -> np.ndarray:
     return np.linalg.solve(matrix, rhs).reshape(taps, taps)
 
 
-def fit_upsampling_least_squares(pairs: Sequence[Tuple[np.ndarray, np.ndarray]], factors_zyx: Sequence[int],
-                                 taps: int) -> np.ndarray:
-    """The (phases, taps, taps, taps) polyphase upsampler with the least squared error on
-    ``pairs`` of (coarse, fine) arrays (fine = coarse x factors per axis): each fine voxel at
-    ``coarse index * factor + phase`` is a weighted sum of the taps^3 coarse voxels around its
-    coarse voxel (border voxels replicated, as the generator does), each phase's weights
-    summing to 1. Phase order as :func:`polyphase.interleave_phases`. One normal matrix serves
-    every phase."""
-    _checked_taps(taps, "an upsampling fit")
-    fz, fy, fx = (int(f) for f in factors_zyx)
-    half = taps // 2
-    normal = np.zeros((taps ** 3, taps ** 3))
-    right = np.zeros((taps ** 3, fz * fy * fx))
-    for coarse, fine in pairs:
-        coarse = np.asarray(coarse, dtype=np.float64)
-        fine = np.asarray(fine, dtype=np.float64)
-        depth, height, width = coarse.shape
-        if fine.shape != (depth * fz, height * fy, width * fx):
-            raise ConfigError(f"a fine volume of {fine.shape} voxels is not {factors_zyx} x its coarse "
-                              f"{coarse.shape}")
-        padded = np.pad(coarse, half, mode="edge")
-        for z in range(depth):  # slab by slab: memory stays at one coarse slice of neighbourhoods
-            windows = np.lib.stride_tricks.sliding_window_view(padded[z:z + taps], (taps, taps, taps))
-            neighbourhoods = windows.reshape(height * width, taps ** 3)
-            phases = fine[z * fz:(z + 1) * fz].reshape(fz, height, fy, width, fx)
-            phases = phases.transpose(1, 3, 0, 2, 4).reshape(height * width, fz * fy * fx)
-            normal += neighbourhoods.T @ neighbourhoods
-            right += neighbourhoods.T @ phases
-    if not normal.any():
-        raise ConfigError("an upsampling fit needs at least one pair")
-    normal = normal + 1e-9 * np.trace(normal) / normal.shape[0] * np.eye(normal.shape[0])
-    weights = np.linalg.solve(normal, right)
-    # Every phase passes a constant unchanged (sum of weights exactly 1; the least-squares
-    # solution under that constraint, by a Lagrange multiplier): phases whose sums differed
-    # would print a periodic pattern on a uniform region, the checkerboard the "resize"
-    # layout exists to avoid.
-    ones = np.ones(normal.shape[0])
-    towards = np.linalg.solve(normal, ones)
-    weights += np.outer(towards, (1.0 - weights.sum(axis=0)) / towards.sum())
-    return weights.T.reshape(fz * fy * fx, taps, taps, taps)
-
-
 def apply_kernel(volume: Volume, kernel: np.ndarray) -> Volume:
     """``volume`` with every axial slice filtered by the in-plane ``kernel`` exactly as the
     generator's prior does it (:func:`networks.filter_slices`), in float64."""
@@ -230,30 +189,73 @@ def apply_kernel(volume: Volume, kernel: np.ndarray) -> Volume:
                              source=f"{kernel.shape[0]}x{kernel.shape[1]} filter of {volume.source or 'a volume'}")
 
 
+def apply_upsampler(volume: Volume, weights: np.ndarray, factors_zyx: Sequence[int]) -> Volume:
+    """``volume`` upsampled by the polyphase ``weights`` (phases, taps, taps, taps; network
+    units) exactly as the generator's prior does it (:func:`networks.upsample_polyphase`), in
+    float64, on the super-resolution grid of ``factors_zyx``."""
+    from .networks import upsample_polyphase
+    from .volume import hu_to_unit, super_resolution_grid, unit_to_hu
+
+    with torch.no_grad():
+        fine = upsample_polyphase(hu_to_unit(torch.from_numpy(volume.array.astype(np.float64)), clip=False)[None, None],
+                                  torch.from_numpy(np.asarray(weights, np.float64))[:, None], factors_zyx)
+    grid = super_resolution_grid(volume, tuple(factors_zyx)[::-1])
+    return Volume(unit_to_hu(fine[0, 0].numpy()).astype(np.float32), grid.spacing, grid.origin, grid.direction,
+                  source=f"{weights.shape[-1]}^3 polyphase upsampler of {volume.source or 'a volume'}")
+
+
+def degraded_pairs(fine_volumes: Iterable[np.ndarray], factors_zyx: Sequence[int]) -> List[Tuple[np.ndarray, np.ndarray]]:
+    """(coarse, fine) pairs made from high-resolution volumes alone: each (network units,
+    float64) cropped to whole blocks and degraded by the known low-resolution operator
+    (:class:`tensor_filters.LowResolution`: the slice profile and in-plane blur the physics
+    term of unpaired training also uses). No low-resolution volume enters."""
+    from .tensor_filters import LowResolution
+
+    degrade = LowResolution(factors_zyx)
+    pairs = []
+    for fine in fine_volumes:
+        blocks = tuple(n // f * f for n, f in zip(np.shape(fine), degrade.factors))
+        if min(blocks) < 1:
+            raise ConfigError(f"a high-resolution volume of {np.shape(fine)} voxels holds no whole "
+                              f"{degrade.factors} (z, y, x) block")
+        fine = np.asarray(fine, dtype=np.float64)[tuple(slice(0, n) for n in blocks)]
+        with torch.no_grad():
+            coarse = degrade(torch.from_numpy(fine)[None, None])[0, 0].numpy()
+        pairs.append((coarse, fine))
+    return pairs
+
+
 def _install_upsampling_prior(generator, cases, source: str, target: str, paired: bool, taps: int) -> str:
-    """Super-resolution: the polyphase upsampler fitted in network units on the training pairs
-    (paired), or on each training case's low-resolution volume against its own B-spline
-    interpolation (unpaired: no high-resolution volume is used)."""
-    from .baselines import interpolate_super_resolution
+    """Super-resolution: the polyphase upsampler fitted (Huber, network units) on the training
+    pairs (paired), or on high-resolution volumes of the second half of the training cases
+    degraded by the known low-resolution operator (unpaired: :func:`degraded_pairs`, no
+    low-resolution volume and so no pair is used)."""
     from .volume import hu_to_unit
     from .volume_io import read_volume
 
     factors_zyx = generator.config.upscale_zyx
+    if not paired:
+        _, second = unpaired_halves([c.id for c in cases])
+        chosen = [c for c in cases if c.id in second and target in c.files]
+        if not chosen:
+            raise ConfigError(f"the linear prior needs training volumes of {target!r}")
+        pairs = degraded_pairs((hu_to_unit(read_volume(c.files[target]).array, clip=False) for c in chosen),
+                               factors_zyx)
+        generator.set_prior(torch.from_numpy(fit_upsampling_huber(pairs, factors_zyx, taps)))
+        return (f"linear prior ({taps}^3 polyphase upsampler): Huber fit on {len(chosen)} {target} volumes "
+                f"({chosen[0].id}..{chosen[-1].id}) degraded by the known low-resolution operator, no pairs")
     pairs = []
     for case in cases:
-        if source not in case.files or (paired and target not in case.files):
+        if source not in case.files or target not in case.files:
             continue
         coarse = read_volume(case.files[source])
-        fine = (read_volume(case.files[target]) if paired
-                else interpolate_super_resolution(coarse, factors_zyx[::-1], "bspline"))
+        fine = read_volume(case.files[target])
         if fine.shape != tuple(n * f for n, f in zip(coarse.shape, factors_zyx)):
-            raise ConfigError(f"{case.files[target] if paired else case.files[source]}: the linear prior needs "
-                              f"{factors_zyx} (z, y, x) x the low-resolution grid {coarse.shape}, got {fine.shape}")
+            raise ConfigError(f"{case.files[target]}: the linear prior needs {factors_zyx} (z, y, x) x the "
+                              f"low-resolution grid {coarse.shape}, got {fine.shape}")
         pairs.append((hu_to_unit(coarse.array, clip=False), hu_to_unit(fine.array, clip=False)))
     if not pairs:
-        raise ConfigError(f"the linear prior needs training volumes of {source!r}"
-                          f"{f' and {target!r}' if paired else ''}")
-    generator.set_prior(torch.from_numpy(fit_upsampling_least_squares(pairs, factors_zyx, taps)))
-    account = (f"least squares on {len(pairs)} training pairs" if paired else
-               f"B-spline interpolation of {len(pairs)} {source} volumes, no {target} volume")
-    return f"linear prior ({taps}^3 polyphase upsampler): {account}"
+        raise ConfigError(f"the linear prior needs training pairs of {source!r} and {target!r}")
+    generator.set_prior(torch.from_numpy(fit_upsampling_huber(pairs, factors_zyx, taps)))
+    return (f"linear prior ({taps}^3 polyphase upsampler): Huber fit (threshold {HUBER_DELTA} network units) "
+            f"on {len(pairs)} training pairs")

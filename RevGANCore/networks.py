@@ -295,6 +295,15 @@ def filter_slices(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return functional.conv3d(padded, kernel.to(x.dtype), groups=x.shape[1])
 
 
+def upsample_polyphase(x: torch.Tensor, weights: torch.Tensor, factors) -> torch.Tensor:
+    """``x`` (N, 1, D, H, W) upsampled by integer ``factors`` (z, y, x) with the polyphase
+    ``weights`` (phases, 1, K, K, K; K odd), border voxels replicated: a super-resolution
+    linear prior's upsampler."""
+    half = weights.shape[-1] // 2
+    padded = functional.pad(x, (half,) * 6, mode="replicate")
+    return interleave_phases(functional.conv3d(padded, weights.to(x.dtype)), factors)
+
+
 def downsample_image(x: torch.Tensor, factors) -> torch.Tensor:
     """The mean of each block of ``factors`` (z, y, x) fine voxels (an incomplete last block
     is completed by repeating its last voxel): the inverse residual path."""
@@ -405,9 +414,7 @@ class RevGANGenerator3d(nn.Module):
         factors = self.config.upscale_zyx
         if not (self.config.prior_taps and factors != (1, 1, 1)):
             return upsample_image(x, factors)
-        half = self.config.prior_taps // 2
-        padded = functional.pad(x, (half,) * 6, mode="replicate")
-        return interleave_phases(functional.conv3d(padded, self.prior_upsampling.to(x.dtype)), factors)
+        return upsample_polyphase(x, self.prior_upsampling, factors)
 
     @property
     def receptive_field(self) -> ReceptiveField:

@@ -170,6 +170,12 @@ def test_bench_quality_json_has_every_task_world_and_row_kind(identity_table, tm
         else:
             identity = by_method["B-spline interpolation"]
             assert fitted["mae_hu"] < identity["mae_hu"] and abs(fitted["bias_hu"]) < abs(identity["bias_hu"])
+            # the super-resolution generators' priors: fitted on pairs, and on degraded hr volumes (no pairs)
+            paired_prior = by_method["Fitted polyphase upsampler (5x5x5 coarse taps, Huber fit on training pairs)"]
+            unpaired_prior = next(row for row in rows if row["method"].startswith("Fitted polyphase upsampler")
+                                  and "degraded" in row["method"])
+            assert paired_prior["kind"] == "classical-paired" and unpaired_prior["kind"] == "classical-unpaired"
+            assert max(paired_prior["mae_hu"], unpaired_prior["mae_hu"]) < identity["mae_hu"]
         # Untrained residual models are the identity on their (resampled) input.
         paired_2r = by_method["Paired+2R"]
         assert paired_2r["variant"] == "Paired+2R" and paired_2r["mae_hu"] == pytest.approx(identity["mae_hu"], abs=0.02)

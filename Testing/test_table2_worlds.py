@@ -146,6 +146,18 @@ def test_cpu_runner_dry_run_trains_and_ships_both_worlds(tmp_path):
     assert set(shipped["protocol"]) == {"kernel", "super_resolution"}
     assert (out / "cpu_table2_kernel.json").is_file() and (out / "cpu_table2_super_resolution.json").is_file()
 
+    # One row of a task trained again: the task's record keeps the other rows' runs and settings.
+    kernel_unpaired = [*command[:command.index("--rows") + 1], "kernel_unpaired",
+                       *command[command.index("--rows") + 2:command.index("--iterations") + 1], "4",
+                       "--nice", "0", "--work", str(tmp_path / "work_unpaired"), "--out", str(out)]
+    assert subprocess.run(kernel_unpaired, cwd=tmp_path, capture_output=True, text=True, timeout=300).returncode == 0
+    record = json.loads((out / "cpu_table2_kernel.json").read_text())
+    assert set(record["runs"]) == {f"{row}/{world}/seed0" for row in ("kernel_paired", "kernel_unpaired")
+                                   for world in ("linear", "nonlinear")}
+    assert record["iterations_per_run"] == 4 and record["other_rows"]["iterations_per_run"] == 2
+    assert record["other_rows"]["rows"] == ["kernel_paired"]
+    assert {m.variant for m in load_table_index(out) if m.task == "kernel"} == {"paired", "unpaired"}
+
 
 def test_every_training_seed_is_validated_on_the_same_patches(tmp_path):
     """The seed a row ships is the one with the best validation value: only fair when every

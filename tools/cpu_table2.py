@@ -127,8 +127,22 @@ def model_folder(folder: Path, index: dict, runs_dir: Path, chosen_only: bool, r
         write_bytes_atomic(folder / entry["file"], best_model_path(runs_dir, entry).read_bytes())
     write_text_atomic(folder / "table2.json", json.dumps({"format": "revgan-table2", "protocol": protocol,
                                                           "models": kept + models}, indent=2) + "\n")
-    write_text_atomic(folder / f"cpu_table2_{'_'.join(tasks)}.json", json.dumps(record, indent=2) + "\n")
+    record_path = folder / f"cpu_table2_{'_'.join(tasks)}.json"
+    if record_path.is_file():
+        record = merged_record(json.loads(record_path.read_text(encoding="utf-8")), record, rows)
+    write_text_atomic(record_path, json.dumps(record, indent=2) + "\n")
     return len(models)
+
+
+def merged_record(old: dict, record: dict, rows) -> dict:
+    """The runner's record of a folder where only ``rows`` were trained again: the other rows'
+    runs stay listed, and the settings they were trained under stay in ``other_rows``."""
+    kept = {name: run for name, run in old.get("runs", {}).items() if name.split("/")[0] not in rows}
+    if not kept:
+        return record
+    earlier = {key: value for key, value in old.items() if key not in ("runs", "other_rows")}
+    earlier["rows"] = sorted({name.split("/")[0] for name in kept})
+    return dict(record, runs={**kept, **record["runs"]}, other_rows=earlier)
 
 
 def ship(args, runs_dir: Path) -> None:

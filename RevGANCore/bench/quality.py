@@ -12,11 +12,14 @@ error in the body, HU).
 Rows and their ``kind``:
 
 - ``classical-unpaired`` (use no pairs): super-resolution: nearest-neighbour ("identity"),
-  linear and B-spline interpolation; kernel: the identity and the spectral-ratio filter
+  linear and B-spline interpolation, and the polyphase upsampler fitted on high-resolution
+  training volumes degraded by the known low-resolution operator (the unpaired generators'
+  prior); kernel: the identity and the spectral-ratio filter
   fitted on UNPAIRED training volumes (sharp of some cases, smooth of others), full-band and
   cut to the kernel generators' prior width (:mod:`RevGANCore.linear_prior`);
 - ``classical-paired`` (fitted on training pairs): super-resolution: the polyphase linear
-  filter on the B-spline grid; kernel: the best in-plane Gaussian, the least-squares radial
+  filter on the B-spline grid and the polyphase upsampler of the coarse grid fitted as the
+  paired generators' prior (:mod:`RevGANCore.upsampler_fit`); kernel: the best in-plane Gaussian, the least-squares radial
   filter and the least-squares FIR of the prior's width (the paired kernel generators' starting
   point). In the linear world the fitted filters are the ceiling of linear methods;
 - ``oracle``: kernel only: the true MTF ratio (then, in the nonlinear world, the same
@@ -54,6 +57,9 @@ METRIC_KEYS = (("mae_hu", "mae_hu"), ("psnr", "psnr_unit_db"), ("psnr_hu", "psnr
                ("bias_hu", "bias_hu"))
 FITTED_KERNEL = "Fitted linear filter (radial, least squares on training pairs)"
 FITTED_SUPER_RESOLUTION = "Fitted linear filter (5x5x5 polyphase FIR on the B-spline grid, training pairs)"
+FITTED_UPSAMPLER = "Fitted polyphase upsampler (5x5x5 coarse taps, Huber fit on training pairs)"
+DEGRADED_UPSAMPLER = ("Fitted polyphase upsampler (5x5x5 coarse taps, Huber fit on unpaired hr volumes "
+                      "degraded by the known operator)")
 
 
 @dataclass(frozen=True)
@@ -138,7 +144,9 @@ class _Methods:
     def __init__(self, world: str, fit_manifest, factors, kernel_noise_std_hu: float, log):
         from ..baselines import (fit_gaussian_sigma, fit_kernel_filter, fit_spectral_ratio,
                                  fit_super_resolution_filter)
-        from ..linear_prior import PRIOR_TAPS, cut_to_taps, fit_fir_least_squares
+        from ..linear_prior import PRIOR_TAPS, UPSAMPLER_TAPS, cut_to_taps, degraded_pairs, fit_fir_least_squares
+        from ..upsampler_fit import fit_upsampling_huber
+        from ..volume import hu_to_unit
         from ..volume_io import read_volume
 
         def volumes(cases, domain):
@@ -156,15 +164,24 @@ class _Methods:
         # as the other baselines: what a model must beat is its own starting point.
         self.fir_paired = fit_fir_least_squares(pairs, PRIOR_TAPS)
         self.fir_unpaired = cut_to_taps(self.ratio_filter, sharp, PRIOR_TAPS)
-        self.upsampling_filter = fit_super_resolution_filter(
-            list(zip(volumes(FIT_CASES, "lr"), volumes(FIT_CASES, "hr"))), factors)
+        sr_pairs = list(zip(volumes(FIT_CASES, "lr"), volumes(FIT_CASES, "hr")))
+        self.upsampling_filter = fit_super_resolution_filter(sr_pairs, factors)
+        # The super-resolution generators' priors, fitted as training fits them: on pairs, and
+        # on high-resolution volumes of other cases degraded by the known operator (no pairs).
+        factors_zyx = tuple(factors)[::-1]
+        self.upsampler_paired = fit_upsampling_huber(
+            [(hu_to_unit(lr.array, clip=False), hu_to_unit(hr.array, clip=False)) for lr, hr in sr_pairs],
+            factors_zyx, UPSAMPLER_TAPS)
+        self.upsampler_unpaired = fit_upsampling_huber(
+            degraded_pairs([hu_to_unit(hr.array, clip=False) for hr in volumes(UNPAIRED_FIT_CASES, "hr")], factors_zyx),
+            factors_zyx, UPSAMPLER_TAPS)
         log(f"{world} world: fitted on training cases: Gaussian sigma {self.sigma:.2f} mm, radial filter "
             f"({self.kernel_filter.gain.size} bins), spectral-ratio filter, polyphase upsampling filter")
 
     def for_task(self, task: str):
         from ..baselines import interpolate_super_resolution
         from ..degradations import IterativeReconstruction, gaussian_inplane, kernel_oracle
-        from ..linear_prior import apply_kernel
+        from ..linear_prior import apply_kernel, apply_upsampler
 
         if task == "super_resolution":
             def upsample(how):
@@ -174,8 +191,12 @@ class _Methods:
                 ("Identity (nearest-neighbour upsampling)", "classical-unpaired", upsample("nearest")),
                 ("Linear interpolation", "classical-unpaired", upsample("linear")),
                 ("B-spline interpolation", "classical-unpaired", upsample("bspline")),
+                (DEGRADED_UPSAMPLER, "classical-unpaired",
+                 lambda source: apply_upsampler(source, self.upsampler_unpaired, tuple(self.factors)[::-1])),
                 (FITTED_SUPER_RESOLUTION, "classical-paired",
                  lambda source: self.upsampling_filter.apply(interpolate_super_resolution(source, self.factors))),
+                (FITTED_UPSAMPLER, "classical-paired",
+                 lambda source: apply_upsampler(source, self.upsampler_paired, tuple(self.factors)[::-1])),
             ]
         if self.world == "linear":
             oracle = ("Linear oracle (MTF ratio)", kernel_oracle)
