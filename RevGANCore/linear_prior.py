@@ -26,7 +26,9 @@ size first (the model file records it), so the prior, like the network, acts in 
 
 from __future__ import annotations
 
-from typing import Iterable, List, Sequence, Tuple
+from collections.abc import Sequence as SequenceBase
+from functools import partial
+from typing import Callable, Iterable, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -37,7 +39,7 @@ from .upsampler_fit import HUBER_DELTA, check_odd_taps, fit_upsampling_huber
 from .volume import Volume
 
 __all__ = ["PRIOR_TAPS", "UPSAMPLER_TAPS", "fit_fir_least_squares", "fit_fir_both_ways", "fit_spectral_ratio_kernel", "cut_to_taps",
-           "fit_prior_kernels", "unpaired_halves", "install_prior", "apply_kernel", "apply_upsampler", "degraded_pairs"]
+           "fit_prior_kernels", "unpaired_halves", "install_prior", "apply_kernel", "apply_upsampler", "degraded_pair", "degraded_pairs"]
 
 #: The prior's width in the shipped configurations and the quality bench's FIR rows: 11 taps
 #: (8.8 mm at 0.8 mm pixels) come within 0.1 HU of the full-band least-squares filter on the
@@ -204,25 +206,41 @@ def apply_upsampler(volume: Volume, weights: np.ndarray, factors_zyx: Sequence[i
                   source=f"{weights.shape[-1]}^3 polyphase upsampler of {volume.source or 'a volume'}")
 
 
-def degraded_pairs(fine_volumes: Iterable[np.ndarray], factors_zyx: Sequence[int]) -> List[Tuple[np.ndarray, np.ndarray]]:
-    """(coarse, fine) pairs made from high-resolution volumes alone: each (network units,
-    float64) cropped to whole blocks and degraded by the known low-resolution operator
-    (:class:`tensor_filters.LowResolution`: the slice profile and in-plane blur the physics
-    term of unpaired training also uses). No low-resolution volume enters."""
+def degraded_pair(fine: np.ndarray, factors_zyx: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
+    """A (coarse, fine) pair made from one high-resolution volume alone (network units): the
+    volume cropped to whole blocks and its degradation by the known low-resolution operator
+    (:class:`tensor_filters.LowResolution`: the slice profile and in-plane blur the physics term
+    of unpaired training also uses). No low-resolution volume enters."""
     from .tensor_filters import LowResolution
 
     degrade = LowResolution(factors_zyx)
-    pairs = []
-    for fine in fine_volumes:
-        blocks = tuple(n // f * f for n, f in zip(np.shape(fine), degrade.factors))
-        if min(blocks) < 1:
-            raise ConfigError(f"a high-resolution volume of {np.shape(fine)} voxels holds no whole "
-                              f"{degrade.factors} (z, y, x) block")
-        fine = np.asarray(fine, dtype=np.float64)[tuple(slice(0, n) for n in blocks)]
-        with torch.no_grad():
-            coarse = degrade(torch.from_numpy(fine)[None, None])[0, 0].numpy()
-        pairs.append((coarse, fine))
-    return pairs
+    blocks = tuple(n // f * f for n, f in zip(np.shape(fine), degrade.factors))
+    if min(blocks) < 1:
+        raise ConfigError(f"a high-resolution volume of {np.shape(fine)} voxels holds no whole "
+                          f"{degrade.factors} (z, y, x) block")
+    fine = np.asarray(fine)[tuple(slice(0, n) for n in blocks)]
+    with torch.no_grad():
+        coarse = degrade(torch.from_numpy(fine.astype(np.float64))[None, None])[0, 0].numpy()
+    return coarse, fine
+
+
+def degraded_pairs(fine_volumes: Iterable[np.ndarray], factors_zyx: Sequence[int]) -> List[Tuple[np.ndarray, np.ndarray]]:
+    """:func:`degraded_pair` of each volume."""
+    return [degraded_pair(fine, factors_zyx) for fine in fine_volumes]
+
+
+class _LoadedOnAccess(SequenceBase):
+    """A sequence whose items are made by their loader on each access: a fit that reads its
+    pairs one at a time (:func:`upsampler_fit.fit_upsampling_huber`) holds one in memory."""
+
+    def __init__(self, loaders: Sequence[Callable[[], Tuple[np.ndarray, np.ndarray]]]):
+        self._loaders = list(loaders)
+
+    def __len__(self) -> int:
+        return len(self._loaders)
+
+    def __getitem__(self, index):
+        return self._loaders[index]()
 
 
 def _install_upsampling_prior(generator, cases, source: str, target: str, paired: bool, taps: int) -> str:
@@ -230,32 +248,40 @@ def _install_upsampling_prior(generator, cases, source: str, target: str, paired
     pairs (paired), or on high-resolution volumes of the second half of the training cases
     degraded by the known low-resolution operator (unpaired: :func:`degraded_pairs`, no
     low-resolution volume and so no pair is used)."""
-    from .volume import hu_to_unit
-    from .volume_io import read_volume
-
     factors_zyx = generator.config.upscale_zyx
     if not paired:
         _, second = unpaired_halves([c.id for c in cases])
         chosen = [c for c in cases if c.id in second and target in c.files]
         if not chosen:
             raise ConfigError(f"the linear prior needs training volumes of {target!r}")
-        pairs = degraded_pairs((hu_to_unit(read_volume(c.files[target]).array, clip=False) for c in chosen),
-                               factors_zyx)
+        pairs = _LoadedOnAccess([partial(_degraded_case, case.files[target], factors_zyx) for case in chosen])
         generator.set_prior(torch.from_numpy(fit_upsampling_huber(pairs, factors_zyx, taps)))
         return (f"linear prior ({taps}^3 polyphase upsampler): Huber fit on {len(chosen)} {target} volumes "
                 f"({chosen[0].id}..{chosen[-1].id}) degraded by the known low-resolution operator, no pairs")
-    pairs = []
-    for case in cases:
-        if source not in case.files or target not in case.files:
-            continue
-        coarse = read_volume(case.files[source])
-        fine = read_volume(case.files[target])
-        if fine.shape != tuple(n * f for n, f in zip(coarse.shape, factors_zyx)):
-            raise ConfigError(f"{case.files[target]}: the linear prior needs {factors_zyx} (z, y, x) x the "
-                              f"low-resolution grid {coarse.shape}, got {fine.shape}")
-        pairs.append((hu_to_unit(coarse.array, clip=False), hu_to_unit(fine.array, clip=False)))
-    if not pairs:
+    chosen = [c for c in cases if source in c.files and target in c.files]
+    if not chosen:
         raise ConfigError(f"the linear prior needs training pairs of {source!r} and {target!r}")
+    pairs = _LoadedOnAccess([partial(_unit_pair, case.files[source], case.files[target], factors_zyx)
+                             for case in chosen])
     generator.set_prior(torch.from_numpy(fit_upsampling_huber(pairs, factors_zyx, taps)))
     return (f"linear prior ({taps}^3 polyphase upsampler): Huber fit (threshold {HUBER_DELTA} network units) "
-            f"on {len(pairs)} training pairs")
+            f"on {len(chosen)} training pairs")
+
+
+def _degraded_case(path, factors_zyx) -> Tuple[np.ndarray, np.ndarray]:
+    from .volume import hu_to_unit
+    from .volume_io import read_volume
+
+    return degraded_pair(hu_to_unit(read_volume(path).array, clip=False), factors_zyx)
+
+
+def _unit_pair(source_path, target_path, factors_zyx) -> Tuple[np.ndarray, np.ndarray]:
+    """One training pair in network units, its grids checked against the factors."""
+    from .volume import hu_to_unit
+    from .volume_io import read_volume
+
+    coarse, fine = read_volume(source_path), read_volume(target_path)
+    if fine.shape != tuple(n * f for n, f in zip(coarse.shape, factors_zyx)):
+        raise ConfigError(f"{target_path}: the linear prior needs {tuple(factors_zyx)} (z, y, x) x the "
+                          f"low-resolution grid {coarse.shape} of {source_path}, got {fine.shape}")
+    return hu_to_unit(coarse.array, clip=False), hu_to_unit(fine.array, clip=False)

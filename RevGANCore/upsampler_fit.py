@@ -52,7 +52,7 @@ def _slabs(pairs, factors_zyx, taps) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
     half = taps // 2
     for coarse, fine in pairs:
         coarse = np.asarray(coarse, dtype=np.float64)
-        fine = np.asarray(fine, dtype=np.float64)
+        fine = np.asarray(fine)  # in float64 one slab at a time
         depth, height, width = coarse.shape
         if fine.shape != (depth * fz, height * fy, width * fx):
             raise ConfigError(f"a fine volume of {fine.shape} voxels is not {tuple(factors_zyx)} x its coarse "
@@ -60,7 +60,7 @@ def _slabs(pairs, factors_zyx, taps) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
         padded = np.pad(coarse, half, mode="edge")
         for z in range(depth):  # slab by slab: memory stays at one coarse slice of neighbourhoods
             windows = np.lib.stride_tricks.sliding_window_view(padded[z:z + taps], (taps, taps, taps))
-            phases = fine[z * fz:(z + 1) * fz].reshape(fz, height, fy, width, fx)
+            phases = fine[z * fz:(z + 1) * fz].astype(np.float64).reshape(fz, height, fy, width, fx)
             yield (windows.reshape(height * width, taps ** 3),
                    phases.transpose(1, 3, 0, 2, 4).reshape(height * width, fz * fy * fx))
 
@@ -80,20 +80,20 @@ def fit_upsampling_huber(pairs: Sequence[Tuple[np.ndarray, np.ndarray]], factors
     """The (phases, taps, taps, taps) upsampler with the least Huber error (threshold ``delta``,
     network units) on an even sample of at most ``max_rows`` coarse neighbourhoods of
     ``pairs``, by iteratively reweighted least squares from the least-squares solution
-    (``iterations=1``: that least-squares solution)."""
+    (``iterations=1``: that least-squares solution). ``pairs`` is read twice (sizes, then
+    samples), so a sequence that loads each pair on access keeps one pair in memory at a time."""
     factors = _checked(taps, factors_zyx)
     if delta <= 0 or iterations < 1:
         raise ConfigError(f"a Huber fit needs delta > 0 and at least one iteration, got {delta} and {iterations}")
-    pairs = list(pairs)
-    total = sum(int(np.prod(np.shape(coarse))) for coarse, _ in pairs)
+    total = sum(int(np.prod(np.shape(coarse))) for coarse, _ in pairs)  # a first pass: pairs may be loaded lazily
     if not total:
         raise ConfigError("an upsampling fit needs at least one pair")
     stride = max(1, -(-total // max_rows))
     rows, targets, seen = [], [], 0
     for neighbourhoods, phases in _slabs(pairs, factors, taps):
         first = (-seen) % stride  # the global row index runs on across slabs and pairs
-        rows.append(neighbourhoods[first::stride].copy())
-        targets.append(phases[first::stride])
+        rows.append(neighbourhoods[first::stride].copy())  # copies: no slab stays alive behind a view
+        targets.append(phases[first::stride].copy())
         seen += len(neighbourhoods)
     design, target = np.concatenate(rows), np.concatenate(targets)
     weights_per_row = np.ones_like(target)

@@ -244,6 +244,28 @@ def test_huber_upsampler_keeps_to_its_row_budget():
         fit_upsampling_huber(pairs, SR, 3, delta=0.0)
 
 
+def test_huber_fit_reads_a_lazy_sequence_pair_by_pair_twice():
+    """Pairs loaded on access (how training hands real scans to the fit): the same weights as
+    from a list, each pair loaded exactly twice (sizes, then samples), in order."""
+    from collections.abc import Sequence
+
+    pairs = _pairs_of_known_upsampler(3, ((6, 9, 8), (5, 10, 9), (4, 8, 8)), seed=17)
+    loads = []
+
+    class Loading(Sequence):
+        def __len__(self):
+            return len(pairs)
+
+        def __getitem__(self, index):
+            pair = pairs[index]  # past the end: IndexError, how a Sequence's iteration stops
+            loads.append(index)
+            return pair
+
+    lazy = fit_upsampling_huber(Loading(), SR, 3, max_rows=200)
+    assert np.array_equal(lazy, fit_upsampling_huber(pairs, SR, 3, max_rows=200))
+    assert loads == [0, 1, 2, 0, 1, 2]
+
+
 def test_the_bench_upsampler_is_the_untrained_generator():
     """apply_upsampler (the quality bench's row of the paired prior) in HU equals an untrained
     generator with that prior, on the super-resolution grid."""
