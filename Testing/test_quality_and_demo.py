@@ -74,6 +74,9 @@ def test_demo_writes_volumes_figures_and_metrics(tmp_path, monkeypatch, capsys):
     assert (out / "super_resolution.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = capsys.readouterr().out
     assert "B-spline interpolation" in printed and "Linear oracle" in printed
+    # the strongest classical baselines, fitted on training pairs, beside the models
+    assert "Fitted upsampler (5^3, 2 training pairs)" in printed
+    assert "Fitted FIR filter (11 x 11, 2 training pairs)" in printed
 
 
 # ------------------------------------------------------------------------- shipped models
