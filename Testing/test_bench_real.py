@@ -132,10 +132,17 @@ def test_z_alternation_sees_a_period_two_pattern_and_not_a_trend():
 # --------------------------------------------------------------------------- end to end
 
 RESULT_KEYS = {"scan", "model", "kernel_model", "super_resolution", "kernel_scale", "fov", "figure", "seconds"}
-METHODS = {"model", "bspline", "linear", "inplane_bspline"}
+METHODS = {"model", "bspline", "linear", "inplane_bspline", "inplane_fitted"}
 
 
-def test_bench_real_runs_end_to_end_with_tiny_models_and_prints_the_documented_keys(tmp_path, capsys):
+def test_bench_real_runs_end_to_end_with_tiny_models_and_prints_the_documented_keys(tmp_path, monkeypatch, capsys):
+    from RevGANCore.bench.real import REAL_CT_DIR_ENV
+
+    # The fitted in-plane upsampler learns from "lung1" (here another synthetic chest), never the scored scan.
+    cache = tmp_path / "real_ct"
+    cache.mkdir()
+    _write(real_like(seed=5), cache / "lung1_image.nrrd")
+    monkeypatch.setenv(REAL_CT_DIR_ENV, str(cache))
     scan = _write(real_like(), tmp_path / "chest.nrrd")
     sr = save_tiny_model(tmp_path / "sr.safetensors", "super_resolution")
     kernel = save_tiny_model(tmp_path / "kernel.safetensors", "kernel")
@@ -157,6 +164,12 @@ def test_bench_real_runs_end_to_end_with_tiny_models_and_prints_the_documented_k
     assert set(block["borders"]["model"]) == {f"{part}_{kind}" for part in ("first_10mm", "last_10mm", "middle")
                                               for kind in ("mae_hu", "bias_hu")}
     assert set(block["model_minus_best_baseline"]) == {"psnr_db", "ssim", "mae_hu"}
+    fitted = block["fitted_baseline"]
+    assert fitted["fitted"] is True and fitted["fit_scan"].startswith("lung1")
+    # a fitted linear upsampler beats interpolation on a scan it never saw, and is scored as a baseline
+    assert block["methods"]["inplane_fitted"]["mae_hu"] < block["methods"]["inplane_bspline"]["mae_hu"]
+    assert block["model_minus_best_baseline"]["mae_hu"] >= (block["methods"]["model"]["mae_hu"]
+                                                            - block["methods"]["inplane_fitted"]["mae_hu"])
     kernel_scale = result["kernel_scale"]
     assert len(kernel_scale["pixels_mm"]) == 3 and kernel_scale["cycles_per_mm"] == [0.3, 0.5]
     assert set(kernel_scale["directions"]) == {"forward", "inverse"}
@@ -165,6 +178,20 @@ def test_bench_real_runs_end_to_end_with_tiny_models_and_prints_the_documented_k
             check = result["fov"][task][pad]
             assert check["padding_kept"] is True and check["ring_max_abs_hu"] == pytest.approx(0.0, abs=1e-3)
     assert result["figure"] == str(figure) and figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_real_without_a_fit_scan_says_so_and_keeps_the_other_rows(tmp_path, monkeypatch, capsys):
+    from RevGANCore.bench.real import REAL_CT_DIR_ENV
+
+    monkeypatch.setenv(REAL_CT_DIR_ENV, str(tmp_path / "empty"))
+    scan = _write(real_like(slabs=6, size=32), tmp_path / "chest.nrrd")
+    sr = save_tiny_model(tmp_path / "sr.safetensors", "super_resolution")
+    kernel = save_tiny_model(tmp_path / "kernel.safetensors", "kernel")
+    assert main(["bench", "real", "--scan", str(scan), "--model", str(sr), "--kernel-model", str(kernel),
+                 "--json"]) == 0
+    block = json.loads(capsys.readouterr().out)["super_resolution"]
+    assert set(block["methods"]) == METHODS - {"inplane_fitted"}
+    assert block["fitted_baseline"]["fitted"] is False and "lung1_image.nrrd is missing" in block["fitted_baseline"]["fit_scan"]
 
 
 def test_bench_real_names_a_missing_scan_in_one_line(tmp_path, monkeypatch, capsys):

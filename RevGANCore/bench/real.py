@@ -9,8 +9,10 @@ Five measurements, each documented in docs/bench.md (JSON keys there):
    :func:`RevGANCore.inference.translate` (what ``revgan super-resolve`` runs), and each
    result is averaged over the real slabs (:func:`~RevGANCore.real_degradation.slab_average`)
    and scored against the real scan (:mod:`RevGANCore.bench.real_scoring`). Baselines, scored
-   the same way: cubic B-spline and linear interpolation onto the model's output grid, and
-   in-plane B-spline onto the real grid (which keeps the real slices).
+   the same way: cubic B-spline and linear interpolation onto the model's output grid,
+   in-plane B-spline onto the real grid (which keeps the real slices), and an in-plane
+   upsampler fitted on the other pyradiomics scan degraded the same way (:mod:`.real_fitted`;
+   the strongest classical method for this data, the bar the model must clear).
 2. HU bias of the slab averages in bone, soft tissue and (contrast-enhanced) aorta.
 3. z behaviour: period-2 alternation between the output's slices on flat regions, and the
    first/last 10 mm against the middle.
@@ -100,12 +102,13 @@ def _say(log: Logger, text: str) -> None:
 
 
 def _super_resolution(model, real, device: str, tile_size, log: Logger,
-                      degradation: str = "gaussian") -> Tuple[dict, dict]:
+                      degradation: str = "gaussian", fitted=None) -> Tuple[dict, dict]:
     from ..metrics import body_mask
     from ..real_degradation import describe_degradation, in_plane_fwhm_mm, slab_average
     from . import real_scoring as scoring
 
-    low, predictions, model_seconds = degrade_and_super_resolve(model, real, degradation, tile_size, device, log)
+    low, predictions, model_seconds = degrade_and_super_resolve(model, real, degradation, tile_size, device, log,
+                                                                fitted)
     factors = tuple(int(f) for f in model.metadata.scale_factors_xyz)
 
     body = body_mask(real.array)
@@ -117,7 +120,7 @@ def _super_resolution(model, real, device: str, tile_size, log: Logger,
         methods[name] = scoring.slab_scores(slabs, real, body)
         bias[name] = {region: scoring.hu_bias(slabs, real, values["mask"]) for region, values in regions.items()}
         borders[name] = scoring.border_scores(slabs, real, body)
-        if name != "inplane_bspline":  # it has no slices finer than the real ones
+        if name not in ("inplane_bspline", "inplane_fitted"):  # no slices finer than the real ones
             alternation[name] = scoring.z_alternation(prediction, real, flat)
     result = {
         "degradation": {"name": degradation, "factors_xy": list(factors[:2]),
@@ -139,10 +142,12 @@ def _super_resolution(model, real, device: str, tile_size, log: Logger,
     return result, {"low": low, **predictions}
 
 
-def degrade_and_super_resolve(model, real, degradation: str, tile_size, device: str, log: Logger = None):
+def degrade_and_super_resolve(model, real, degradation: str, tile_size, device: str, log: Logger = None,
+                              fitted=None):
     """``real`` degraded in-plane by the model's factors, then brought back by the model and
     by each baseline: (the degraded volume, {method: prediction}, the model's seconds).
-    In-plane B-spline keeps the real slices; the others predict on the model's output grid."""
+    In-plane B-spline and the ``fitted`` in-plane upsampler (:mod:`.real_fitted`; none: no
+    such row) keep the real slices; the others predict on the model's output grid."""
     from ..baselines import interpolate_super_resolution
     from ..inference import translate
     from ..real_degradation import degrade_in_plane
@@ -157,7 +162,27 @@ def degrade_and_super_resolve(model, real, degradation: str, tile_size, device: 
     predictions["bspline"] = interpolate_super_resolution(low, factors, "bspline")
     predictions["linear"] = interpolate_super_resolution(low, factors, "linear")
     predictions["inplane_bspline"] = resample_to_grid(low, real.grid, "bspline")
+    if fitted is not None:
+        from .real_fitted import apply_in_plane_upsampler
+
+        predictions["inplane_fitted"] = apply_in_plane_upsampler(low, fitted, factors[:2])
     return low, predictions, seconds
+
+
+def _fitted_baseline(scored: Path, factors_xyz, degradation: str, log: Logger):
+    """(the in-plane upsampler fitted on the other real scan, or None, and its record)."""
+    from ..volume_io import read_volume
+    from .real_fitted import FITTED_TAPS, fit_in_plane_upsampler, fit_scan_for
+
+    path, reason = fit_scan_for(scored)
+    record = {"method": f"{FITTED_TAPS}^3 polyphase in-plane upsampler, Huber fit", "fit_scan": reason}
+    if path is None:
+        _say(log, f"no fitted in-plane upsampler: {reason}")
+        return None, dict(record, fitted=False)
+    started = time.perf_counter()
+    _say(log, f"fitting the in-plane upsampler on {path.name} ({reason})")
+    weights = fit_in_plane_upsampler(read_volume(path), factors_xyz[:2], degradation)
+    return weights, dict(record, fitted=True, seconds=round(time.perf_counter() - started, 2))
 
 
 def _margins(methods: Dict[str, dict]) -> dict:
@@ -298,7 +323,9 @@ def run_real_benchmark(scan=None, model=None, kernel_model=None, crop_zyx=None, 
                        "used_zyx": list(real.shape), "spacing_xyz_mm": [round(s, 5) for s in real.spacing],
                        "held_out": path.name == REAL_SCAN_FILES[HELD_OUT_SCAN]},
               "model": model.name, "kernel_model": kernel_model.name}
-    super_resolution, volumes = _super_resolution(model, real, device, tile_size, log, degradation)
+    fitted, fitted_record = _fitted_baseline(path, factors, degradation, log)
+    super_resolution, volumes = _super_resolution(model, real, device, tile_size, log, degradation, fitted)
+    super_resolution["fitted_baseline"] = fitted_record
     result["super_resolution"] = super_resolution
     timings["super_resolution"] = time.perf_counter() - started
 
