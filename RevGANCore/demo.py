@@ -40,9 +40,8 @@ def run_demo(out_dir: Path, device: str = "auto", case_index: int = 0, log: Log 
     from .baselines import fit_gaussian_sigma, interpolate_super_resolution
     from .degradations import gaussian_inplane, kernel_oracle
     from .inference import translate
-    from .linear_prior import PRIOR_TAPS, UPSAMPLER_TAPS, apply_kernel, apply_upsampler, fit_fir_least_squares
-    from .upsampler_fit import fit_upsampling_huber
-    from .volume import hu_to_unit
+    from .linear_prior import (PRIOR_TAPS, UPSAMPLER_TAPS, apply_kernel, apply_upsampler, fit_fir_least_squares,
+                               fit_upsampler)
     from .metrics import compare_volumes
     from .modelfile import load_model
     from .phantom_dataset import PhantomRecipe, case_seeds, make_phantom_case
@@ -69,13 +68,13 @@ def run_demo(out_dir: Path, device: str = "auto", case_index: int = 0, log: Log 
         super_resolved = translate(sr_model, case["lr"], "forward", device=device, progress=bar)
     write_volume(super_resolved, out / "super_resolved.nii.gz")
     factors_xyz = sr_model.metadata.scale_factors_xyz
+    factors_zyx = tuple(factors_xyz)[::-1]
     bspline = interpolate_super_resolution(case["lr"], factors_xyz, "bspline")
-    upsampler = fit_upsampling_huber([(hu_to_unit(pair["lr"].array, clip=False), hu_to_unit(pair["hr"].array, clip=False))
-                                      for pair in training_pairs], tuple(factors_xyz)[::-1], UPSAMPLER_TAPS)
+    upsampler = fit_upsampler([(pair["lr"], pair["hr"]) for pair in training_pairs], factors_zyx)
     results["super_resolution"] = {
         "B-spline interpolation": compare_volumes(bspline, case["hr"]),
         f"Fitted upsampler ({UPSAMPLER_TAPS}^3, {len(training_pairs)} training pairs)":
-            compare_volumes(apply_upsampler(case["lr"], upsampler, tuple(factors_xyz)[::-1]), case["hr"]),
+            compare_volumes(apply_upsampler(case["lr"], upsampler, factors_zyx), case["hr"]),
         f"RevGAN ({sr_entry.name})": compare_volumes(super_resolved, case["hr"]),
     }
     write_png(out / "super_resolution.png", _panel([bspline, super_resolved, case["hr"]], LUNG_WINDOW))

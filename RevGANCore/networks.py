@@ -69,6 +69,7 @@ __all__ = [
     "upsample_image",
     "downsample_image",
     "filter_slices",
+    "upsample_polyphase",
     "DIRECTIONS",
 ]
 

@@ -41,11 +41,6 @@ def check_odd_taps(taps, what: str) -> None:
         raise ConfigError(f"{what} needs an odd number of taps, got {taps!r}")
 
 
-def _checked(taps: int, factors_zyx: Sequence[int]) -> Tuple[int, int, int]:
-    check_odd_taps(taps, "an upsampling fit")
-    return tuple(int(f) for f in factors_zyx)
-
-
 def _slabs(pairs, factors_zyx, taps) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
     """(neighbourhoods ``(H*W, taps^3)``, fine phases ``(H*W, phases)``) of each coarse slice."""
     fz, fy, fx = factors_zyx
@@ -82,7 +77,8 @@ def fit_upsampling_huber(pairs: Sequence[Tuple[np.ndarray, np.ndarray]], factors
     ``pairs``, by iteratively reweighted least squares from the least-squares solution
     (``iterations=1``: that least-squares solution). ``pairs`` is read twice (sizes, then
     samples), so a sequence that loads each pair on access keeps one pair in memory at a time."""
-    factors = _checked(taps, factors_zyx)
+    check_odd_taps(taps, "an upsampling fit")
+    factors = tuple(int(f) for f in factors_zyx)
     if delta <= 0 or iterations < 1:
         raise ConfigError(f"a Huber fit needs delta > 0 and at least one iteration, got {delta} and {iterations}")
     total = sum(int(np.prod(np.shape(coarse))) for coarse, _ in pairs)  # a first pass: pairs may be loaded lazily

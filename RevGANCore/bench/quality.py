@@ -144,7 +144,8 @@ class _Methods:
     def __init__(self, world: str, fit_manifest, factors, kernel_noise_std_hu: float, log):
         from ..baselines import (fit_gaussian_sigma, fit_kernel_filter, fit_spectral_ratio,
                                  fit_super_resolution_filter)
-        from ..linear_prior import PRIOR_TAPS, UPSAMPLER_TAPS, cut_to_taps, degraded_pairs, fit_fir_least_squares
+        from ..linear_prior import (PRIOR_TAPS, UPSAMPLER_TAPS, cut_to_taps, degraded_pairs, fit_fir_least_squares,
+                                    fit_upsampler)
         from ..upsampler_fit import fit_upsampling_huber
         from ..volume import hu_to_unit
         from ..volume_io import read_volume
@@ -156,6 +157,7 @@ class _Methods:
         pairs = list(zip(sharp, smooth))
         self.world = world
         self.factors = factors
+        self.factors_zyx = tuple(factors)[::-1]
         self.noise = kernel_noise_std_hu
         self.sigma, _ = fit_gaussian_sigma(pairs)
         self.kernel_filter = fit_kernel_filter(pairs)
@@ -168,13 +170,10 @@ class _Methods:
         self.upsampling_filter = fit_super_resolution_filter(sr_pairs, factors)
         # The super-resolution generators' priors, fitted as training fits them: on pairs, and
         # on high-resolution volumes of other cases degraded by the known operator (no pairs).
-        factors_zyx = tuple(factors)[::-1]
-        self.upsampler_paired = fit_upsampling_huber(
-            [(hu_to_unit(lr.array, clip=False), hu_to_unit(hr.array, clip=False)) for lr, hr in sr_pairs],
-            factors_zyx, UPSAMPLER_TAPS)
+        self.upsampler_paired = fit_upsampler(sr_pairs, self.factors_zyx)
         self.upsampler_unpaired = fit_upsampling_huber(
-            degraded_pairs([hu_to_unit(hr.array, clip=False) for hr in volumes(UNPAIRED_FIT_CASES, "hr")], factors_zyx),
-            factors_zyx, UPSAMPLER_TAPS)
+            degraded_pairs([hu_to_unit(hr.array, clip=False) for hr in volumes(UNPAIRED_FIT_CASES, "hr")],
+                           self.factors_zyx), self.factors_zyx, UPSAMPLER_TAPS)
         log(f"{world} world: fitted on training cases: Gaussian sigma {self.sigma:.2f} mm, radial filter "
             f"({self.kernel_filter.gain.size} bins), spectral-ratio filter, polyphase upsampling filter")
 
@@ -192,11 +191,11 @@ class _Methods:
                 ("Linear interpolation", "classical-unpaired", upsample("linear")),
                 ("B-spline interpolation", "classical-unpaired", upsample("bspline")),
                 (DEGRADED_UPSAMPLER, "classical-unpaired",
-                 lambda source: apply_upsampler(source, self.upsampler_unpaired, tuple(self.factors)[::-1])),
+                 lambda source: apply_upsampler(source, self.upsampler_unpaired, self.factors_zyx)),
                 (FITTED_SUPER_RESOLUTION, "classical-paired",
                  lambda source: self.upsampling_filter.apply(interpolate_super_resolution(source, self.factors))),
                 (FITTED_UPSAMPLER, "classical-paired",
-                 lambda source: apply_upsampler(source, self.upsampler_paired, tuple(self.factors)[::-1])),
+                 lambda source: apply_upsampler(source, self.upsampler_paired, self.factors_zyx)),
             ]
         if self.world == "linear":
             oracle = ("Linear oracle (MTF ratio)", kernel_oracle)

@@ -41,17 +41,14 @@ def fit_in_plane_upsampler(scan, factors_xy: Sequence[int], degradation: str) ->
     Volume) degraded by ``degradation`` to the scan itself, reconstruction-circle padding
     replaced by air on both sides (the degraded input has none)."""
     from ..field_of_view import padding_mask, without_padding
+    from ..linear_prior import fit_upsampler
     from ..real_degradation import degrade_in_plane
-    from ..upsampler_fit import fit_upsampling_huber
-    from ..volume import hu_to_unit
 
     fx, fy = (int(f) for f in factors_xy)
     scan = scan.with_array(scan.array[:, :scan.shape[1] // fy * fy, :scan.shape[2] // fx * fx])
     padding = padding_mask(scan)
     target = scan if padding is None else without_padding(scan, padding)
-    coarse = degrade_in_plane(scan, (fx, fy), degradation)
-    pair = (hu_to_unit(coarse.array, clip=False), hu_to_unit(target.array, clip=False))
-    return fit_upsampling_huber([pair], (1, fy, fx), FITTED_TAPS)
+    return fit_upsampler([(degrade_in_plane(scan, (fx, fy), degradation), target)], (1, fy, fx), FITTED_TAPS)
 
 
 def apply_in_plane_upsampler(low, weights: np.ndarray, factors_xy: Sequence[int]):
