@@ -89,6 +89,8 @@ class ObjectiveConfig:
     - ``lambda_spectrum`` 1: noise-power-spectrum matching of generated to real patches;
     - ``lambda_slab`` 0 (off): real-scan pairs, the output's slab averages against the real
       slices (super-resolution with ``data.real.scans``);
+    - ``lambda_degraded_pairs`` 0 (off): unpaired super-resolution learns from target patches
+      degraded by the known operator (SMORE, Zhao et al. 2021), |G(LR(y)) - y|;
     - ``texture_discriminator`` (off): discriminators also see the image's high-pass;
     - ``pool_size`` 50: CycleGAN's history of generated images for the discriminators;
     - LSGAN: CycleGAN's default adversarial loss (Mao et al. 2017).
@@ -103,6 +105,7 @@ class ObjectiveConfig:
     physics_pool: int = 16
     lambda_spectrum: float = 1.0
     lambda_slab: float = 0.0
+    lambda_degraded_pairs: float = 0.0
     texture_discriminator: bool = False
     pool_size: int = 50
 

@@ -9,7 +9,10 @@ G = the generator's "forward" direction (X -> Y), F = its "inverse" (Y -> X).
     + lambda_cycle (|F(G(x)) - x| + |G(F(y)) - y|)
     + lambda_cycle * lambda_identity (|G(y) - y| + |F(x) - x|)          (default weight 0)
     + lambda_physics (physics consistency, both directions, see :func:`physics_terms`)
-    + lambda_spectrum (noise-power-spectrum distance of G(x) to y and of F(y) to x);
+    + lambda_spectrum (noise-power-spectrum distance of G(x) to y and of F(y) to x)
+    + lambda_degraded_pairs |G(LR(y)) - y| (super-resolution: target patches degraded by the
+      known operator LR serve as their own sources, as in SMORE, Zhao et al. 2021; no pair
+      is used, and the classical-unpaired upsampler is fitted on the same kind of pairs);
   discriminators see generated patches from a history pool.
 - either, with real-scan pairs (super-resolution, :mod:`RevGANCore.real_pairs`):
     + lambda_slab |slab_average(G(x_real)) - y_real|, the forward output on a real scan's
@@ -58,11 +61,13 @@ class GeneratorPhase(nn.Module):
     """Every generator output one step's losses need, in ONE module call: DistributedDataParallel
     expects one forward per backward."""
 
-    def __init__(self, generator: nn.Module, unpaired: bool, identity: bool):
+    def __init__(self, generator: nn.Module, unpaired: bool, identity: bool,
+                 degrade: Optional[LowResolution] = None):
         super().__init__()
         self.generator = generator
         self.unpaired = unpaired
         self.identity = identity
+        self.degrade = degrade  # set: the forward direction also runs on degraded targets
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, real_x: Optional[torch.Tensor] = None) -> Outputs:
         if real_x is not None and real_x.shape[1:] == x.shape[1:]:
@@ -81,6 +86,8 @@ class GeneratorPhase(nn.Module):
             if self.identity:
                 out["identity_y"] = self.generator(y, "forward")
                 out["identity_x"] = self.generator(x, "inverse")
+            if self.degrade is not None:
+                out["fake_degraded"] = self.generator(self.degrade(y.float()).to(y.dtype), "forward")
         return out
 
 
@@ -110,14 +117,22 @@ class Objective:
         self.degrade = LowResolution(factors_zyx) if task == "super_resolution" and factors_zyx else None
         if task == "super_resolution" and self.degrade is None:
             raise ConfigError("super-resolution training needs the dataset's factors_xyz (manifest task entry)")
+        if config.lambda_degraded_pairs > 0 and (self.paired or self.degrade is None):
+            raise ConfigError("objective.lambda_degraded_pairs belongs to unpaired super-resolution "
+                              "(paired runs have real pairs; the kernel task has no known degradation); set it to 0")
 
     # ---------------------------------------------------------------- generator outputs
     @property
     def uses_identity(self) -> bool:
         return not self.paired and self.config.lambda_identity > 0
 
+    @property
+    def uses_degraded_pairs(self) -> bool:
+        return self.config.lambda_degraded_pairs > 0
+
     def generator_phase(self, generator: nn.Module) -> GeneratorPhase:
-        return GeneratorPhase(generator, unpaired=not self.paired, identity=self.uses_identity)
+        return GeneratorPhase(generator, unpaired=not self.paired, identity=self.uses_identity,
+                              degrade=self.degrade if self.uses_degraded_pairs else None)
 
     # ---------------------------------------------------------------- discriminator inputs
     @property
@@ -199,6 +214,8 @@ class Objective:
         terms["g_physics"] = physics["forward"] + physics["inverse"]
         if self.config.lambda_spectrum > 0:
             terms["g_spectrum"] = spectrum_distance(fake_y, y) + spectrum_distance(fake_x, x)
+        if "fake_degraded" in out:
+            terms["g_degraded_pairs"] = l1(out["fake_degraded"].float(), y.float())
         return terms
 
     def weighted_total(self, terms: Dict[str, torch.Tensor]) -> torch.Tensor:
@@ -206,7 +223,7 @@ class Objective:
         weights = {"g_gan": 1.0, "g_l1": config.lambda_l1, "g_cycle": config.lambda_cycle,
                    "g_identity": config.lambda_cycle * config.lambda_identity,
                    "g_physics": config.lambda_physics, "g_spectrum": config.lambda_spectrum,
-                   "g_slab": config.lambda_slab}
+                   "g_slab": config.lambda_slab, "g_degraded_pairs": config.lambda_degraded_pairs}
         return sum(weights[name] * value for name, value in terms.items())
 
     # ---------------------------------------------------------------- real-scan pairs
@@ -251,14 +268,20 @@ class Objective:
                 "inverse": l1(_interior(on_grid(fake_x, expected_x.shape[2:]), margin), _interior(expected_x, margin))}
 
     def pair_free_criterion(self, x: torch.Tensor, y: torch.Tensor, fake_y: torch.Tensor,
-                            fake_x: torch.Tensor) -> Dict[str, float]:
+                            fake_x: torch.Tensor, fake_degraded: Optional[torch.Tensor] = None) -> Dict[str, float]:
         """Checkpoint selection without pairs: physics consistency of both directions plus the
         spectrum distance of G(x) to the targets and of F(y) to the sources, weighted as in
-        training (each weight 1 where training gives it none)."""
+        training (each weight 1 where training gives it none); with degraded pairs also
+        |G(LR(y)) - y| (``fake_degraded`` = G(LR(y))), weighted as in training."""
         physics = self.physics_terms(x, y, fake_y, fake_x)
         physics_value = float(physics["forward"] + physics["inverse"])
         spectrum_value = float(spectrum_distance(fake_y, y) + spectrum_distance(fake_x, x))
         physics_weight = self.config.lambda_physics or 1.0
         spectrum_weight = self.config.lambda_spectrum or 1.0
-        return {"val_physics": physics_value, "val_spectrum": spectrum_value,
-                "val_unpaired": physics_weight * physics_value + spectrum_weight * spectrum_value}
+        metrics = {"val_physics": physics_value, "val_spectrum": spectrum_value,
+                   "val_unpaired": physics_weight * physics_value + spectrum_weight * spectrum_value}
+        if fake_degraded is not None:
+            degraded_value = float((fake_degraded.float() - y.float()).abs().mean())
+            metrics["val_degraded_pairs"] = degraded_value
+            metrics["val_unpaired"] += self.config.lambda_degraded_pairs * degraded_value
+        return metrics

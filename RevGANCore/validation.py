@@ -47,7 +47,7 @@ def validate(models: TrainingModels, objective: Objective, batches: Sequence[Tup
     generator.eval()
     sums = {"val_l1": 0.0, "val_mse": 0.0, "val_l1_inverse": 0.0, "val_l1_input": 0.0}
     count = 0
-    collected: Dict[str, List[torch.Tensor]] = {"x": [], "y": [], "fake_y": [], "fake_x": []}
+    collected: Dict[str, List[torch.Tensor]] = {"x": [], "y": [], "fake_y": [], "fake_x": [], "fake_degraded": []}
     for x, y in batches:
         x, y = models.to_device(x, channels_last), models.to_device(y, channels_last)
         with models.autocast():
@@ -61,11 +61,15 @@ def validate(models: TrainingModels, objective: Objective, batches: Sequence[Tup
         count += n
         for key, value in (("x", x), ("y", y), ("fake_y", fake_y), ("fake_x", fake_x)):
             collected[key].append(value.float())
+        if objective.uses_degraded_pairs:
+            with models.autocast():
+                collected["fake_degraded"].append(generator(objective.degrade(y.float()).to(y.dtype), "forward").float())
     generator.train()
     metrics = {key: value / count for key, value in sums.items()}
     metrics["val_psnr"] = 10.0 * math.log10(4.0 / max(metrics.pop("val_mse"), 1e-12))
-    whole = {key: torch.cat(values) for key, values in collected.items()}
-    metrics.update(objective.pair_free_criterion(whole["x"], whole["y"], whole["fake_y"], whole["fake_x"]))
+    whole = {key: torch.cat(values) for key, values in collected.items() if values}
+    metrics.update(objective.pair_free_criterion(whole["x"], whole["y"], whole["fake_y"], whole["fake_x"],
+                                                 whole.get("fake_degraded")))
     return metrics
 
 

@@ -76,6 +76,48 @@ def test_super_resolution_exact_answer_costs_no_more_than_the_identity(cases):
     assert exact <= identity
 
 
+def test_degraded_pairs_term_is_zero_at_the_exact_answer_and_not_at_interpolation(cases):
+    """Unpaired super-resolution with degraded pairs: the target patch degraded by the known
+    operator is its own source; the exact upsampler returns the target, interpolation does not,
+    and the term counts in the generator cost and in the pair-free criterion."""
+    a, b = cases
+    config = ObjectiveConfig(mode="unpaired", lambda_degraded_pairs=100.0)
+    objective = Objective(config, "super_resolution", FACTORS_ZYX)
+    x, y = unit(a["lr"]), unit(b["hr"])
+    degraded = LowResolution(FACTORS_ZYX)(y)
+    assert torch.allclose(degraded, unit(b["lr"]), atol=1e-5)  # the phantom's own degradation
+    outputs = {"fake_y": unit(a["hr"]), "fake_x": unit(b["lr"]), "cycle_x": x, "cycle_y": y}
+    exact = objective.reconstruction_terms(x, y, dict(outputs, fake_degraded=y))
+    interpolated = objective.reconstruction_terms(x, y, dict(outputs, fake_degraded=on_grid(degraded, y.shape[2:])))
+    assert float(exact["g_degraded_pairs"]) == 0.0
+    assert float(interpolated["g_degraded_pairs"]) > TWENTY_HU
+    assert float(objective.weighted_total(exact)) < float(objective.weighted_total(interpolated))
+    plain = objective.pair_free_criterion(x, y, unit(a["hr"]), unit(b["lr"]))
+    checked = objective.pair_free_criterion(x, y, unit(a["hr"]), unit(b["lr"]), on_grid(degraded, y.shape[2:]))
+    assert checked["val_unpaired"] == pytest.approx(plain["val_unpaired"] + 100.0 * checked["val_degraded_pairs"])
+
+
+def test_degraded_pairs_run_the_forward_direction_on_degraded_targets():
+    from RevGANCore.networks import GeneratorConfig, RevGANGenerator3d
+
+    generator = RevGANGenerator3d(config=GeneratorConfig(ngf=2, depth=1, upscale_zyx=FACTORS_ZYX)).eval()
+    objective = Objective(ObjectiveConfig(mode="unpaired", lambda_degraded_pairs=1.0), "super_resolution", FACTORS_ZYX)
+    y = torch.randn(1, 1, 8, 8, 8)
+    with torch.no_grad():
+        out = objective.generator_phase(generator)(torch.randn(1, 1, 2, 4, 4), y)
+        expected = generator(LowResolution(FACTORS_ZYX)(y), "forward")
+    assert torch.equal(out["fake_degraded"], expected)
+    plain = Objective(ObjectiveConfig(mode="unpaired"), "super_resolution", FACTORS_ZYX)
+    with torch.no_grad():
+        assert "fake_degraded" not in plain.generator_phase(generator)(torch.randn(1, 1, 2, 4, 4), y)
+
+
+@pytest.mark.parametrize("mode, task", [("paired", "super_resolution"), ("unpaired", "kernel")])
+def test_degraded_pairs_are_refused_where_they_do_not_belong(mode, task):
+    with pytest.raises(ConfigError, match="lambda_degraded_pairs belongs to unpaired super-resolution"):
+        Objective(ObjectiveConfig(mode=mode, lambda_degraded_pairs=1.0), task, FACTORS_ZYX)
+
+
 def test_super_resolution_on_one_grid_prefers_the_exact_answer(cases):
     """Today's layout: the low-resolution volume B-spline-resampled onto the high-resolution grid."""
     a, b = cases
