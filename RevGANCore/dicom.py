@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-import numpy as np
-
 from .dicom_enhanced import is_enhanced_ct, kernel_of_enhanced_ct, read_enhanced_ct
 from .dicom_files import problem_with, unparsed_dicom_files
 from .dicom_geometry import SliceStack, slice_geometry, stack_slices

@@ -53,7 +53,6 @@ def write_ct_series(folder, volume: Volume, kernel: str = "B30f", study_uid: Opt
     frame_uid = frame_of_reference_uid or generate_uid()
     direction = volume.direction_matrix
     spacing = np.asarray(volume.spacing)
-    origin = np.asarray(volume.origin)
     stored = np.rint((volume.array.astype(np.float64) - intercept) / slope)
     dtype = np.int16 if signed else np.uint16
     info = np.iinfo(dtype)

@@ -211,7 +211,6 @@ def _in_small_file_system(command, size: str = "1m"):
     """``command`` (argv) run with a fresh tmpfs of ``size`` mounted at its last argument's
     folder, in a user and mount namespace (no privileges needed); None where the kernel
     does not allow that."""
-    import shlex
     import shutil
 
     if shutil.which("unshare") is None:

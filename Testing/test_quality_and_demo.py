@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from RevGANCore.baselines import fit_gaussian_sigma, interpolate_super_resolution
-from RevGANCore.bench.quality import TEST_SEED, VARIANT_LABELS, load_table_index, run_quality_benchmark
+from RevGANCore.bench.quality import TEST_SEED, load_table_index, run_quality_benchmark
 from RevGANCore.cli import main
 from RevGANCore.degradations import gaussian_inplane, kernel_oracle, low_resolution
 from RevGANCore.errors import ModelFileError

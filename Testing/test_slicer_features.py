@@ -10,7 +10,6 @@ result's subject-hierarchy parent (the study, below the patient) and its ``DICOM
 series attributes."""
 
 import json
-import os
 import sys
 import types
 from pathlib import Path
