@@ -39,7 +39,7 @@ from .upsampler_fit import HUBER_DELTA, check_odd_taps, fit_upsampling_huber
 from .volume import Volume
 
 __all__ = ["PRIOR_TAPS", "UPSAMPLER_TAPS", "fit_fir_least_squares", "fit_fir_both_ways", "fit_spectral_ratio_kernel", "cut_to_taps",
-           "fit_prior_kernels", "unpaired_halves", "install_prior", "apply_kernel", "fit_upsampler", "apply_upsampler", "degraded_pair", "degraded_pairs"]
+           "fit_prior_kernels", "unpaired_halves", "install_prior", "apply_kernel", "fit_upsampler", "fit_degraded_upsampler", "apply_upsampler", "degraded_pair", "degraded_pairs"]
 
 #: The prior's width in the shipped configurations and the quality bench's FIR rows: 11 taps
 #: (8.8 mm at 0.8 mm pixels) come within 0.1 HU of the full-band least-squares filter on the
@@ -199,6 +199,17 @@ def fit_upsampler(pairs: Iterable[Tuple[Volume, Volume]], factors_zyx: Sequence[
 
     return fit_upsampling_huber([(hu_to_unit(coarse.array, clip=False), hu_to_unit(fine.array, clip=False))
                                  for coarse, fine in pairs], factors_zyx, taps)
+
+
+def fit_degraded_upsampler(fine_volumes: Iterable[Volume], factors_zyx: Sequence[int],
+                           taps: int = UPSAMPLER_TAPS) -> np.ndarray:
+    """The Huber-fitted upsampler from high-resolution Volumes in HU alone, each degraded by the
+    known operator (:func:`degraded_pair`): the unpaired generators' prior, what
+    :func:`apply_upsampler` applies."""
+    from .volume import hu_to_unit
+
+    return fit_upsampling_huber(degraded_pairs([hu_to_unit(fine.array, clip=False) for fine in fine_volumes],
+                                               factors_zyx), factors_zyx, taps)
 
 
 def apply_upsampler(volume: Volume, weights: np.ndarray, factors_zyx: Sequence[int]) -> Volume:

@@ -57,6 +57,12 @@ def _interior(tensor: torch.Tensor, margin: int) -> torch.Tensor:
     return tensor[tuple(slices)]
 
 
+def forward_on_degraded(generator: nn.Module, degrade: LowResolution, y: torch.Tensor) -> torch.Tensor:
+    """G(LR(y)): the forward direction on target patches degraded by the known operator, the
+    source side of the degraded-pairs term (in training and in validation alike)."""
+    return generator(degrade(y.float()).to(y.dtype), "forward")
+
+
 class GeneratorPhase(nn.Module):
     """Every generator output one step's losses need, in ONE module call: DistributedDataParallel
     expects one forward per backward."""
@@ -87,7 +93,7 @@ class GeneratorPhase(nn.Module):
                 out["identity_y"] = self.generator(y, "forward")
                 out["identity_x"] = self.generator(x, "inverse")
             if self.degrade is not None:
-                out["fake_degraded"] = self.generator(self.degrade(y.float()).to(y.dtype), "forward")
+                out["fake_degraded"] = forward_on_degraded(self.generator, self.degrade, y)
         return out
 
 

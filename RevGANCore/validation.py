@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .objectives import Objective
+from .objectives import Objective, forward_on_degraded
 from .tensor_filters import on_grid
 from .training_models import TrainingModels
 
@@ -63,7 +63,7 @@ def validate(models: TrainingModels, objective: Objective, batches: Sequence[Tup
             collected[key].append(value.float())
         if objective.uses_degraded_pairs:
             with models.autocast():
-                collected["fake_degraded"].append(generator(objective.degrade(y.float()).to(y.dtype), "forward").float())
+                collected["fake_degraded"].append(forward_on_degraded(generator, objective.degrade, y).float())
     generator.train()
     metrics = {key: value / count for key, value in sums.items()}
     metrics["val_psnr"] = 10.0 * math.log10(4.0 / max(metrics.pop("val_mse"), 1e-12))

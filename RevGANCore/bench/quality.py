@@ -144,10 +144,8 @@ class _Methods:
     def __init__(self, world: str, fit_manifest, factors, kernel_noise_std_hu: float, log):
         from ..baselines import (fit_gaussian_sigma, fit_kernel_filter, fit_spectral_ratio,
                                  fit_super_resolution_filter)
-        from ..linear_prior import (PRIOR_TAPS, UPSAMPLER_TAPS, cut_to_taps, degraded_pairs, fit_fir_least_squares,
+        from ..linear_prior import (PRIOR_TAPS, cut_to_taps, fit_degraded_upsampler, fit_fir_least_squares,
                                     fit_upsampler)
-        from ..upsampler_fit import fit_upsampling_huber
-        from ..volume import hu_to_unit
         from ..volume_io import read_volume
 
         def volumes(cases, domain):
@@ -171,9 +169,7 @@ class _Methods:
         # The super-resolution generators' priors, fitted as training fits them: on pairs, and
         # on high-resolution volumes of other cases degraded by the known operator (no pairs).
         self.upsampler_paired = fit_upsampler(sr_pairs, self.factors_zyx)
-        self.upsampler_unpaired = fit_upsampling_huber(
-            degraded_pairs([hu_to_unit(hr.array, clip=False) for hr in volumes(UNPAIRED_FIT_CASES, "hr")],
-                           self.factors_zyx), self.factors_zyx, UPSAMPLER_TAPS)
+        self.upsampler_unpaired = fit_degraded_upsampler(volumes(UNPAIRED_FIT_CASES, "hr"), self.factors_zyx)
         log(f"{world} world: fitted on training cases: Gaussian sigma {self.sigma:.2f} mm, radial filter "
             f"({self.kernel_filter.gain.size} bins), spectral-ratio filter, polyphase upsampling filter")
 
