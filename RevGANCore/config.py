@@ -91,6 +91,8 @@ class ObjectiveConfig:
       slices (super-resolution with ``data.real.scans``);
     - ``lambda_degraded_pairs`` 0 (off): unpaired super-resolution learns from target patches
       degraded by the known operator (SMORE, Zhao et al. 2021), |G(LR(y)) - y|;
+    - ``lambda_degraded_means`` 0 (off): those pairs' local-mean error (``physics_pool``^3
+      averages), which an L1 fit alone leaves biased where values are skewed;
     - ``texture_discriminator`` (off): discriminators also see the image's high-pass;
     - ``pool_size`` 50: CycleGAN's history of generated images for the discriminators;
     - LSGAN: CycleGAN's default adversarial loss (Mao et al. 2017).
@@ -106,6 +108,7 @@ class ObjectiveConfig:
     lambda_spectrum: float = 1.0
     lambda_slab: float = 0.0
     lambda_degraded_pairs: float = 0.0
+    lambda_degraded_means: float = 0.0
     texture_discriminator: bool = False
     pool_size: int = 50
 

@@ -71,6 +71,7 @@ BOUNDS: Dict[str, Bound] = {
     "data.real.fwhm_range": Bound(0, 3, low_open=True),  # new pixels; real_degradation.MAX_FWHM_SCALE
     "objective.lambda_l1": NOT_NEGATIVE,
     "objective.lambda_degraded_pairs": NOT_NEGATIVE,
+    "objective.lambda_degraded_means": NOT_NEGATIVE,
     "objective.lambda_cycle": NOT_NEGATIVE,
     "objective.lambda_identity": NOT_NEGATIVE,
     "objective.lambda_physics": NOT_NEGATIVE,

@@ -37,7 +37,7 @@ import SimpleITK as sitk
 import torch
 
 from .errors import ConfigError
-from .manifest import Manifest, load_manifest, pick_cases  # noqa: F401  (load_manifest re-exported)
+from .manifest import load_manifest, pick_cases  # noqa: F401  (load_manifest re-exported)
 from .volume import DEFAULT_HU_WINDOW, Volume, hu_to_unit, resample_to_grid, super_resolution_grid
 from .volume_io import VOLUME_SUFFIXES, read_volume, volume_suffix
 

@@ -12,7 +12,9 @@ G = the generator's "forward" direction (X -> Y), F = its "inverse" (Y -> X).
     + lambda_spectrum (noise-power-spectrum distance of G(x) to y and of F(y) to x)
     + lambda_degraded_pairs |G(LR(y)) - y| (super-resolution: target patches degraded by the
       known operator LR serve as their own sources, as in SMORE, Zhao et al. 2021; no pair
-      is used, and the classical-unpaired upsampler is fitted on the same kind of pairs);
+      is used, and the classical-unpaired upsampler is fitted on the same kind of pairs)
+    + lambda_degraded_means |low_pass(G(LR(y)) - y)| (the same pairs' local-mean error: an L1
+      fit is a median and misses the mean where the target's values are skewed, e.g. at bone);
   discriminators see generated patches from a history pool.
 - either, with real-scan pairs (super-resolution, :mod:`RevGANCore.real_pairs`):
     + lambda_slab |slab_average(G(x_real)) - y_real|, the forward output on a real scan's
@@ -61,6 +63,18 @@ def forward_on_degraded(generator: nn.Module, degrade: LowResolution, y: torch.T
     """G(LR(y)): the forward direction on target patches degraded by the known operator, the
     source side of the degraded-pairs term (in training and in validation alike)."""
     return generator(degrade(y.float()).to(y.dtype), "forward")
+
+
+def check_terms_for_task(config: ObjectiveConfig, task: str) -> None:
+    """Refuse terms that do not belong to ``task`` and the objective's mode, before any data is
+    read or generated (:class:`Objective` checks again)."""
+    for name in ("lambda_degraded_pairs", "lambda_degraded_means"):
+        if getattr(config, name) > 0 and (config.mode == "paired" or task != "super_resolution"):
+            raise ConfigError(f"objective.{name} belongs to unpaired super-resolution (paired runs have "
+                              "real pairs; the kernel task has no known degradation); set it to 0")
+    if config.lambda_degraded_means > 0 and config.lambda_degraded_pairs <= 0:
+        raise ConfigError("objective.lambda_degraded_means weighs the degraded pairs' local means; "
+                          "it needs objective.lambda_degraded_pairs > 0")
 
 
 class GeneratorPhase(nn.Module):
@@ -123,9 +137,7 @@ class Objective:
         self.degrade = LowResolution(factors_zyx) if task == "super_resolution" and factors_zyx else None
         if task == "super_resolution" and self.degrade is None:
             raise ConfigError("super-resolution training needs the dataset's factors_xyz (manifest task entry)")
-        if config.lambda_degraded_pairs > 0 and (self.paired or self.degrade is None):
-            raise ConfigError("objective.lambda_degraded_pairs belongs to unpaired super-resolution "
-                              "(paired runs have real pairs; the kernel task has no known degradation); set it to 0")
+        check_terms_for_task(config, task)
 
     # ---------------------------------------------------------------- generator outputs
     @property
@@ -221,7 +233,10 @@ class Objective:
         if self.config.lambda_spectrum > 0:
             terms["g_spectrum"] = spectrum_distance(fake_y, y) + spectrum_distance(fake_x, x)
         if "fake_degraded" in out:
-            terms["g_degraded_pairs"] = l1(out["fake_degraded"].float(), y.float())
+            error = out["fake_degraded"].float() - y.float()
+            terms["g_degraded_pairs"] = error.abs().mean()
+            if self.config.lambda_degraded_means > 0:
+                terms["g_degraded_means"] = low_pass(error, self.config.physics_pool).abs().mean()
         return terms
 
     def weighted_total(self, terms: Dict[str, torch.Tensor]) -> torch.Tensor:
@@ -229,7 +244,8 @@ class Objective:
         weights = {"g_gan": 1.0, "g_l1": config.lambda_l1, "g_cycle": config.lambda_cycle,
                    "g_identity": config.lambda_cycle * config.lambda_identity,
                    "g_physics": config.lambda_physics, "g_spectrum": config.lambda_spectrum,
-                   "g_slab": config.lambda_slab, "g_degraded_pairs": config.lambda_degraded_pairs}
+                   "g_slab": config.lambda_slab, "g_degraded_pairs": config.lambda_degraded_pairs,
+                   "g_degraded_means": config.lambda_degraded_means}
         return sum(weights[name] * value for name, value in terms.items())
 
     # ---------------------------------------------------------------- real-scan pairs
@@ -278,7 +294,8 @@ class Objective:
         """Checkpoint selection without pairs: physics consistency of both directions plus the
         spectrum distance of G(x) to the targets and of F(y) to the sources, weighted as in
         training (each weight 1 where training gives it none); with degraded pairs also
-        |G(LR(y)) - y| (``fake_degraded`` = G(LR(y))), weighted as in training."""
+        |G(LR(y)) - y| (``fake_degraded`` = G(LR(y))) and its local-mean error, weighted as in
+        training."""
         physics = self.physics_terms(x, y, fake_y, fake_x)
         physics_value = float(physics["forward"] + physics["inverse"])
         spectrum_value = float(spectrum_distance(fake_y, y) + spectrum_distance(fake_x, x))
@@ -287,7 +304,9 @@ class Objective:
         metrics = {"val_physics": physics_value, "val_spectrum": spectrum_value,
                    "val_unpaired": physics_weight * physics_value + spectrum_weight * spectrum_value}
         if fake_degraded is not None:
-            degraded_value = float((fake_degraded.float() - y.float()).abs().mean())
-            metrics["val_degraded_pairs"] = degraded_value
-            metrics["val_unpaired"] += self.config.lambda_degraded_pairs * degraded_value
+            error = fake_degraded.float() - y.float()
+            metrics["val_degraded_pairs"] = float(error.abs().mean())
+            metrics["val_degraded_means"] = float(low_pass(error, self.config.physics_pool).abs().mean())
+            metrics["val_unpaired"] += (self.config.lambda_degraded_pairs * metrics["val_degraded_pairs"]
+                                        + self.config.lambda_degraded_means * metrics["val_degraded_means"])
         return metrics

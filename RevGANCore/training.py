@@ -34,7 +34,7 @@ from .distributed import distributed_context, shutdown
 from .errors import ConfigError, RevGANError
 from .linear_prior import install_prior
 from .modelfile import ModelMetadata, load_model, save_model
-from .objectives import Objective
+from .objectives import Objective, check_terms_for_task
 from .training_control import StopRequest, git_commit, learning_rate_factor, parameter_fingerprint
 from .training_data import TrainingData, ensure_training_manifest, load_training_data
 from .training_log import MetricsLog
@@ -103,6 +103,7 @@ class Trainer:
 
     def _build(self) -> None:
         config = self.config
+        check_terms_for_task(config.objective, config.data.task)
         manifest = ensure_training_manifest(config, self.log, self.dist.is_main, self.dist.barrier)
         self.data = load_training_data(config, manifest, self.dist.world_size)
         self.objective = Objective(config.objective, config.data.task, self.data.factors_zyx)

@@ -112,10 +112,44 @@ def test_degraded_pairs_run_the_forward_direction_on_degraded_targets():
         assert "fake_degraded" not in plain.generator_phase(generator)(torch.randn(1, 1, 2, 4, 4), y)
 
 
+def test_degraded_means_term_sees_a_bias_and_not_zero_mean_errors(cases):
+    """The local-mean term of the degraded pairs: 0 at the exact answer, the whole offset for a
+    constant bias, nearly 0 for an alternating error of the same size (which the L1 term
+    prices as much as the bias); it counts in the generator cost and in the criterion."""
+    a, b = cases
+    config = ObjectiveConfig(mode="unpaired", lambda_degraded_pairs=100.0, lambda_degraded_means=100.0)
+    objective = Objective(config, "super_resolution", FACTORS_ZYX)
+    x, y = unit(a["lr"]), unit(b["hr"])
+    outputs = {"fake_y": unit(a["hr"]), "fake_x": unit(b["lr"]), "cycle_x": x, "cycle_y": y}
+    alternating = torch.ones_like(y)
+    alternating[:, :, 1::2] = -1.0
+
+    def terms(fake_degraded):
+        return objective.reconstruction_terms(x, y, dict(outputs, fake_degraded=fake_degraded))
+
+    exact, biased, noisy = terms(y), terms(y + TWENTY_HU), terms(y + TWENTY_HU * alternating)
+    assert float(exact["g_degraded_means"]) == 0.0
+    assert float(biased["g_degraded_means"]) == pytest.approx(TWENTY_HU, rel=1e-4)
+    assert float(noisy["g_degraded_means"]) < 1e-6
+    assert float(biased["g_degraded_pairs"]) == pytest.approx(float(noisy["g_degraded_pairs"]), rel=1e-4)
+    assert float(objective.weighted_total(biased)) > float(objective.weighted_total(noisy))
+    criterion = objective.pair_free_criterion(x, y, unit(a["hr"]), unit(b["lr"]), y + TWENTY_HU)
+    assert criterion["val_degraded_means"] == pytest.approx(TWENTY_HU, rel=1e-4)
+    plain = objective.pair_free_criterion(x, y, unit(a["hr"]), unit(b["lr"]))
+    assert criterion["val_unpaired"] == pytest.approx(plain["val_unpaired"] + 100.0 * criterion["val_degraded_pairs"]
+                                                      + 100.0 * criterion["val_degraded_means"])
+
+
+@pytest.mark.parametrize("name", ["lambda_degraded_pairs", "lambda_degraded_means"])
 @pytest.mark.parametrize("mode, task", [("paired", "super_resolution"), ("unpaired", "kernel")])
-def test_degraded_pairs_are_refused_where_they_do_not_belong(mode, task):
-    with pytest.raises(ConfigError, match="lambda_degraded_pairs belongs to unpaired super-resolution"):
-        Objective(ObjectiveConfig(mode=mode, lambda_degraded_pairs=1.0), task, FACTORS_ZYX)
+def test_degraded_pairs_are_refused_where_they_do_not_belong(mode, task, name):
+    with pytest.raises(ConfigError, match=f"{name} belongs to unpaired super-resolution"):
+        Objective(ObjectiveConfig(mode=mode, **{name: 1.0}), task, FACTORS_ZYX)
+
+
+def test_degraded_means_need_the_degraded_pairs():
+    with pytest.raises(ConfigError, match="needs objective.lambda_degraded_pairs > 0"):
+        Objective(ObjectiveConfig(mode="unpaired", lambda_degraded_means=1.0), "super_resolution", FACTORS_ZYX)
 
 
 def test_super_resolution_on_one_grid_prefers_the_exact_answer(cases):
