@@ -61,7 +61,9 @@ class _PlainBar:
 
 
 class _TqdmBar:
-    """Created on the first update, so that work failing before it starts prints no bar."""
+    """Created on the first update, so that work failing before it starts prints no bar. Work
+    done before that update (a resumed run's earlier steps, the first step itself) counts as
+    the bar's start, so its rate and time left cover only what the bar saw being done."""
 
     def __init__(self, description: str, unit: str, stream: TextIO):
         self.description = description
@@ -76,11 +78,12 @@ class _TqdmBar:
             # A terminal that reports no width (a pseudo-terminal nobody sized, as under
             # `script` without a parent terminal) would get an empty bar: assume 80 columns.
             sized = _terminal_columns(self.stream) > 0
-            self.bar = tqdm(total=total, desc=self.description, unit=self.unit, file=self.stream,
+            self.bar = tqdm(total=total, initial=done, desc=self.description, unit=self.unit, file=self.stream,
                             dynamic_ncols=sized, ncols=None if sized else 80,
                             nrows=None if sized else 24)
         if self.bar.total != total:  # the total may change (e.g. smaller tiles after an OOM)
             self.bar.reset(total=total)
+            self.bar.initial = done  # the rate starts again with the new count
         self.bar.n = done
         if postfix:
             self.bar.set_postfix_str(postfix, refresh=False)
