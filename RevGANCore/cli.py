@@ -820,7 +820,9 @@ def _run_train(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     first, last = summary["first_validation"], summary["last_validation"]
     if first and last and summary["rank"] == 0:
-        print(f"finished {summary['step']} iterations in {summary['seconds']:.0f} s; validation L1 "
+        resumed = summary["start_step"]
+        this_run = f" ({summary['step'] - resumed} since step {resumed})" if resumed else ""
+        print(f"finished {summary['step']} iterations{this_run} in {summary['seconds']:.0f} s; validation L1 "
               f"{first['val_l1']:.4f} -> {last['val_l1']:.4f}, PSNR {first['val_psnr']:.2f} -> "
               f"{last['val_psnr']:.2f} dB; model: {summary['latest_model']}")
     return 0

@@ -310,14 +310,14 @@ class Trainer:
                 self.log(f"step 0: val_l1 {start_metrics['val_l1']:.4f}, val_psnr {start_metrics['val_psnr']:.2f} dB "
                          f"(input vs target L1 {start_metrics['val_l1_input']:.4f})")
         status = "finished"
-        started = time.perf_counter()
+        started, start_step = time.perf_counter(), self.step
         self.models.generator.train()
         with StopRequest() as stop:
             try:
                 status = self._loop(stop, started)
             finally:
                 self.metrics_log.close()
-        return self._finish(status, time.perf_counter() - started)
+        return self._finish(status, start_step, time.perf_counter() - started)
 
     def _loop(self, stop: StopRequest, started: float) -> str:
         config = self.config
@@ -355,7 +355,9 @@ class Trainer:
             bar.close()
         return "finished"
 
-    def _finish(self, status: str, seconds: float) -> dict:
+    def _finish(self, status: str, start_step: int, seconds: float) -> dict:
+        """The run's summary (also summary.json); ``seconds`` is this process's training time,
+        from ``start_step`` (0, or the step a resumed run continued from)."""
         models = self.models
         fingerprints = self.dist.gather_floats(parameter_fingerprint(models.generator)
                                                + parameter_fingerprint(models.d_x) + parameter_fingerprint(models.d_y))
@@ -365,7 +367,7 @@ class Trainer:
         validations = self.metrics_log.validations()
         latest, best = self.store.latest(), self.output_dir / "best.safetensors"
         summary = {
-            "status": status, "step": self.step, "iterations": self.config.optim.iterations,
+            "status": status, "step": self.step, "start_step": start_step, "iterations": self.config.optim.iterations,
             "seconds": round(seconds, 2), "device": describe_device(self.device),
             "world_size": self.dist.world_size, "rank": self.dist.rank, "ranks_identical": in_sync,
             "fingerprints": fingerprints,

@@ -90,7 +90,7 @@ def test_resume_continues_bit_exactly(phantoms, tmp_path, mode):
             log=lambda m: None).fit()
     summary = Trainer(config_from_dict(tiny_settings(phantoms, tmp_path / "resumed", **changes)),
                       log=lambda m: None).fit(resume=True)
-    assert summary["step"] == 4
+    assert summary["step"] == 4 and summary["start_step"] == 2  # its seconds are those of steps 3-4
     straight, resumed = _final_checkpoint(tmp_path / "straight"), _final_checkpoint(tmp_path / "resumed")
     assert sorted(resumed) == sorted(straight)
     assert ("pool_x.images" in straight) == (mode == "unpaired")  # the pool is in play
