@@ -216,3 +216,21 @@ def test_progress_jsonl_is_one_json_object_per_line_from_zero_to_done(files, tmp
     assert [d for d, _ in progress] == sorted(d for d, _ in progress)
     assert any(e["event"] == "message" and "tile(s)" in e["text"] for e in events)
     assert events[-1] == {"event": "done", "output": str(out)} and out.is_file()
+
+
+@pytest.mark.parametrize("argv, command, unknown", [
+    (["super-resolve", "IN", "-o", "OUT"], "revgan super-resolve", "-o"),  # OUT is positional
+    (["bench", "quality", "--bogus", "1"], "revgan bench quality", "--bogus 1"),
+    (["models", "show", "x", "--all"], "revgan models show", "--all"),
+])
+def test_an_unknown_option_is_named_with_its_command_usage(tmp_path, capsys, monkeypatch, argv, command, unknown):
+    """The first thing typed wrong gets the usage of the command it was meant for, not the
+    list of commands; exit 2 (argparse's), nothing written."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    error = capsys.readouterr().err
+    assert f"usage: {command} " in error
+    assert f"{command}: error: unrecognized arguments: {unknown}" in error
+    assert not (tmp_path / "OUT").exists()
