@@ -63,15 +63,20 @@ class _PlainBar:
 class _TqdmBar:
     """Created on the first update, so that work failing before it starts prints no bar. Work
     done before that update (a resumed run's earlier steps, the first step itself) counts as
-    the bar's start, so its rate and time left cover only what the bar saw being done."""
+    the bar's start, so its rate and time left cover only what the bar saw being done. A bar
+    that reaches its total is closed at once: what follows (writing the output, messages)
+    neither redraws it nor counts in its time."""
 
     def __init__(self, description: str, unit: str, stream: TextIO):
         self.description = description
         self.unit = unit
         self.stream = stream
         self.bar = None
+        self.completed = None  # (done, total) of the bar closed at its total
 
     def __call__(self, done: int, total: int, postfix: str = "") -> None:
+        if self.bar is None and self.completed == (done, total):
+            return  # the last step reported again after the bar closed
         if self.bar is None:
             from tqdm import tqdm
 
@@ -88,6 +93,9 @@ class _TqdmBar:
         if postfix:
             self.bar.set_postfix_str(postfix, refresh=False)
         self.bar.refresh()
+        if total and done >= total:
+            self.close()
+            self.completed = (done, total)
 
     def write(self, text: str) -> None:
         """A message on its own line above the bar (never glued to the bar's line)."""
@@ -99,6 +107,7 @@ class _TqdmBar:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
 
 
 class ProgressBar:

@@ -53,3 +53,19 @@ def test_a_new_count_restarts_the_rate():
     text = stream.getvalue()
     assert "4/32" in text
     assert max(rates(text.split("3/32")[-1], "tile")) <= 2.0 / PAUSE, text
+
+
+@pytest.mark.parametrize("use_tqdm", [True, False])
+def test_a_finished_bar_is_not_redrawn_by_what_follows(use_tqdm):
+    """After the last tile: messages (clipped voxels) and the output's writing time neither
+    redraw the bar nor lower its rate; the last step reported twice draws nothing new."""
+    stream = io.StringIO()
+    with ProgressBar("translate", unit="tile", stream=stream, interval=0.0, use_tqdm=use_tqdm) as bar:
+        bar(0, 4)
+        bar(4, 4)
+        bar.write("revgan: 12 output voxels clipped")
+        time.sleep(PAUSE)
+        bar(4, 4)
+    before, after = stream.getvalue().split("revgan: 12 output voxels clipped")
+    assert "4/4" in before
+    assert after.strip() == "", after
