@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import sys
 import threading
@@ -934,6 +935,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         signum = getattr(error, "signum", signal.SIGINT)
         print(f"revgan: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
         return EXIT_SIGNAL_BASE + int(signum)
+    except BrokenPipeError:
+        # The reader left (`revgan models list | head -1`, a parent that stopped reading): stop
+        # quietly with the status of a program ended by SIGPIPE. Outputs are published
+        # atomically, so nothing half-written remains.
+        _discard_standard_output()
+        return EXIT_SIGNAL_BASE + int(getattr(signal, "SIGPIPE", 13))
+
+
+def _discard_standard_output() -> None:
+    """Point standard output at the null device, so the interpreter's last flush of what
+    is still buffered for the closed pipe raises nothing."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (an embedding host)
+        pass
 
 
 if __name__ == "__main__":

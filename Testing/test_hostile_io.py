@@ -326,3 +326,21 @@ def test_batch_messages_in_a_terminal_stand_on_their_own_lines(kit, tmp_path):
     lines = re.split(r"[\r\n]", run.stdout)
     assert any(line.startswith("revgan: failed: broken: ") for line in lines), run.stdout
     assert any(line.startswith("batch: 1 done, 0 skipped as already done, 1 FAILED") for line in lines)
+
+
+@pytest.mark.parametrize("arguments", [["models", "list"], ["models", "show", "kernel"]])
+def test_a_reader_that_leaves_early_ends_the_command_quietly(kit, arguments):
+    """`revgan models list | head -1`: the pipe closes while revgan still prints. It stops
+    with SIGPIPE's status (141) and no traceback, as a pipe-killed program would."""
+    from hostile_helpers import revgan_command, revgan_environment
+
+    command = revgan_command([part if part != "kernel" else str(kit["kernel"]) for part in arguments])
+    reader, writer = os.pipe()
+    os.close(reader)  # the reader is gone before the first line
+    try:
+        done = subprocess.run(command, stdout=writer, stderr=subprocess.PIPE, text=True,
+                              env=revgan_environment(), timeout=120)
+    finally:
+        os.close(writer)
+    assert done.returncode == 128 + signal.SIGPIPE, done.stderr
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
