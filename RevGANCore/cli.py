@@ -907,8 +907,10 @@ def _terminate_as_interrupt():
 def _chosen_command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
     """The parser of the (sub)command ``args`` chose, e.g. ``revgan bench quality``'s."""
     for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction) and getattr(args, action.dest, None) in action.choices:
-            return _chosen_command_parser(action.choices[getattr(args, action.dest)], args)
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(args, action.dest, None))
+            if chosen is not None:
+                return _chosen_command_parser(chosen, args)
     return parser
 
 
@@ -949,6 +951,7 @@ def _discard_standard_output() -> None:
     try:
         null = os.open(os.devnull, os.O_WRONLY)
         os.dup2(null, sys.stdout.fileno())
+        os.close(null)  # standard output's descriptor now holds the null device
     except (OSError, ValueError, AttributeError):  # no real file descriptor (an embedding host)
         pass
 
