@@ -90,7 +90,9 @@ class ObjectiveConfig:
     - ``lambda_slab`` 0 (off): real-scan pairs, the output's slab averages against the real
       slices (super-resolution with ``data.real.scans``);
     - ``lambda_degraded_pairs`` 0 (off): unpaired super-resolution learns from target patches
-      degraded by the known operator (SMORE, Zhao et al. 2021), |G(LR(y)) - y|;
+      degraded by the known operator (SMORE, Zhao et al. 2021), |G(LR(y)) - y|; kernel runs
+      with a linear prior from target patches sharpened by its inverse plus the source domain's
+      measured noise (an approximate pair; it did not beat the prior in 400 CPU iterations);
     - ``lambda_degraded_means`` 0 (off): those pairs' local-mean error (``physics_pool``^3
       averages), which an L1 fit alone leaves biased where values are skewed;
     - ``texture_discriminator`` (off): discriminators also see the image's high-pass;

@@ -12,8 +12,10 @@ G = the generator's "forward" direction (X -> Y), F = its "inverse" (Y -> X).
     + lambda_spectrum (noise-power-spectrum distance of G(x) to y and of F(y) to x)
     + lambda_degraded_pairs |G(LR(y)) - y| (super-resolution: target patches degraded by the
       known operator LR serve as their own sources, as in SMORE, Zhao et al. 2021; no pair
-      is used, and the classical-unpaired upsampler is fitted on the same kind of pairs)
-    + lambda_degraded_means |low_pass(G(LR(y)) - y)| (the same pairs' local-mean error: an L1
+      is used, and the classical-unpaired upsampler is fitted on the same kind of pairs;
+      kernel: |G(D(y)) - y| with D(y) = inverse linear prior of y plus source-domain noise,
+      :mod:`RevGANCore.kernel_degradation`)
+    + lambda_degraded_means |low_pass(G(D(y)) - y)| (the same pairs' local-mean error: an L1
       fit is a median and misses the mean where the target's values are skewed, e.g. at bone);
   discriminators see generated patches from a history pool.
 - either, with real-scan pairs (super-resolution, :mod:`RevGANCore.real_pairs`):
@@ -30,7 +32,7 @@ generator keeps the grid (today) or changes it (super-resolution with in-network
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -38,10 +40,13 @@ from torch.nn import functional
 
 from .config import ObjectiveConfig
 from .errors import ConfigError
+from .kernel_degradation import KernelDegradation
 from .losses import GANLoss, ImagePool
+from .noise_power import NoiseSynthesis
 from .tensor_filters import LowResolution, high_pass, low_pass, on_grid, spectrum_distance
 
 Outputs = Dict[str, torch.Tensor]
+Degradation = Union[LowResolution, KernelDegradation]
 #: Coarse voxels left out at each face when the super-resolution degradation is compared: a
 #: patch's mirrored edges differ from the neighbours the whole volume had.
 DEGRADATION_MARGIN = 2
@@ -59,19 +64,29 @@ def _interior(tensor: torch.Tensor, margin: int) -> torch.Tensor:
     return tensor[tuple(slices)]
 
 
-def forward_on_degraded(generator: nn.Module, degrade: LowResolution, y: torch.Tensor) -> torch.Tensor:
-    """G(LR(y)): the forward direction on target patches degraded by the known operator, the
-    source side of the degraded-pairs term (in training and in validation alike)."""
-    return generator(degrade(y.float()).to(y.dtype), "forward")
+def forward_on_degraded(generator: nn.Module, degrade: Degradation, y: torch.Tensor,
+                        noise: Optional[torch.Generator] = None) -> torch.Tensor:
+    """G(D(y)): the forward direction on target patches made sources, the source side of the
+    degraded-pairs term (in training and in validation alike). Super-resolution: D is the known
+    low-resolution operator. Kernel: the generator's inverse linear prior plus source-domain
+    noise, drawn from ``noise`` when given (validation) or the default generator (training)."""
+    if isinstance(degrade, KernelDegradation):
+        source = degrade(y, generator.prior_inverse, noise)
+    else:
+        source = degrade(y.float())
+    return generator(source.to(y.dtype), "forward")
 
 
-def check_terms_for_task(config: ObjectiveConfig, task: str) -> None:
+def check_terms_for_task(config: ObjectiveConfig, task: str, prior_taps: int = 0) -> None:
     """Refuse terms that do not belong to ``task`` and the objective's mode, before any data is
-    read or generated (:class:`Objective` checks again)."""
+    read or generated (:class:`Objective` checks again). ``prior_taps``: the generator's linear
+    prior, which the kernel task's degraded pairs sharpen with."""
     for name in ("lambda_degraded_pairs", "lambda_degraded_means"):
-        if getattr(config, name) > 0 and (config.mode == "paired" or task != "super_resolution"):
-            raise ConfigError(f"objective.{name} belongs to unpaired super-resolution (paired runs have "
-                              "real pairs; the kernel task has no known degradation); set it to 0")
+        if getattr(config, name) > 0 and config.mode == "paired":
+            raise ConfigError(f"objective.{name} belongs to unpaired runs (paired runs have real pairs); set it to 0")
+    if config.lambda_degraded_pairs > 0 and task == "kernel" and not prior_taps:
+        raise ConfigError("objective.lambda_degraded_pairs for the kernel task sharpens target patches with the "
+                          "inverse linear prior; set model.generator.prior_taps (e.g. 11) or the weight to 0")
     if config.lambda_degraded_means > 0 and config.lambda_degraded_pairs <= 0:
         raise ConfigError("objective.lambda_degraded_means weighs the degraded pairs' local means; "
                           "it needs objective.lambda_degraded_pairs > 0")
@@ -82,7 +97,7 @@ class GeneratorPhase(nn.Module):
     expects one forward per backward."""
 
     def __init__(self, generator: nn.Module, unpaired: bool, identity: bool,
-                 degrade: Optional[LowResolution] = None):
+                 degrade: Optional[Degradation] = None):
         super().__init__()
         self.generator = generator
         self.unpaired = unpaired
@@ -129,15 +144,26 @@ class Objective:
     ``factors_zyx`` are the super-resolution factors per axis (z, y, x), used by the
     degradation-consistency terms; ignored for the kernel task."""
 
-    def __init__(self, config: ObjectiveConfig, task: str, factors_zyx: Optional[Sequence[int]] = None):
+    def __init__(self, config: ObjectiveConfig, task: str, factors_zyx: Optional[Sequence[int]] = None,
+                 source_noise: Optional[NoiseSynthesis] = None, prior_taps: int = 0):
         self.config = config
         self.task = task
         self.paired = config.mode == "paired"
         self.gan_loss = GANLoss(config.gan_loss)
-        self.degrade = LowResolution(factors_zyx) if task == "super_resolution" and factors_zyx else None
-        if task == "super_resolution" and self.degrade is None:
-            raise ConfigError("super-resolution training needs the dataset's factors_xyz (manifest task entry)")
-        check_terms_for_task(config, task)
+        check_terms_for_task(config, task, prior_taps)
+        #: The super-resolution operator (physics terms, patch checks, slab term); None for kernels.
+        self.degrade: Optional[LowResolution] = None
+        #: What makes a target patch a source for the degraded-pairs term, where it is on.
+        self.pair_degradation: Optional[Degradation] = None
+        if task == "super_resolution":
+            if not factors_zyx:
+                raise ConfigError("super-resolution training needs the dataset's factors_xyz (manifest task entry)")
+            self.degrade = LowResolution(factors_zyx)
+            self.pair_degradation = self.degrade if self.uses_degraded_pairs else None
+        elif self.uses_degraded_pairs:
+            if source_noise is None:
+                raise ConfigError("the kernel task's degraded pairs need the source domain's measured noise")
+            self.pair_degradation = KernelDegradation(source_noise)
 
     # ---------------------------------------------------------------- generator outputs
     @property
@@ -150,7 +176,7 @@ class Objective:
 
     def generator_phase(self, generator: nn.Module) -> GeneratorPhase:
         return GeneratorPhase(generator, unpaired=not self.paired, identity=self.uses_identity,
-                              degrade=self.degrade if self.uses_degraded_pairs else None)
+                              degrade=self.pair_degradation)
 
     # ---------------------------------------------------------------- discriminator inputs
     @property

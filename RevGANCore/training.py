@@ -32,7 +32,9 @@ from .config import TrainConfig
 from .devices import describe_device, resolve_device
 from .distributed import distributed_context, shutdown
 from .errors import ConfigError, RevGANError
-from .linear_prior import install_prior
+from .linear_prior import install_prior, unpaired_halves
+from .noise_power import NoiseSynthesis, source_noise
+from .volume import unit_to_hu
 from .modelfile import ModelMetadata, load_model, save_model
 from .objectives import Objective, check_terms_for_task
 from .training_control import StopRequest, git_commit, learning_rate_factor, parameter_fingerprint
@@ -103,13 +105,27 @@ class Trainer:
 
     def _build(self) -> None:
         config = self.config
-        check_terms_for_task(config.objective, config.data.task)
+        prior_taps = config.model.generator.prior_taps
+        check_terms_for_task(config.objective, config.data.task, prior_taps)
         manifest = ensure_training_manifest(config, self.log, self.dist.is_main, self.dist.barrier)
         self.data = load_training_data(config, manifest, self.dist.world_size)
-        self.objective = Objective(config.objective, config.data.task, self.data.factors_zyx)
+        self.objective = Objective(config.objective, config.data.task, self.data.factors_zyx,
+                                   source_noise=self._source_noise(), prior_taps=prior_taps)
         self.objective.check_patch(config.data.patch_size)
         self.models = build_training_models(config, self.objective, self.device, self.dist.enabled,
                                             self.data.generator_config)
+
+    def _source_noise(self) -> Optional[NoiseSynthesis]:
+        """The kernel task's degraded pairs: the source domain's noise, measured in the source
+        volumes of the cases that give the unpaired prior its sources (no target is read)."""
+        if self.config.data.task != "kernel" or self.config.objective.lambda_degraded_pairs <= 0:
+            return None
+        sources, _ = unpaired_halves(self.data.train_ids)
+        noise = source_noise(self.data.manifest, self.data.task_spec, sources)
+        level_hu = unit_to_hu(noise.std) - unit_to_hu(0.0)
+        self.log(f"degraded pairs: {self.data.task_spec['source']} noise measured in the flat regions of "
+                 f"{len(sources)} volumes ({sources[0]}..{sources[-1]}), {level_hu:.1f} HU")
+        return noise
 
     def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
         return self.models.to_device(tensor, self.config.optim.channels_last)

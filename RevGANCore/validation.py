@@ -48,6 +48,7 @@ def validate(models: TrainingModels, objective: Objective, batches: Sequence[Tup
     sums = {"val_l1": 0.0, "val_mse": 0.0, "val_l1_inverse": 0.0, "val_l1_input": 0.0}
     count = 0
     collected: Dict[str, List[torch.Tensor]] = {"x": [], "y": [], "fake_y": [], "fake_x": [], "fake_degraded": []}
+    noise = torch.Generator().manual_seed(0)  # the kernel task's degraded pairs: the same noise every time
     for x, y in batches:
         x, y = models.to_device(x, channels_last), models.to_device(y, channels_last)
         with models.autocast():
@@ -63,7 +64,8 @@ def validate(models: TrainingModels, objective: Objective, batches: Sequence[Tup
             collected[key].append(value.float())
         if objective.uses_degraded_pairs:
             with models.autocast():
-                collected["fake_degraded"].append(forward_on_degraded(generator, objective.degrade, y).float())
+                collected["fake_degraded"].append(
+                    forward_on_degraded(generator, objective.pair_degradation, y, noise).float())
     generator.train()
     metrics = {key: value / count for key, value in sums.items()}
     metrics["val_psnr"] = 10.0 * math.log10(4.0 / max(metrics.pop("val_mse"), 1e-12))

@@ -233,14 +233,18 @@ def test_config_files_overrides_and_guards(phantoms, tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-@pytest.mark.parametrize("term", ["lambda_degraded_pairs", "lambda_degraded_means"])
-def test_a_term_of_another_task_is_refused_before_phantoms_are_generated(tmp_path, term):
-    """A kernel run with a super-resolution term fails at once: no phantom set is written."""
+@pytest.mark.parametrize("term, refusal", [
+    ("lambda_degraded_pairs", "sharpens target patches with the inverse linear prior"),
+    ("lambda_degraded_means", "needs objective.lambda_degraded_pairs > 0")])
+def test_a_term_the_run_cannot_use_is_refused_before_phantoms_are_generated(tmp_path, term, refusal):
+    """A kernel run whose degraded-pairs term lacks what it needs (the linear prior; the pairs
+    themselves) fails at once: no phantom set is written."""
     folder = tmp_path / "generated"
     config = config_from_dict(tiny_settings(folder / "manifest.json", tmp_path / "run", objective__mode="unpaired",
                                             **{f"objective__{term}": 1.0}, data__generate__cases=3,
                                             data__generate__shape=[16, 32, 32]))
-    with pytest.raises(ConfigError, match=f"{term} belongs to unpaired super-resolution"):
+    assert config.model.generator.prior_taps == 0
+    with pytest.raises(ConfigError, match=refusal):
         Trainer(config, log=lambda m: None).fit()
     assert not folder.exists() and not (tmp_path / "run" / "checkpoints").exists()
 

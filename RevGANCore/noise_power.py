@@ -1,0 +1,158 @@
+"""A domain's noise, measured without pairs: its 3D noise power spectrum (NPS) in the flattest
+blocks of its volumes, and stationary noise drawn with that spectrum.
+
+CT quality assurance measures the NPS in uniform regions (ICRU Report 87); a patient scan has
+them too (air around the body, soft tissue). A block counts as flat when its local means vary
+least: after a 5-voxel box filter the noise is mostly gone and what varies is anatomy. The flat
+blocks, each minus its linear trend, give the noise's autocorrelation and so its NPS.
+Drawn noise is white noise shaped by the NPS's square root (periodic over the patch), so its
+variance and correlations (in-plane texture, slice to slice) are those measured.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+
+#: NPS block (z, y, x) in voxels: 16 x 16 pixels in-plane (12.8 mm at 0.8 mm) hold a kernel's
+#: noise correlations (a few pixels) and fit between a body and the edge of the field of view
+#: (32 x 32 blocks found none in a 96 x 96 phantom); 8 slices hold the correlation along z.
+NPS_BLOCK_ZYX = (8, 16, 16)
+#: The share of each volume's blocks used: those whose local means vary least.
+FLAT_FRACTION = 0.25
+#: ... and of those, the blocks whose local means vary at most this many times as much as in the
+#: flattest block.
+FLAT_TOLERANCE = 1.5
+
+
+def _block_origins(shape: Sequence[int], block: Sequence[int]):
+    ranges = [range(0, n - b + 1, b) for n, b in zip(shape, block)]
+    for z in ranges[0]:
+        for y in ranges[1]:
+            for x in ranges[2]:
+                yield z, y, x
+
+
+def flat_blocks(array: np.ndarray, block: Sequence[int] = NPS_BLOCK_ZYX,
+                fraction: float = FLAT_FRACTION) -> np.ndarray:
+    """Of the non-overlapping ``block``-sized blocks of ``array``, the ``fraction`` whose local
+    means (5-voxel box filter) vary least, less those that vary more than
+    :data:`FLAT_TOLERANCE` times the flattest; each minus its linear trend: (n, *block) float64."""
+    from scipy import ndimage
+
+    values = np.asarray(array, dtype=np.float64)
+    if values.ndim != 3 or any(n < b for n, b in zip(values.shape, block)):
+        raise ConfigError(f"noise power spectrum: a volume of {values.shape} voxels holds no {tuple(block)} block")
+    means = ndimage.uniform_filter(values, 5, mode="nearest")
+    origins = list(_block_origins(values.shape, block))
+    spread = np.array([means[z:z + block[0], y:y + block[1], x:x + block[2]].std() for z, y, x in origins])
+    order = np.argsort(spread, kind="stable")
+    # At most ``fraction`` of the blocks, and only those nearly as flat as the flattest: what is
+    # left of the noise after the box filter sets the scale, anatomy adds to it (a volume with
+    # little air around the body has few flat blocks, and an edge is not noise).
+    most = max(1, int(round(fraction * len(origins))))
+    keep = [i for i in order[:most] if spread[i] <= FLAT_TOLERANCE * spread[order[0]]]
+    chosen = np.stack([values[origins[i][0]:origins[i][0] + block[0], origins[i][1]:origins[i][1] + block[1],
+                              origins[i][2]:origins[i][2] + block[2]] for i in keep])
+    return _detrended(chosen)
+
+
+def _detrended(blocks: np.ndarray) -> np.ndarray:
+    """Each block minus its least-squares linear trend (a + b z + c y + d x): a slowly varying
+    background (a gradient across soft tissue, beam hardening) is not noise (ICRU Report 87
+    detrends its regions likewise)."""
+    grids = np.meshgrid(*[np.arange(n, dtype=np.float64) - (n - 1) / 2.0 for n in blocks.shape[1:]], indexing="ij")
+    design = np.stack([np.ones(grids[0].size)] + [g.ravel() for g in grids], axis=1)
+    flat = blocks.reshape(len(blocks), -1).T
+    coefficients, *_ = np.linalg.lstsq(design, flat, rcond=None)
+    return (flat - design @ coefficients).T.reshape(blocks.shape)
+
+
+def noise_power_spectrum(arrays: Iterable[np.ndarray], block: Sequence[int] = NPS_BLOCK_ZYX,
+                         fraction: float = FLAT_FRACTION) -> np.ndarray:
+    """The NPS of the flat blocks of every array on the block's frequency grid (numpy's fftn
+    layout), in the arrays' units squared: its mean is the noise variance.
+
+    Estimated through the autocorrelation: each lag's products averaged over the voxel pairs
+    that have it (a block's plain periodogram shrinks the lag-k correlation by (n - k) / n, a
+    quarter too little slice-to-slice correlation over 8 slices), kept to lags shorter than
+    half the block, then transformed (negative powers from the cut set to 0)."""
+    block = tuple(int(b) for b in block)
+    padded = tuple(2 * b for b in block)
+    sums, pairs = None, None
+    for array in arrays:
+        blocks = flat_blocks(array, block, fraction)
+        products = np.real(np.fft.ifftn(np.abs(np.fft.fftn(blocks, s=padded, axes=(1, 2, 3))) ** 2,
+                                        axes=(1, 2, 3))).sum(axis=0)
+        sums = products if sums is None else sums + products
+        pairs = (0 if pairs is None else pairs) + len(blocks)
+    if sums is None:
+        raise ConfigError("noise power spectrum: no volumes to measure")
+    overlaps = np.real(np.fft.ifftn(np.abs(np.fft.fftn(np.ones(block), s=padded, axes=(0, 1, 2))) ** 2))
+    autocorrelation = sums / (np.maximum(np.round(overlaps), 1.0) * pairs)
+    kept = np.zeros(block)
+    lags = [np.arange(-(b // 2) + 1, b // 2) for b in block]
+    kept[np.ix_(*[lag % b for lag, b in zip(lags, block)])] = \
+        autocorrelation[np.ix_(*[lag % p for lag, p in zip(lags, padded)])]
+    return np.maximum(np.real(np.fft.fftn(kept)), 0.0)
+
+
+class NoiseSynthesis:
+    """Stationary noise with a measured NPS (``power``, fftn layout, units squared), for patches
+    at least as large as the NPS block along each axis (smaller ones get a cropped shaping
+    kernel)."""
+
+    def __init__(self, power: np.ndarray):
+        power = np.asarray(power, dtype=np.float64)
+        if power.ndim != 3 or not np.all(np.isfinite(power)) or power.min() < 0:
+            raise ConfigError("noise synthesis needs a finite, non-negative 3D noise power spectrum")
+        # The shaping kernel in wrap-around layout: its circular convolution with unit white noise
+        # has the power spectrum ``power`` (sampled on the block grid).
+        self.kernel = torch.from_numpy(np.real(np.fft.ifftn(np.sqrt(power))).astype(np.float32))
+
+    @property
+    def std(self) -> float:
+        return float(self.kernel.pow(2).sum().sqrt())
+
+    def _kernel_for(self, shape: Tuple[int, int, int]) -> torch.Tensor:
+        """The shaping kernel placed on a ``shape`` grid, wrap-around layout kept (offsets up to
+        half the smaller of the two sizes per axis)."""
+        padded = torch.zeros(shape, dtype=torch.float32)
+        index = []
+        for n, b in zip(shape, self.kernel.shape):
+            half = min(n, b) // 2
+            offsets = list(range(0, half + (min(n, b) % 2))) + list(range(-half, 0))
+            index.append((torch.tensor([o % b for o in offsets]), torch.tensor([o % n for o in offsets])))
+        source = self.kernel[index[0][0]][:, index[1][0]][:, :, index[2][0]]
+        padded[index[0][1][:, None, None], index[1][1][None, :, None], index[2][1][None, None, :]] = source
+        return padded
+
+    def sample(self, like: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Noise shaped like ``like`` (N, C, D, H, W), float32 on its device; drawn from the
+        device's default generator, or from ``generator`` (a CPU one: validation draws the same
+        noise every time)."""
+        shape = tuple(like.shape[2:])
+        if generator is None:
+            white = torch.randn(like.shape, dtype=torch.float32, device=like.device)
+        else:
+            white = torch.randn(like.shape, generator=generator, dtype=torch.float32).to(like.device)
+        transfer = torch.fft.rfftn(self._kernel_for(shape).to(like.device), dim=(-3, -2, -1))
+        return torch.fft.irfftn(torch.fft.rfftn(white, dim=(-3, -2, -1)) * transfer, s=shape, dim=(-3, -2, -1))
+
+
+def source_noise(manifest, task_spec: dict, case_ids: Sequence[str]) -> NoiseSynthesis:
+    """Noise of the source domain (network units, unclipped), measured in the source volumes of
+    ``case_ids`` (the same cases that give an unpaired prior its sources): no target is read."""
+    from .volume import hu_to_unit
+    from .volume_io import read_volume
+
+    source = task_spec["source"]
+    chosen = [c for c in manifest.cases if c.id in set(case_ids) and source in c.files]
+    if not chosen:
+        raise ConfigError(f"{manifest.path}: no {source!r} volumes to measure the source domain's noise in")
+    arrays = (hu_to_unit(read_volume(c.files[source]).array, clip=False) for c in chosen)
+    return NoiseSynthesis(noise_power_spectrum(arrays))
