@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError
+from .tensor_filters import local_mean
 
 #: NPS block (z, y, x) in voxels: 16 x 16 pixels in-plane (12.8 mm at 0.8 mm) hold a kernel's
 #: noise correlations (a few pixels) and fit between a body and the edge of the field of view
@@ -42,12 +43,10 @@ def flat_blocks(array: np.ndarray, block: Sequence[int] = NPS_BLOCK_ZYX,
     """Of the non-overlapping ``block``-sized blocks of ``array``, the ``fraction`` whose local
     means (5-voxel box filter) vary least, less those that vary more than
     :data:`FLAT_TOLERANCE` times the flattest; each minus its linear trend: (n, *block) float64."""
-    from scipy import ndimage
-
     values = np.asarray(array, dtype=np.float64)
     if values.ndim != 3 or any(n < b for n, b in zip(values.shape, block)):
         raise ConfigError(f"noise power spectrum: a volume of {values.shape} voxels holds no {tuple(block)} block")
-    means = ndimage.uniform_filter(values, 5, mode="nearest")
+    means = local_mean(torch.from_numpy(values.astype(np.float32))[None, None], 5)[0, 0].double().numpy()
     origins = list(_block_origins(values.shape, block))
     spread = np.array([means[z:z + block[0], y:y + block[1], x:x + block[2]].std() for z, y, x in origins])
     order = np.argsort(spread, kind="stable")
