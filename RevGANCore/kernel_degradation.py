@@ -30,5 +30,5 @@ class KernelDegradation:
 
     def __call__(self, y: torch.Tensor, inverse_kernel: torch.Tensor,
                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        sharpened = filter_slices(y.float(), inverse_kernel.float())
+        sharpened = filter_slices(y.float(), inverse_kernel)
         return sharpened + self.noise.sample(sharpened, generator)

@@ -39,7 +39,7 @@ from .upsampler_fit import HUBER_DELTA, check_odd_taps, fit_upsampling_huber
 from .volume import Volume
 
 __all__ = ["PRIOR_TAPS", "UPSAMPLER_TAPS", "fit_fir_least_squares", "fit_fir_both_ways", "fit_spectral_ratio_kernel", "cut_to_taps",
-           "fit_prior_kernels", "unpaired_halves", "install_prior", "apply_kernel", "fit_upsampler", "fit_degraded_upsampler", "apply_upsampler", "degraded_pair", "degraded_pairs"]
+           "fit_prior_kernels", "unpaired_halves", "unpaired_fit_halves", "install_prior", "apply_kernel", "fit_upsampler", "fit_degraded_upsampler", "apply_upsampler", "degraded_pair", "degraded_pairs"]
 
 #: The prior's width in the shipped configurations and the quality bench's FIR rows: 11 taps
 #: (8.8 mm at 0.8 mm pixels) come within 0.1 HU of the full-band least-squares filter on the
@@ -61,6 +61,14 @@ def unpaired_halves(case_ids: Sequence[str]) -> Tuple[List[str], List[str]]:
                           f"different cases), got {len(ids)}")
     middle = len(ids) // 2
     return ids[:middle], ids[middle:]
+
+
+def unpaired_fit_halves(manifest, train_ids: Sequence[str]) -> Tuple[List[str], List[str]]:
+    """:func:`unpaired_halves` of the training cases in the manifest's order: the cases an
+    unpaired prior takes its sources and targets from (and the kernel task's degraded pairs
+    their source noise), whatever order ``train_ids`` lists them in."""
+    chosen = set(train_ids)
+    return unpaired_halves([c.id for c in manifest.cases if c.id in chosen])
 
 
 def fit_prior_kernels(sources: Sequence[Volume], targets: Sequence[Volume], paired: bool,
@@ -102,7 +110,7 @@ def install_prior(generator, manifest, task_spec: dict, train_ids: Sequence[str]
         # One pair in memory at a time (real training scans can be large), read once for both directions.
         generator.set_prior(*(torch.from_numpy(k) for k in fit_fir_both_ways(_pairs_of(chosen, source, target), taps)))
         return f"linear prior ({taps} x {taps} in-plane taps): least squares on {len(chosen)} training pairs"
-    first, second = unpaired_halves([c.id for c in cases])
+    first, second = unpaired_fit_halves(manifest, train_ids)
     sources = [read_volume(c.files[source]) for c in cases if c.id in first and source in c.files]
     targets = [read_volume(c.files[target]) for c in cases if c.id in second and target in c.files]
     if not sources or not targets:

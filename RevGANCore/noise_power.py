@@ -11,7 +11,7 @@ variance and correlations (in-plane texture, slice to slice) are those measured.
 
 from __future__ import annotations
 
-from typing import Iterable, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -30,12 +30,13 @@ FLAT_FRACTION = 0.25
 FLAT_TOLERANCE = 1.5
 
 
-def _block_origins(shape: Sequence[int], block: Sequence[int]):
-    ranges = [range(0, n - b + 1, b) for n, b in zip(shape, block)]
-    for z in ranges[0]:
-        for y in ranges[1]:
-            for x in ranges[2]:
-                yield z, y, x
+def _blocks(values: np.ndarray, block: Sequence[int]) -> np.ndarray:
+    """The non-overlapping ``block``-sized blocks of ``values`` from its first voxel, (n, *block),
+    in z, y, x order."""
+    counts = [n // b for n, b in zip(values.shape, block)]
+    cropped = values[tuple(slice(0, c * b) for c, b in zip(counts, block))]
+    grid = cropped.reshape(counts[0], block[0], counts[1], block[1], counts[2], block[2])
+    return grid.transpose(0, 2, 4, 1, 3, 5).reshape(-1, *block)
 
 
 def flat_blocks(array: np.ndarray, block: Sequence[int] = NPS_BLOCK_ZYX,
@@ -47,17 +48,14 @@ def flat_blocks(array: np.ndarray, block: Sequence[int] = NPS_BLOCK_ZYX,
     if values.ndim != 3 or any(n < b for n, b in zip(values.shape, block)):
         raise ConfigError(f"noise power spectrum: a volume of {values.shape} voxels holds no {tuple(block)} block")
     means = local_mean(torch.from_numpy(values.astype(np.float32))[None, None], 5)[0, 0].double().numpy()
-    origins = list(_block_origins(values.shape, block))
-    spread = np.array([means[z:z + block[0], y:y + block[1], x:x + block[2]].std() for z, y, x in origins])
+    spread = _blocks(means, block).std(axis=(1, 2, 3))
     order = np.argsort(spread, kind="stable")
     # At most ``fraction`` of the blocks, and only those nearly as flat as the flattest: what is
     # left of the noise after the box filter sets the scale, anatomy adds to it (a volume with
     # little air around the body has few flat blocks, and an edge is not noise).
-    most = max(1, int(round(fraction * len(origins))))
+    most = max(1, int(round(fraction * len(spread))))
     keep = [i for i in order[:most] if spread[i] <= FLAT_TOLERANCE * spread[order[0]]]
-    chosen = np.stack([values[origins[i][0]:origins[i][0] + block[0], origins[i][1]:origins[i][1] + block[1],
-                              origins[i][2]:origins[i][2] + block[2]] for i in keep])
-    return _detrended(chosen)
+    return _detrended(_blocks(values, block)[keep])
 
 
 def _detrended(blocks: np.ndarray) -> np.ndarray:
@@ -82,17 +80,17 @@ def noise_power_spectrum(arrays: Iterable[np.ndarray], block: Sequence[int] = NP
     half the block, then transformed (negative powers from the cut set to 0)."""
     block = tuple(int(b) for b in block)
     padded = tuple(2 * b for b in block)
-    sums, pairs = None, None
+    sums, count = None, 0
     for array in arrays:
         blocks = flat_blocks(array, block, fraction)
         products = np.real(np.fft.ifftn(np.abs(np.fft.fftn(blocks, s=padded, axes=(1, 2, 3))) ** 2,
                                         axes=(1, 2, 3))).sum(axis=0)
         sums = products if sums is None else sums + products
-        pairs = (0 if pairs is None else pairs) + len(blocks)
+        count += len(blocks)
     if sums is None:
         raise ConfigError("noise power spectrum: no volumes to measure")
     overlaps = np.real(np.fft.ifftn(np.abs(np.fft.fftn(np.ones(block), s=padded, axes=(0, 1, 2))) ** 2))
-    autocorrelation = sums / (np.maximum(np.round(overlaps), 1.0) * pairs)
+    autocorrelation = sums / (np.maximum(np.round(overlaps), 1.0) * count)
     kept = np.zeros(block)
     lags = [np.arange(-(b // 2) + 1, b // 2) for b in block]
     kept[np.ix_(*[lag % b for lag, b in zip(lags, block)])] = \
@@ -112,23 +110,25 @@ class NoiseSynthesis:
         # The shaping kernel in wrap-around layout: its circular convolution with unit white noise
         # has the power spectrum ``power`` (sampled on the block grid).
         self.kernel = torch.from_numpy(np.real(np.fft.ifftn(np.sqrt(power))).astype(np.float32))
+        self._transfers: Dict[Tuple[Tuple[int, ...], str], torch.Tensor] = {}
 
     @property
     def std(self) -> float:
         return float(self.kernel.pow(2).sum().sqrt())
 
-    def _kernel_for(self, shape: Tuple[int, int, int]) -> torch.Tensor:
-        """The shaping kernel placed on a ``shape`` grid, wrap-around layout kept (offsets up to
-        half the smaller of the two sizes per axis)."""
-        padded = torch.zeros(shape, dtype=torch.float32)
-        index = []
-        for n, b in zip(shape, self.kernel.shape):
-            half = min(n, b) // 2
-            offsets = list(range(0, half + (min(n, b) % 2))) + list(range(-half, 0))
-            index.append((torch.tensor([o % b for o in offsets]), torch.tensor([o % n for o in offsets])))
-        source = self.kernel[index[0][0]][:, index[1][0]][:, :, index[2][0]]
-        padded[index[0][1][:, None, None], index[1][1][None, :, None], index[2][1][None, None, :]] = source
-        return padded
+    def _transfer(self, shape: Tuple[int, int, int], device: torch.device) -> torch.Tensor:
+        """The rfftn of the shaping kernel placed on a ``shape`` grid, wrap-around layout kept
+        (offsets up to half the smaller of the two sizes per axis); one per patch shape."""
+        key = (shape, str(device))
+        if key not in self._transfers:
+            sizes = [min(n, b) for n, b in zip(shape, self.kernel.shape)]
+            centred = torch.fft.fftshift(self.kernel)
+            crop = tuple(slice(b // 2 - m // 2, b // 2 - m // 2 + m) for b, m in zip(self.kernel.shape, sizes))
+            padded = torch.zeros(shape, dtype=torch.float32)
+            padded[tuple(slice(0, m) for m in sizes)] = centred[crop]
+            placed = torch.roll(padded, shifts=tuple(-(m // 2) for m in sizes), dims=(0, 1, 2))
+            self._transfers[key] = torch.fft.rfftn(placed.to(device), dim=(-3, -2, -1))
+        return self._transfers[key]
 
     def sample(self, like: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Noise shaped like ``like`` (N, C, D, H, W), float32 on its device; drawn from the
@@ -139,7 +139,7 @@ class NoiseSynthesis:
             white = torch.randn(like.shape, dtype=torch.float32, device=like.device)
         else:
             white = torch.randn(like.shape, generator=generator, dtype=torch.float32).to(like.device)
-        transfer = torch.fft.rfftn(self._kernel_for(shape).to(like.device), dim=(-3, -2, -1))
+        transfer = self._transfer(shape, like.device)
         return torch.fft.irfftn(torch.fft.rfftn(white, dim=(-3, -2, -1)) * transfer, s=shape, dim=(-3, -2, -1))
 
 

@@ -32,7 +32,7 @@ from .config import TrainConfig
 from .devices import describe_device, resolve_device
 from .distributed import distributed_context, shutdown
 from .errors import ConfigError, RevGANError
-from .linear_prior import install_prior, unpaired_halves
+from .linear_prior import install_prior, unpaired_fit_halves
 from .noise_power import NoiseSynthesis, source_noise
 from .volume import unit_to_hu
 from .modelfile import ModelMetadata, load_model, save_model
@@ -120,7 +120,7 @@ class Trainer:
         volumes of the cases that give the unpaired prior its sources (no target is read)."""
         if self.config.data.task != "kernel" or self.config.objective.lambda_degraded_pairs <= 0:
             return None
-        sources, _ = unpaired_halves(self.data.train_ids)
+        sources, _ = unpaired_fit_halves(self.data.manifest, self.data.train_ids)
         noise = source_noise(self.data.manifest, self.data.task_spec, sources)
         level_hu = unit_to_hu(noise.std) - unit_to_hu(0.0)
         self.log(f"degraded pairs: {self.data.task_spec['source']} noise measured in the flat regions of "
