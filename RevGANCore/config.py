@@ -90,11 +90,12 @@ class ObjectiveConfig:
     - ``lambda_slab`` 0 (off): real-scan pairs, the output's slab averages against the real
       slices (super-resolution with ``data.real.scans``);
     - ``lambda_degraded_pairs`` 0 (off): unpaired super-resolution learns from target patches
-      degraded by the known operator (SMORE, Zhao et al. 2021), |G(LR(y)) - y|; kernel runs
-      with a linear prior from target patches sharpened by its inverse plus the source domain's
-      measured noise (an approximate pair; it did not beat the prior in 400 CPU iterations);
+      degraded by the known operator (SMORE, Zhao et al. 2021), |G(LR(y)) - y|;
     - ``lambda_degraded_means`` 0 (off): those pairs' local-mean error (``physics_pool``^3
       averages), which an L1 fit alone leaves biased where values are skewed;
+    - ``lambda_recorrupted_pairs`` 0 (off): unpaired kernel runs with a linear prior learn noise
+      reduction from source patches recorrupted with the source domain's measured noise
+      (recorrupted-to-recorrupted, Pang et al. 2021; squared error, RevGANCore/recorrupted_pairs.py);
     - ``texture_discriminator`` (off): discriminators also see the image's high-pass;
     - ``pool_size`` 50: CycleGAN's history of generated images for the discriminators;
     - LSGAN: CycleGAN's default adversarial loss (Mao et al. 2017).
@@ -111,6 +112,7 @@ class ObjectiveConfig:
     lambda_slab: float = 0.0
     lambda_degraded_pairs: float = 0.0
     lambda_degraded_means: float = 0.0
+    lambda_recorrupted_pairs: float = 0.0
     texture_discriminator: bool = False
     pool_size: int = 50
 

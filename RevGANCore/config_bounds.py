@@ -72,6 +72,7 @@ BOUNDS: Dict[str, Bound] = {
     "objective.lambda_l1": NOT_NEGATIVE,
     "objective.lambda_degraded_pairs": NOT_NEGATIVE,
     "objective.lambda_degraded_means": NOT_NEGATIVE,
+    "objective.lambda_recorrupted_pairs": NOT_NEGATIVE,
     "objective.lambda_cycle": NOT_NEGATIVE,
     "objective.lambda_identity": NOT_NEGATIVE,
     "objective.lambda_physics": NOT_NEGATIVE,

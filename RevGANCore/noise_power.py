@@ -11,7 +11,7 @@ variance and correlations (in-plane texture, slice to slice) are those measured.
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -143,15 +143,38 @@ class NoiseSynthesis:
         return torch.fft.irfftn(torch.fft.rfftn(white, dim=(-3, -2, -1)) * transfer, s=shape, dim=(-3, -2, -1))
 
 
-def source_noise(manifest, task_spec: dict, case_ids: Sequence[str]) -> NoiseSynthesis:
-    """Noise of the source domain (network units, unclipped), measured in the source volumes of
-    ``case_ids`` (the same cases that give an unpaired prior its sources): no target is read."""
+def flat_noise_level(arrays: Iterable[np.ndarray], block: Sequence[int] = NPS_BLOCK_ZYX,
+                     fraction: float = FLAT_FRACTION) -> float:
+    """The noise standard deviation in the flat blocks of every array (root mean square of the
+    detrended blocks, all blocks weighted alike), in the arrays' units."""
+    squares, count = 0.0, 0
+    for array in arrays:
+        blocks = flat_blocks(array, block, fraction)
+        squares += float((blocks ** 2).sum())
+        count += blocks.size
+    if not count:
+        raise ConfigError("noise level: no volumes to measure")
+    return float(np.sqrt(squares / count))
+
+
+def _domain_arrays(manifest, domain: str, case_ids: Sequence[str]) -> Iterator[np.ndarray]:
+    """The ``domain`` volumes of ``case_ids`` in network units, unclipped, read one at a time."""
     from .volume import hu_to_unit
     from .volume_io import read_volume
 
-    source = task_spec["source"]
-    chosen = [c for c in manifest.cases if c.id in set(case_ids) and source in c.files]
+    chosen = [c for c in manifest.cases if c.id in set(case_ids) and domain in c.files]
     if not chosen:
-        raise ConfigError(f"{manifest.path}: no {source!r} volumes to measure the source domain's noise in")
-    arrays = (hu_to_unit(read_volume(c.files[source]).array, clip=False) for c in chosen)
-    return NoiseSynthesis(noise_power_spectrum(arrays))
+        raise ConfigError(f"{manifest.path}: no {domain!r} volumes to measure the noise of")
+    return (hu_to_unit(read_volume(c.files[domain]).array, clip=False) for c in chosen)
+
+
+def source_noise(manifest, task_spec: dict, case_ids: Sequence[str]) -> NoiseSynthesis:
+    """Noise of the source domain (network units, unclipped), measured in the source volumes of
+    ``case_ids`` (the same cases that give an unpaired prior its sources): no target is read."""
+    return NoiseSynthesis(noise_power_spectrum(_domain_arrays(manifest, task_spec["source"], case_ids)))
+
+
+def target_noise_level(manifest, task_spec: dict, case_ids: Sequence[str]) -> float:
+    """The target domain's flat-region noise level (network units), measured in the target
+    volumes of ``case_ids`` (the cases that give an unpaired prior its targets)."""
+    return flat_noise_level(_domain_arrays(manifest, task_spec["target"], case_ids))

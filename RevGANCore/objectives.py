@@ -12,11 +12,12 @@ G = the generator's "forward" direction (X -> Y), F = its "inverse" (Y -> X).
     + lambda_spectrum (noise-power-spectrum distance of G(x) to y and of F(y) to x)
     + lambda_degraded_pairs |G(LR(y)) - y| (super-resolution: target patches degraded by the
       known operator LR serve as their own sources, as in SMORE, Zhao et al. 2021; no pair
-      is used, and the classical-unpaired upsampler is fitted on the same kind of pairs;
-      kernel: |G(D(y)) - y| with D(y) = inverse linear prior of y plus source-domain noise,
-      :mod:`RevGANCore.kernel_degradation`)
-    + lambda_degraded_means |low_pass(G(D(y)) - y)| (the same pairs' local-mean error: an L1
-      fit is a median and misses the mean where the target's values are skewed, e.g. at bone);
+      is used, and the classical-unpaired upsampler is fitted on the same kind of pairs)
+    + lambda_degraded_means |low_pass(G(LR(y)) - y)| (the same pairs' local-mean error: an L1
+      fit is a median and misses the mean where the target's values are skewed, e.g. at bone)
+    + lambda_recorrupted_pairs |G(x1) - answer|^2 (kernel: source patches recorrupted with
+      the source domain's measured noise, :mod:`RevGANCore.recorrupted_pairs`; squared error,
+      whose minimiser is the expected answer: the answers are noisy but unbiased);
   discriminators see generated patches from a history pool.
 - either, with real-scan pairs (super-resolution, :mod:`RevGANCore.real_pairs`):
     + lambda_slab |slab_average(G(x_real)) - y_real|, the forward output on a real scan's
@@ -32,7 +33,7 @@ generator keeps the grid (today) or changes it (super-resolution with in-network
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -40,13 +41,11 @@ from torch.nn import functional
 
 from .config import ObjectiveConfig
 from .errors import ConfigError
-from .kernel_degradation import KernelDegradation
 from .losses import GANLoss, ImagePool
-from .noise_power import NoiseSynthesis
+from .recorrupted_pairs import RecorruptedPairs
 from .tensor_filters import LowResolution, high_pass, low_pass, on_grid, spectrum_distance
 
 Outputs = Dict[str, torch.Tensor]
-Degradation = Union[LowResolution, KernelDegradation]
 #: Coarse voxels left out at each face when the super-resolution degradation is compared: a
 #: patch's mirrored edges differ from the neighbours the whole volume had.
 DEGRADATION_MARGIN = 2
@@ -64,29 +63,36 @@ def _interior(tensor: torch.Tensor, margin: int) -> torch.Tensor:
     return tensor[tuple(slices)]
 
 
-def forward_on_degraded(generator: nn.Module, degrade: Degradation, y: torch.Tensor,
-                        noise: Optional[torch.Generator] = None) -> torch.Tensor:
-    """G(D(y)): the forward direction on target patches made sources, the source side of the
-    degraded-pairs term (in training and in validation alike). Super-resolution: D is the known
-    low-resolution operator. Kernel: the generator's inverse linear prior plus source-domain
-    noise, drawn from ``noise`` when given (validation) or the default generator (training)."""
-    if isinstance(degrade, KernelDegradation):
-        source = degrade(y, generator.prior_inverse, noise)
-    else:
-        source = degrade(y.float())
-    return generator(source.to(y.dtype), "forward")
+def forward_on_degraded(generator: nn.Module, degrade: LowResolution, y: torch.Tensor) -> torch.Tensor:
+    """G(LR(y)): the forward direction on target patches degraded by the known low-resolution
+    operator, the source side of the degraded-pairs term (in training and in validation alike)."""
+    return generator(degrade(y.float()).to(y.dtype), "forward")
+
+
+def forward_on_recorrupted(generator: nn.Module, pairs: RecorruptedPairs, x: torch.Tensor,
+                           noise: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(G(x1), answer) of the recorrupted-pairs term, with the generator's own forward prior;
+    the noise is drawn from ``noise`` when given (validation) or the default generator."""
+    source, answer = pairs(x, generator.prior_forward, noise)
+    return generator(source.to(x.dtype), "forward"), answer
 
 
 def check_terms_for_task(config: ObjectiveConfig, task: str, prior_taps: int = 0) -> None:
     """Refuse terms that do not belong to ``task`` and the objective's mode, before any data is
     read or generated (:class:`Objective` checks again). ``prior_taps``: the generator's linear
-    prior, which the kernel task's degraded pairs sharpen with."""
-    for name in ("lambda_degraded_pairs", "lambda_degraded_means"):
+    prior, which the kernel task's recorrupted pairs are answered with."""
+    for name in ("lambda_degraded_pairs", "lambda_degraded_means", "lambda_recorrupted_pairs"):
         if getattr(config, name) > 0 and config.mode == "paired":
             raise ConfigError(f"objective.{name} belongs to unpaired runs (paired runs have real pairs); set it to 0")
-    if config.lambda_degraded_pairs > 0 and task == "kernel" and not prior_taps:
-        raise ConfigError("objective.lambda_degraded_pairs for the kernel task sharpens target patches with the "
-                          "inverse linear prior; set model.generator.prior_taps (e.g. 11) or the weight to 0")
+    if config.lambda_degraded_pairs > 0 and task != "super_resolution":
+        raise ConfigError("objective.lambda_degraded_pairs degrades target patches with the known super-resolution "
+                          "operator; the kernel task's self-supervised term is objective.lambda_recorrupted_pairs")
+    if config.lambda_recorrupted_pairs > 0 and task != "kernel":
+        raise ConfigError("objective.lambda_recorrupted_pairs is for the kernel task; super-resolution has "
+                          "objective.lambda_degraded_pairs")
+    if config.lambda_recorrupted_pairs > 0 and not prior_taps:
+        raise ConfigError("objective.lambda_recorrupted_pairs answers with the linear prior's output; set "
+                          "model.generator.prior_taps (e.g. 11) or the weight to 0")
     if config.lambda_degraded_means > 0 and config.lambda_degraded_pairs <= 0:
         raise ConfigError("objective.lambda_degraded_means weighs the degraded pairs' local means; "
                           "it needs objective.lambda_degraded_pairs > 0")
@@ -97,12 +103,13 @@ class GeneratorPhase(nn.Module):
     expects one forward per backward."""
 
     def __init__(self, generator: nn.Module, unpaired: bool, identity: bool,
-                 degrade: Optional[Degradation] = None):
+                 degrade: Optional[LowResolution] = None, recorrupted: Optional[RecorruptedPairs] = None):
         super().__init__()
         self.generator = generator
         self.unpaired = unpaired
         self.identity = identity
         self.degrade = degrade  # set: the forward direction also runs on degraded targets
+        self.recorrupted = recorrupted  # set: ... and on recorrupted sources
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, real_x: Optional[torch.Tensor] = None) -> Outputs:
         if real_x is not None and real_x.shape[1:] == x.shape[1:]:
@@ -123,6 +130,9 @@ class GeneratorPhase(nn.Module):
                 out["identity_x"] = self.generator(x, "inverse")
             if self.degrade is not None:
                 out["fake_degraded"] = forward_on_degraded(self.generator, self.degrade, y)
+            if self.recorrupted is not None:
+                out["fake_recorrupted"], out["recorrupted_answer"] = forward_on_recorrupted(
+                    self.generator, self.recorrupted, x)
         return out
 
 
@@ -145,7 +155,7 @@ class Objective:
     degradation-consistency terms; ignored for the kernel task."""
 
     def __init__(self, config: ObjectiveConfig, task: str, factors_zyx: Optional[Sequence[int]] = None,
-                 source_noise: Optional[NoiseSynthesis] = None, prior_taps: int = 0):
+                 recorrupted_pairs: Optional[RecorruptedPairs] = None, prior_taps: int = 0):
         self.config = config
         self.task = task
         self.paired = config.mode == "paired"
@@ -154,16 +164,18 @@ class Objective:
         #: The super-resolution operator (physics terms, patch checks, slab term); None for kernels.
         self.degrade: Optional[LowResolution] = None
         #: What makes a target patch a source for the degraded-pairs term, where it is on.
-        self.pair_degradation: Optional[Degradation] = None
+        self.pair_degradation: Optional[LowResolution] = None
+        #: The kernel task's recorrupted pairs, where they are on.
+        self.recorrupted_pairs: Optional[RecorruptedPairs] = None
         if task == "super_resolution":
             if not factors_zyx:
                 raise ConfigError("super-resolution training needs the dataset's factors_xyz (manifest task entry)")
             self.degrade = LowResolution(factors_zyx)
             self.pair_degradation = self.degrade if self.uses_degraded_pairs else None
-        elif self.uses_degraded_pairs:
-            if source_noise is None:
-                raise ConfigError("the kernel task's degraded pairs need the source domain's measured noise")
-            self.pair_degradation = KernelDegradation(source_noise)
+        elif config.lambda_recorrupted_pairs > 0:
+            if recorrupted_pairs is None:
+                raise ConfigError("the kernel task's recorrupted pairs need the source domain's measured noise")
+            self.recorrupted_pairs = recorrupted_pairs
 
     # ---------------------------------------------------------------- generator outputs
     @property
@@ -176,7 +188,7 @@ class Objective:
 
     def generator_phase(self, generator: nn.Module) -> GeneratorPhase:
         return GeneratorPhase(generator, unpaired=not self.paired, identity=self.uses_identity,
-                              degrade=self.pair_degradation)
+                              degrade=self.pair_degradation, recorrupted=self.recorrupted_pairs)
 
     # ---------------------------------------------------------------- discriminator inputs
     @property
@@ -263,6 +275,8 @@ class Objective:
             terms["g_degraded_pairs"] = error.abs().mean()
             if self.config.lambda_degraded_means > 0:
                 terms["g_degraded_means"] = low_pass(error, self.config.physics_pool).abs().mean()
+        if "fake_recorrupted" in out:
+            terms["g_recorrupted_pairs"] = (out["fake_recorrupted"].float() - out["recorrupted_answer"]).pow(2).mean()
         return terms
 
     def weighted_total(self, terms: Dict[str, torch.Tensor]) -> torch.Tensor:
@@ -271,7 +285,8 @@ class Objective:
                    "g_identity": config.lambda_cycle * config.lambda_identity,
                    "g_physics": config.lambda_physics, "g_spectrum": config.lambda_spectrum,
                    "g_slab": config.lambda_slab, "g_degraded_pairs": config.lambda_degraded_pairs,
-                   "g_degraded_means": config.lambda_degraded_means}
+                   "g_degraded_means": config.lambda_degraded_means,
+                   "g_recorrupted_pairs": config.lambda_recorrupted_pairs}
         return sum(weights[name] * value for name, value in terms.items())
 
     # ---------------------------------------------------------------- real-scan pairs
@@ -316,12 +331,13 @@ class Objective:
                 "inverse": l1(_interior(on_grid(fake_x, expected_x.shape[2:]), margin), _interior(expected_x, margin))}
 
     def pair_free_criterion(self, x: torch.Tensor, y: torch.Tensor, fake_y: torch.Tensor,
-                            fake_x: torch.Tensor, fake_degraded: Optional[torch.Tensor] = None) -> Dict[str, float]:
+                            fake_x: torch.Tensor, fake_degraded: Optional[torch.Tensor] = None,
+                            recorrupted: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> Dict[str, float]:
         """Checkpoint selection without pairs: physics consistency of both directions plus the
         spectrum distance of G(x) to the targets and of F(y) to the sources, weighted as in
         training (each weight 1 where training gives it none); with degraded pairs also
-        |G(LR(y)) - y| (``fake_degraded`` = G(LR(y))) and its local-mean error, weighted as in
-        training."""
+        |G(LR(y)) - y| (``fake_degraded`` = G(LR(y))) and its local-mean error, with recorrupted
+        pairs their squared error (``recorrupted`` = (G(x1), answer)), weighted as in training."""
         physics = self.physics_terms(x, y, fake_y, fake_x)
         physics_value = float(physics["forward"] + physics["inverse"])
         spectrum_value = float(spectrum_distance(fake_y, y) + spectrum_distance(fake_x, x))
@@ -335,4 +351,7 @@ class Objective:
             metrics["val_degraded_means"] = float(low_pass(error, self.config.physics_pool).abs().mean())
             metrics["val_unpaired"] += (self.config.lambda_degraded_pairs * metrics["val_degraded_pairs"]
                                         + self.config.lambda_degraded_means * metrics["val_degraded_means"])
+        if recorrupted is not None:
+            metrics["val_recorrupted_pairs"] = float((recorrupted[0].float() - recorrupted[1]).pow(2).mean())
+            metrics["val_unpaired"] += self.config.lambda_recorrupted_pairs * metrics["val_recorrupted_pairs"]
         return metrics

@@ -33,10 +33,11 @@ from .devices import describe_device, resolve_device
 from .distributed import distributed_context, shutdown
 from .errors import ConfigError, RevGANError
 from .linear_prior import install_prior, unpaired_fit_halves
-from .noise_power import NoiseSynthesis, source_noise
+from .noise_power import source_noise, target_noise_level
 from .volume import unit_to_hu
 from .modelfile import ModelMetadata, load_model, save_model
 from .objectives import Objective, check_terms_for_task
+from .recorrupted_pairs import RecorruptedPairs
 from .training_control import StopRequest, git_commit, learning_rate_factor, parameter_fingerprint
 from .training_data import TrainingData, ensure_training_manifest, load_training_data
 from .training_log import MetricsLog
@@ -110,22 +111,34 @@ class Trainer:
         manifest = ensure_training_manifest(config, self.log, self.dist.is_main, self.dist.barrier)
         self.data = load_training_data(config, manifest, self.dist.world_size)
         self.objective = Objective(config.objective, config.data.task, self.data.factors_zyx,
-                                   source_noise=self._source_noise(), prior_taps=prior_taps)
+                                   recorrupted_pairs=self._recorrupted_pairs(), prior_taps=prior_taps)
         self.objective.check_patch(config.data.patch_size)
         self.models = build_training_models(config, self.objective, self.device, self.dist.enabled,
                                             self.data.generator_config)
 
-    def _source_noise(self) -> Optional[NoiseSynthesis]:
-        """The kernel task's degraded pairs: the source domain's noise, measured in the source
-        volumes of the cases that give the unpaired prior its sources (no target is read)."""
-        if self.config.data.task != "kernel" or self.config.objective.lambda_degraded_pairs <= 0:
+    def _recorrupted_pairs(self) -> Optional[RecorruptedPairs]:
+        """The kernel task's recorrupted pairs: the source domain's noise, measured in the source
+        volumes of the cases that give the unpaired prior its sources, and the target domain's
+        flat-region noise level in those that give it its targets (no case gives both)."""
+        if self.config.data.task != "kernel" or self.config.objective.lambda_recorrupted_pairs <= 0:
             return None
-        sources, _ = unpaired_fit_halves(self.data.manifest, self.data.train_ids)
-        noise = source_noise(self.data.manifest, self.data.task_spec, sources)
-        level_hu = unit_to_hu(noise.std) - unit_to_hu(0.0)
-        self.log(f"degraded pairs: {self.data.task_spec['source']} noise measured in the flat regions of "
-                 f"{len(sources)} volumes ({sources[0]}..{sources[-1]}), {level_hu:.1f} HU")
-        return noise
+        sources, targets = unpaired_fit_halves(self.data.manifest, self.data.train_ids)
+        return RecorruptedPairs(source_noise(self.data.manifest, self.data.task_spec, sources),
+                                target_noise_level(self.data.manifest, self.data.task_spec, targets))
+
+    def _calibrate_recorrupted_pairs(self) -> None:
+        """Settle the recorrupted pairs' noise reduction against the installed linear prior."""
+        pairs = self.objective.recorrupted_pairs
+        if pairs is None:
+            return
+        sources, targets = unpaired_fit_halves(self.data.manifest, self.data.train_ids)
+        level, reduction = pairs.calibrate(self.models.generator.prior_forward)
+        hu = unit_to_hu(1.0) - unit_to_hu(0.0)
+        spec = self.data.task_spec
+        self.log(f"recorrupted pairs: {spec['source']} noise {pairs.noise.std * hu:.1f} HU in the flat regions of "
+                 f"{len(sources)} volume{'s' if len(sources) != 1 else ''} ({sources[0]}..{sources[-1]}), {level * hu:.1f} HU after the "
+                 f"prior; {spec['target']} {pairs.target_noise_level * hu:.1f} HU ({targets[0]}..{targets[-1]}): "
+                 f"flat regions keep {1.0 - reduction:.2f} of the noise, edges more (threshold {level * hu:.1f} HU)")
 
     def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
         return self.models.to_device(tensor, self.config.optim.channels_last)
@@ -310,6 +323,7 @@ class Trainer:
         elif config.model.generator.prior_taps:
             self.log(install_prior(self.models.generator, self.data.manifest, self.data.task_spec,
                                    self.data.train_ids, self.objective.paired))
+        self._calibrate_recorrupted_pairs()
         if self.dist.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.output_dir / "config.json", config.to_dict())

@@ -11,7 +11,8 @@ from typing import List, Optional
 FIELDS = ("step", "lr", "seconds", "g_total", "g_gan", "g_l1", "g_cycle", "g_identity", "g_physics", "g_spectrum",
           "d_total", "val_l1", "val_psnr", "val_l1_inverse", "val_l1_input", "val_physics", "val_spectrum",
           "val_unpaired", "g_slab", "val_real_l1", "val_real_psnr", "g_degraded_pairs",
-          "val_degraded_pairs", "g_degraded_means", "val_degraded_means")
+          "val_degraded_pairs", "g_degraded_means", "val_degraded_means", "g_recorrupted_pairs",
+          "val_recorrupted_pairs")
 
 
 class MetricsLog:

@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .objectives import Objective, forward_on_degraded
+from .objectives import Objective, forward_on_degraded, forward_on_recorrupted
 from .tensor_filters import on_grid
 from .training_models import TrainingModels
 
@@ -47,8 +47,9 @@ def validate(models: TrainingModels, objective: Objective, batches: Sequence[Tup
     generator.eval()
     sums = {"val_l1": 0.0, "val_mse": 0.0, "val_l1_inverse": 0.0, "val_l1_input": 0.0}
     count = 0
-    collected: Dict[str, List[torch.Tensor]] = {"x": [], "y": [], "fake_y": [], "fake_x": [], "fake_degraded": []}
-    noise = torch.Generator().manual_seed(0)  # the kernel task's degraded pairs: the same noise every time
+    collected: Dict[str, List[torch.Tensor]] = {"x": [], "y": [], "fake_y": [], "fake_x": [], "fake_degraded": [],
+                                                "fake_recorrupted": [], "recorrupted_answer": []}
+    noise = torch.Generator().manual_seed(0)  # the kernel task's recorrupted pairs: the same noise every time
     for x, y in batches:
         x, y = models.to_device(x, channels_last), models.to_device(y, channels_last)
         with models.autocast():
@@ -64,14 +65,19 @@ def validate(models: TrainingModels, objective: Objective, batches: Sequence[Tup
             collected[key].append(value.float())
         if objective.uses_degraded_pairs:
             with models.autocast():
-                collected["fake_degraded"].append(
-                    forward_on_degraded(generator, objective.pair_degradation, y, noise).float())
+                collected["fake_degraded"].append(forward_on_degraded(generator, objective.pair_degradation, y).float())
+        if objective.recorrupted_pairs is not None:
+            with models.autocast():
+                fake, answer = forward_on_recorrupted(generator, objective.recorrupted_pairs, x, noise)
+            collected["fake_recorrupted"].append(fake.float())
+            collected["recorrupted_answer"].append(answer.float())
     generator.train()
     metrics = {key: value / count for key, value in sums.items()}
     metrics["val_psnr"] = 10.0 * math.log10(4.0 / max(metrics.pop("val_mse"), 1e-12))
     whole = {key: torch.cat(values) for key, values in collected.items() if values}
+    recorrupted = (whole["fake_recorrupted"], whole["recorrupted_answer"]) if "fake_recorrupted" in whole else None
     metrics.update(objective.pair_free_criterion(whole["x"], whole["y"], whole["fake_y"], whole["fake_x"],
-                                                 whole.get("fake_degraded")))
+                                                 whole.get("fake_degraded"), recorrupted))
     return metrics
 
 

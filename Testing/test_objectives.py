@@ -140,11 +140,12 @@ def test_degraded_means_term_sees_a_bias_and_not_zero_mean_errors(cases):
                                                       + 100.0 * criterion["val_degraded_means"])
 
 
-@pytest.mark.parametrize("name", ["lambda_degraded_pairs", "lambda_degraded_means"])
-@pytest.mark.parametrize("task", ["super_resolution", "kernel"])
-def test_degraded_pairs_are_refused_for_paired_runs(task, name):
+@pytest.mark.parametrize("name, task", [("lambda_degraded_pairs", "super_resolution"),
+                                        ("lambda_degraded_means", "super_resolution"),
+                                        ("lambda_recorrupted_pairs", "kernel")])
+def test_self_supervised_pairs_are_refused_for_paired_runs(task, name):
     with pytest.raises(ConfigError, match=f"{name} belongs to unpaired runs"):
-        Objective(ObjectiveConfig(mode="paired", **{name: 1.0}), task, FACTORS_ZYX)
+        Objective(ObjectiveConfig(mode="paired", **{name: 1.0}), task, FACTORS_ZYX, prior_taps=11)
 
 
 def test_degraded_means_need_the_degraded_pairs():

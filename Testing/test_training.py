@@ -234,11 +234,12 @@ def test_config_files_overrides_and_guards(phantoms, tmp_path):
 
 
 @pytest.mark.parametrize("term, refusal", [
-    ("lambda_degraded_pairs", "sharpens target patches with the inverse linear prior"),
+    ("lambda_recorrupted_pairs", "answers with the linear prior's output"),
+    ("lambda_degraded_pairs", "the kernel task's self-supervised term is objective.lambda_recorrupted_pairs"),
     ("lambda_degraded_means", "needs objective.lambda_degraded_pairs > 0")])
 def test_a_term_the_run_cannot_use_is_refused_before_phantoms_are_generated(tmp_path, term, refusal):
-    """A kernel run whose degraded-pairs term lacks what it needs (the linear prior; the pairs
-    themselves) fails at once: no phantom set is written."""
+    """A kernel run with a self-supervised term it cannot use (recorrupted pairs without the
+    linear prior; super-resolution's degraded pairs) fails at once: no phantom set is written."""
     folder = tmp_path / "generated"
     config = config_from_dict(tiny_settings(folder / "manifest.json", tmp_path / "run", objective__mode="unpaired",
                                             **{f"objective__{term}": 1.0}, data__generate__cases=3,
