@@ -139,3 +139,16 @@ def test_a_kernel_run_learns_from_recorrupted_pairs(tmp_path):
     validated = [float(r["val_recorrupted_pairs"]) for r in rows if r["val_recorrupted_pairs"]]
     assert trained and len(validated) == 3  # validated at steps 0, 2 and 4
     assert all(np.isfinite(trained)) and all(0.0 < v < 0.05 for v in validated)
+
+
+def test_answers_stay_in_float32_under_autocast(noise):
+    """Training under bf16 autocast (CPU here, CUDA on a GPU): the prior's convolutions that make
+    the answer still run in float32, so it equals the answer made without autocast."""
+    x = noise.sample(torch.zeros(1, 1, 8, 32, 32), torch.Generator().manual_seed(4))
+    pairs = RecorruptedPairs(noise, target_noise_level=0.0)
+    pairs.calibrate(SMOOTHING)
+    plain = pairs(x, SMOOTHING, torch.Generator().manual_seed(6))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = pairs(x, SMOOTHING, torch.Generator().manual_seed(6))
+    assert mixed[1].dtype == torch.float32
+    assert torch.equal(plain[0], mixed[0]) and torch.equal(plain[1], mixed[1])
