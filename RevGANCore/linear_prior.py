@@ -65,8 +65,8 @@ def unpaired_halves(case_ids: Sequence[str]) -> Tuple[List[str], List[str]]:
 
 def unpaired_fit_halves(manifest, train_ids: Sequence[str]) -> Tuple[List[str], List[str]]:
     """:func:`unpaired_halves` of the training cases in the manifest's order: the cases an
-    unpaired prior takes its sources and targets from (and the kernel task's degraded pairs
-    their source noise), whatever order ``train_ids`` lists them in."""
+    unpaired prior takes its sources and targets from (and the kernel task's recorrupted
+    pairs their noise measurements), whatever order ``train_ids`` lists them in."""
     chosen = set(train_ids)
     return unpaired_halves([c.id for c in manifest.cases if c.id in chosen])
 

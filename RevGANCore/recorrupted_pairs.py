@@ -11,8 +11,8 @@ noise (``cov(n + alpha z, n - z / alpha) = 0``), so the network fed ``x1`` and a
 
 The answer here is not ``x2`` itself but the linear prior's output moved part of the way
 towards it, ``P(x1) + a w (P(x2) - P(x1))`` (P the generator's forward prior): the conversion
-keeps ``1 - a`` of the noise where the image is flat, and all of it at edges (``w``, from the
-input's local in-plane gradient: 1 below the edge threshold, falling as its inverse square
+keeps ``1 - a`` of the noise where the image is flat, and more of it at edges (``w``, from
+the input's local in-plane gradient: 1 below the edge threshold, falling as its inverse square
 above), as edge-preserving reconstructions do. ``w`` depends on ``x1`` only, so the answer
 stays unbiased. Both settings are measured without pairs: ``a`` from the flat-region noise
 levels, ``1 - target / P(source)`` (0 when the target domain is as noisy as the prior's
