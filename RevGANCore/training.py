@@ -328,7 +328,8 @@ class Trainer:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.output_dir / "config.json", config.to_dict())
         self.dist.barrier()
-        self.metrics_log = MetricsLog(self.output_dir, self.dist.is_main, config.logging.tensorboard)
+        self.metrics_log = MetricsLog(self.output_dir, self.dist.is_main, config.logging.tensorboard,
+                                      resume_step=self.step if resume else None)
         self.log(f"training {config.objective.mode} RevGAN (depth {config.model.generator.depth}, "
                  f"ngf {config.model.generator.ngf}) for {config.data.task} on {describe_device(self.device)}"
                  f"{f' x {self.dist.world_size} processes' if self.dist.enabled else ''}; "

@@ -3,6 +3,7 @@ SIGKILL/SIGINT survival, 2-process DDP, configuration guards."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import math
@@ -154,6 +155,9 @@ def test_sigkill_during_training_leaves_a_resumable_checkpoint(phantoms, tmp_pat
     assert code == 0
     assert json.loads((run / "summary.json").read_text())["step"] == target
     assert store.latest().step == target
+    with open(run / "metrics.csv", newline="", encoding="utf-8") as stream:
+        steps = [int(row["step"]) for row in csv.DictReader(stream)]
+    assert steps == sorted(set(steps)) and steps[-1] == target  # one table: no step logged twice
 
 
 @pytest.mark.slow
