@@ -77,6 +77,12 @@ def forward_on_recorrupted(generator: nn.Module, pairs: RecorruptedPairs, x: tor
     return generator(source.to(x.dtype), "forward"), answer
 
 
+def recorrupted_error(fake: torch.Tensor, answer: torch.Tensor) -> torch.Tensor:
+    """The recorrupted-pairs term, |G(x1) - answer|^2 averaged, in float32: the training term
+    and its validation figure alike."""
+    return (fake.float() - answer.float()).pow(2).mean()
+
+
 def check_terms_for_task(config: ObjectiveConfig, task: str, prior_taps: int = 0) -> None:
     """Refuse terms that do not belong to ``task`` and the objective's mode, before any data is
     read or generated (:class:`Objective` checks again). ``prior_taps``: the generator's linear
@@ -276,7 +282,7 @@ class Objective:
             if self.config.lambda_degraded_means > 0:
                 terms["g_degraded_means"] = low_pass(error, self.config.physics_pool).abs().mean()
         if "fake_recorrupted" in out:
-            terms["g_recorrupted_pairs"] = (out["fake_recorrupted"].float() - out["recorrupted_answer"]).pow(2).mean()
+            terms["g_recorrupted_pairs"] = recorrupted_error(out["fake_recorrupted"], out["recorrupted_answer"])
         return terms
 
     def weighted_total(self, terms: Dict[str, torch.Tensor]) -> torch.Tensor:
@@ -352,6 +358,6 @@ class Objective:
             metrics["val_unpaired"] += (self.config.lambda_degraded_pairs * metrics["val_degraded_pairs"]
                                         + self.config.lambda_degraded_means * metrics["val_degraded_means"])
         if recorrupted is not None:
-            metrics["val_recorrupted_pairs"] = float((recorrupted[0].float() - recorrupted[1]).pow(2).mean())
+            metrics["val_recorrupted_pairs"] = float(recorrupted_error(*recorrupted))
             metrics["val_unpaired"] += self.config.lambda_recorrupted_pairs * metrics["val_recorrupted_pairs"]
         return metrics

@@ -27,6 +27,7 @@ from typing import Optional, Tuple
 import torch
 from torch.nn import functional
 
+from .networks import filter_slices
 from .noise_power import NoiseSynthesis
 
 #: x1 = x + ALPHA z, x2 = x - z / ALPHA: the recorruption of Pang et al. (their default 0.5):
@@ -81,8 +82,6 @@ class RecorruptedPairs:
 
     def __call__(self, x: torch.Tensor, prior_forward: torch.Tensor,
                  generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-        from .networks import filter_slices
-
         if self.noise_reduction is None:
             raise RuntimeError("RecorruptedPairs.calibrate(prior) must run before pairs are drawn")
         x = x.float()

@@ -50,24 +50,27 @@ class MetricsLog:
                 self.tensorboard = None
 
     def _continue_file(self, resume_step: Optional[int]) -> None:
-        text = self.csv_path.read_text(encoding="utf-8", errors="replace")
-        lines = text.splitlines(keepends=True)
+        if resume_step is None:  # a fresh run keeps nothing of an earlier run without a checkpoint
+            self._rewrite([])
+            return
+        lines = self.csv_path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
         torn = bool(lines) and not lines[-1].endswith("\n")
         if torn:
             lines = lines[:-1]
-        header: List[str] = []
-        rows: List[Dict[str, str]] = []
-        if resume_step is not None:  # a fresh run keeps nothing of an earlier run without a checkpoint
-            reader = csv.DictReader(lines)
-            header, rows = list(reader.fieldnames or []), list(reader)
-        kept = [row for row in rows if (_step_of(row) or 0) <= (resume_step or 0)]
+        reader = csv.DictReader(lines)
+        header, rows = list(reader.fieldnames or []), list(reader)
+        kept = [row for row in rows if (_step_of(row) or 0) <= resume_step]
         self.fieldnames = header + [name for name in FIELDS if name not in header]
-        if torn or len(kept) != len(rows) or resume_step is None or self.fieldnames != header:
-            stream = io.StringIO()
-            writer = csv.DictWriter(stream, fieldnames=self.fieldnames, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows({key: value for key, value in row.items() if key is not None} for row in kept)
-            write_text_atomic(self.csv_path, stream.getvalue())
+        if torn or len(kept) != len(rows) or self.fieldnames != header:
+            self._rewrite(kept)
+
+    def _rewrite(self, rows: List[Dict[str, str]]) -> None:
+        """metrics.csv as the header of :attr:`fieldnames` and ``rows``, replaced atomically."""
+        stream = io.StringIO()
+        writer = csv.DictWriter(stream, fieldnames=self.fieldnames, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows({key: value for key, value in row.items() if key is not None} for row in rows)
+        write_text_atomic(self.csv_path, stream.getvalue())
 
     def write(self, row: dict) -> None:
         self.history.append(row)
