@@ -673,15 +673,21 @@ def _run_models_list(args: argparse.Namespace) -> int:
         print(f"no models are shipped (searched {searched}; set {MODELS_DIR_ENV} to use another folder)")
     else:
         print(f"models in {folder}:")
-    for entry in shipped:
-        flags = " (default)" if entry.default else ""
+    # Columns as wide as the longest name and task, so every description starts in one column.
+    name_width = max((len(printable(entry.name)) for entry in entries), default=0)
+    task_width = max((len(printable(entry.task)) for entry in entries), default=0)
+
+    def row(entry, flag: str) -> str:
         missing = "" if entry.available else "  [file missing]"
-        print(printable(f"  {entry.name:<28} {entry.task:<17}{flags} {entry.description}{missing}"))
+        return (f"  {printable(entry.name):<{name_width}}  {printable(entry.task):<{task_width}}  {flag:<9}  "
+                + printable(f"{entry.description}{missing}"))
+
+    for entry in shipped:
+        print(row(entry, "(default)" if entry.default else ""))
     if users:
         print(f"user models in {store_dir()}:")
         for entry in users:
-            missing = "" if entry.available else "  [file missing]"
-            print(printable(f"  {entry.name:<28} {entry.task:<17} {entry.description}{missing}"))
+            print(row(entry, ""))
     return 0
 
 

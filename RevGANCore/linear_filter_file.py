@@ -31,6 +31,7 @@ import numpy as np
 from .errors import ConfigError, ModelFileError, VolumeError
 from .linear_filter import RadialFilter
 from .printable import printable
+from .registry import registered_name
 
 #: ``model_type`` of a radial kernel filter file (generators: "revgan-generator", the default).
 FILTER_MODEL_TYPE = "radial-kernel-filter"
@@ -81,10 +82,11 @@ class KernelFilterModel:
     filter: RadialFilter
     metadata: Any  # ModelMetadata
     path: Optional[Path] = None
+    known_as: Optional[str] = None  # as TranslationModel.known_as
 
     @property
     def name(self) -> str:
-        return self.metadata.name or (self.path.name if self.path else "kernel filter")
+        return self.known_as or self.metadata.name or (self.path.name if self.path else "kernel filter")
 
     @property
     def task(self) -> str:
@@ -167,7 +169,7 @@ def load_kernel_filter(path: Path, header: dict, start: int, size: int, metadata
         radial = RadialFilter(tensors["frequency_per_mm"].numpy(), tensors["gain"].numpy())
     except ConfigError as error:
         raise ModelFileError(f"{path}: {error}") from None
-    return KernelFilterModel(radial, metadata, Path(path))
+    return KernelFilterModel(radial, metadata, Path(path), known_as=registered_name(path))
 
 
 def filter_metadata(name: str, domains: Dict[str, str], radial: RadialFilter, spacing_xyz, pairs: int,

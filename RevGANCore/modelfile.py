@@ -48,7 +48,7 @@ from .errors import ConfigError, ModelFileError
 from .modelmetadata import (DEFAULT_HU_WINDOW, METADATA_KEY, MODEL_FORMAT, MODEL_FORMAT_VERSION, TASKS,
                             ModelMetadata, read_model_header)
 from .printable import printable
-from .registry import get_model_path
+from .registry import get_model_path, registered_name
 from .tensorfile import read_safetensors_tensors, save_safetensors
 
 if TYPE_CHECKING:  # torch and the networks are imported where weights are used: metadata and the registry
@@ -70,10 +70,12 @@ class TranslationModel:
     generator: RevGANGenerator3d
     metadata: ModelMetadata
     path: Optional[Path] = None
+    #: The name the registry lists the file under (:func:`registry.registered_name`), if any.
+    known_as: Optional[str] = None
 
     @property
     def name(self) -> str:
-        return self.metadata.name or (self.path.name if self.path else "model")
+        return self.known_as or self.metadata.name or (self.path.name if self.path else "model")
 
     @property
     def task(self) -> str:
@@ -152,7 +154,7 @@ def load_model(path, device: Union[str, torch.device] = "cpu") -> TranslationMod
         generator.to(torch.device(device))
     except (RuntimeError, TypeError) as error:
         raise ModelFileError(f"{path}: cannot move the model to device {device!r} ({error})") from None
-    return TranslationModel(generator, metadata, path)
+    return TranslationModel(generator, metadata, path, known_as=registered_name(path))
 
 
 def as_model(model, device: Union[str, torch.device] = "cpu") -> TranslationModel:

@@ -38,7 +38,7 @@ from .modelmetadata import TASKS, check_text
 
 __all__ = ["ModelEntry", "MODELS_DIR_ENV", "PACKAGE_DATA_FOLDER", "REGISTRY_FILE", "REGISTRY_FORMAT",
            "models_dir", "models_dir_candidates", "list_models", "all_models", "get_model_path", "default_model",
-           "table2_dir"]
+           "registered_name", "table2_dir"]
 
 REGISTRY_FORMAT = "revgan-model-registry"
 REGISTRY_FILE = "models.json"
@@ -150,6 +150,21 @@ def _entry(index: Path, folder: Path, name: str, entry) -> ModelEntry:
         raise ModelFileError(f"{index}: {error}") from None
     return ModelEntry(name=name, path=folder / entry["file"], card=folder / card if card else None,
                       task=entry["task"], description=description, default=bool(entry.get("default", False)))
+
+
+def registered_name(path) -> Optional[str]:
+    """The name ``path`` is listed under (shipped, then user models), or None: the name a
+    result should carry (logs, DICOM headers, Slicer nodes) is the one the user chose, not
+    the one the file was trained under. A registry that cannot be read names nothing: the
+    file itself may still be used."""
+    try:
+        target = Path(path).resolve()
+        for entry in all_models():
+            if entry.path.resolve() == target:
+                return entry.name
+    except (OSError, ConfigError, ModelFileError):
+        return None
+    return None
 
 
 def get_model_path(name_or_path) -> Path:

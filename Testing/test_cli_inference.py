@@ -234,3 +234,35 @@ def test_an_unknown_option_is_named_with_its_command_usage(tmp_path, capsys, mon
     assert f"usage: {command} " in error
     assert f"{command}: error: unrecognized arguments: {unknown}" in error
     assert not (tmp_path / "OUT").exists()
+
+
+def test_a_listed_model_writes_the_name_it_is_listed_under(files, tmp_path, monkeypatch, capsys):
+    """The name the user chose (the registry's) is the one logs and DICOM headers carry, not
+    the name the file was trained under; the same file outside the registry keeps its own,
+    and an unreadable registry does not stop a model file given by path."""
+    import pydicom
+    import shutil
+
+    from RevGANCore.modelfile import load_model
+
+    folder = tmp_path / "models"
+    save_tiny_model(folder / "trained-as-run-7.safetensors", "super_resolution", ngf=2, depth=1, seed=9)
+    (folder / "models.json").write_text(json.dumps({
+        "format": "revgan-model-registry", "format_version": 1,
+        "models": {"site-sr": {"file": "trained-as-run-7.safetensors", "task": "super_resolution",
+                               "description": "tiny", "default": True}}}))
+    monkeypatch.setenv(MODELS_DIR_ENV, str(folder))
+    trained_as = load_model(folder / "trained-as-run-7.safetensors").metadata.name
+    assert trained_as and trained_as != "site-sr"
+    out = tmp_path / "sr-dicom"
+    assert main(["super-resolve", str(files["input"]), str(out), "--model", "site-sr", "--format", "dicom"]) == 0
+    assert "revgan: site-sr: " in capsys.readouterr().err
+    header = pydicom.dcmread(str(sorted(out.iterdir())[0]))
+    assert header.ManufacturerModelName == "site-sr" and "(site-sr)" in header.SeriesDescription
+    assert "'site-sr'" in header.DerivationDescription
+
+    elsewhere = shutil.copy(folder / "trained-as-run-7.safetensors", tmp_path / "copy.safetensors")
+    assert load_model(elsewhere).name == trained_as
+    assert load_model(folder / "trained-as-run-7.safetensors").name == "site-sr"  # by path, still listed
+    (folder / "models.json").write_text("{ not json")
+    assert load_model(elsewhere).name == trained_as

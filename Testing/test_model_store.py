@@ -129,22 +129,27 @@ def test_the_default_folder_is_the_users_data_folder(monkeypatch, tmp_path):
 
 
 def test_the_models_command_adds_lists_shows_and_removes(folders, capsys):
-    assert main(["models", "add", str(folders["model"]), "--name", "cli-kernel"]) == 0
+    assert main(["models", "add", str(folders["model"]), "--name", "cli-kernel-converter-fitted-at-our-site"]) == 0
     assert "sha256 " + _sha256(folders["model"]) in capsys.readouterr().out
     assert main(["models"]) == 0
     out = capsys.readouterr().out
-    assert "kernel-shipped" in out and "user models in" in out and "cli-kernel" in out
+    assert "kernel-shipped" in out and "user models in" in out and "cli-kernel-converter-fitted-at-our-site" in out
+    rows = [line for line in out.splitlines() if line.startswith("  ")]
+    # however long a name, the tasks start in one column
+    starts = {line.index(entry.task, 2 + len(entry.name)) for entry in all_models() for line in rows
+              if line.split()[0] == entry.name}
+    assert len(rows) == len(all_models()) >= 2 and len(starts) == 1
     assert main(["models", "list", "--json"]) == 0
     rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)["models"]}
-    assert rows["cli-kernel"]["origin"] == "user" and rows["cli-kernel"]["sha256"] == _sha256(folders["model"])
+    assert rows["cli-kernel-converter-fitted-at-our-site"]["origin"] == "user" and rows["cli-kernel-converter-fitted-at-our-site"]["sha256"] == _sha256(folders["model"])
     assert rows["kernel-shipped"]["origin"] == "shipped"
-    assert main(["models", "show", "cli-kernel", "--json"]) == 0
+    assert main(["models", "show", "cli-kernel-converter-fitted-at-our-site", "--json"]) == 0
     card = json.loads(capsys.readouterr().out)
-    assert card["metadata"]["task"] == "kernel" and card["card"].endswith("cli-kernel.md")
-    assert main(["models", "show", "cli-kernel"]) == 0
+    assert card["metadata"]["task"] == "kernel" and card["card"].endswith("cli-kernel-converter-fitted-at-our-site.md")
+    assert main(["models", "show", "cli-kernel-converter-fitted-at-our-site"]) == 0
     assert "sha256:" in capsys.readouterr().out
     assert main(["models", "remove", "kernel-shipped"]) == 1
     assert "shipped model" in capsys.readouterr().err
-    assert main(["models", "remove", "cli-kernel"]) == 0
+    assert main(["models", "remove", "cli-kernel-converter-fitted-at-our-site"]) == 0
     assert main(["models", "add", str(folders["downloads"] / "my-kernel.md")]) == 1
     assert "revgan: error:" in capsys.readouterr().err

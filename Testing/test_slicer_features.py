@@ -288,6 +288,11 @@ def test_the_model_manager_adds_lists_describes_uses_and_removes_models(scene, m
     assert "my-kernel" in slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene).GetItemAttribute(
         slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene).GetItemByDataNode(out),
         SERIES_DESCRIPTION_ATTRIBUTE)
+    # a result carries the name its model is listed under, not its file's name ("kernel")
+    shipped = logic.translate(node, Task.SharpToSmooth, device="cpu", tileSize=32)
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    assert "kernel-shipped" in hierarchy.GetItemAttribute(hierarchy.GetItemByDataNode(shipped),
+                                                         SERIES_DESCRIPTION_ATTRIBUTE)
     # a stored file that changed is refused, and the card says why
     Path(entry.path).write_bytes(Path(save_tiny_model(modelFolders / "other.safetensors", "kernel")).read_bytes())
     assert "checksum mismatch" in dict(logic.modelManagerCard("my-kernel"))["Error"]

@@ -330,7 +330,7 @@ class TranslationLogic:
     def _loadModel(self, task: Task, modelPath: str, model: Any) -> Tuple[Any, str]:
         """(model, the name it is known by): ``model`` itself when given, else the task's."""
         if model is not None:
-            return model, model.metadata.name or "model"
+            return model, model.name
         path = self.modelPathForTask(task, modelPath)
         return engine.loadModel(path, device="cpu"), _modelName(path)
 
@@ -536,7 +536,14 @@ class TranslationLogic:
 
 
 def _modelName(path: str) -> str:
-    """The name a model file is known by: its file name without the ending."""
+    """The name a model file is known by: the one it is listed under (the name the user
+    picked, as the command line's output and DICOM headers carry it), else its file name
+    without the ending."""
+    from RevGANCore.registry import registered_name
+
+    listed = registered_name(path)
+    if listed:
+        return listed
     base = os.path.basename(str(path))
     return base[: -len(".safetensors")] if base.endswith(".safetensors") else base
 
