@@ -188,6 +188,11 @@ def test_bench_quality_json_has_every_task_world_and_row_kind(identity_table, tm
 
     text = format_quality_table(result)
     assert "the fitted linear filter is the ceiling" in text and "kernel/nonlinear" in text
+    # untrained models earn nothing; the rows this table lacks are not a pass
+    claims = {(c["task"], c["claim"]): c["holds"] for c in result["claims"]}
+    assert claims[("kernel/nonlinear", "Paired+2R beats every classical-paired row on MAE and PSNR")] is False
+    assert claims[("kernel/nonlinear", "Paired+2R is at least as good as Paired on MAE and PSNR")] is None
+    assert "FAILS" in text and "not evaluated" in text
 
 
 def test_bench_quality_pools_several_model_folders(identity_table, tmp_path, capsys):

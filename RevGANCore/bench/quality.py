@@ -47,6 +47,7 @@ import numpy as np
 
 from ..errors import ConfigError, ModelFileError
 from ..phantom_dataset import WORLDS
+from .table2_claims import format_claims, table_claims
 from ..phantom_splits import FIT_CASES, TEST_CASES, TEST_SEED, TRAIN_SEED, UNPAIRED_FIT_CASES, VALIDATION_CASES
 
 VARIANT_LABELS = {"unpaired": "Unpaired", "unpaired_2r": "Unpaired+2R", "paired": "Paired",
@@ -276,6 +277,7 @@ def run_quality_benchmark(models_dir: Union[None, Path, Sequence[Path]] = None, 
                                      {"models": [m.path.name for m in row_models],
                                       "configs": [m.config for m in row_models]}))
             result["tasks"][f"{task}/{world}"] = rows
+    result["claims"] = table_claims(result)
     return result
 
 
@@ -299,4 +301,8 @@ def format_quality_table(result: dict) -> str:
                          f"{row['psnr']:.2f} +- {row['psnr_std']:.2f} | {row['ssim']:.4f} +- {row['ssim_std']:.4f} | "
                          f"{row['bias_hu']:+.2f} +- {row['bias_hu_std']:.2f}")
         lines.append("")
+    claims = table_claims(result)
+    if claims:
+        lines += ["What the nonlinear worlds show (a learned model must beat the classical methods that use "
+                  "the same data):", format_claims(claims), ""]
     return "\n".join(lines)
