@@ -193,6 +193,7 @@ def test_bench_quality_json_has_every_task_world_and_row_kind(identity_table, tm
     assert claims[("kernel/nonlinear", "Paired+2R beats every classical-paired row on MAE and PSNR")] is False
     assert claims[("kernel/nonlinear", "Paired+2R is at least as good as Paired on MAE and PSNR")] is None
     assert "FAILS" in text and "not evaluated" in text
+    assert result["phantom_shape"] == list(QUALITY_SHAPE) and "a quick check, not the reported table" in text
 
 
 def test_bench_quality_pools_several_model_folders(identity_table, tmp_path, capsys):

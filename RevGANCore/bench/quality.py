@@ -243,7 +243,8 @@ def run_quality_benchmark(models_dir: Union[None, Path, Sequence[Path]] = None, 
     result = {"cases": test_cases, "test_seed": TEST_SEED, "training_seed": TRAIN_SEED,
               "validation_cases": list(VALIDATION_CASES), "fit_cases": list(FIT_CASES),
               "unpaired_fit_cases": {"sharp": list(FIT_CASES), "smooth": list(UNPAIRED_FIT_CASES)},
-              "worlds": list(worlds), "gaussian_sigma_mm": {}, "tasks": {}}
+              "worlds": list(worlds), "phantom_shape": list(shape) if shape else None,
+              "gaussian_sigma_mm": {}, "tasks": {}}
     loaded = {m.path: load_model(m.path, device="cpu") for m in table if m.world in worlds}
     for world in worlds:
         suffix = "" if world == "linear" else f"_{world}"
@@ -292,6 +293,9 @@ def _ceiling_note(task_key: str) -> str:
 def format_quality_table(result: dict) -> str:
     lines = [f"Held-out phantom test cases: {result['cases']} (seed {result['test_seed']}); mean +- std over "
              "cases (and model files of a row); bias = mean signed error in the body", ""]
+    if result.get("phantom_shape"):
+        lines[-1:] = [f"Phantoms of {result['phantom_shape']} voxels (z, y, x), not the default: a quick check, "
+                      "not the reported table", ""]
     for key, rows in result["tasks"].items():
         lines.append(f"{key}: {_ceiling_note(key)}")
         lines.append("method | kind | MAE (HU) | PSNR (dB) | SSIM | bias (HU)")
