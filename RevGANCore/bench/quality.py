@@ -47,8 +47,8 @@ import numpy as np
 
 from ..errors import ConfigError, ModelFileError
 from ..phantom_dataset import WORLDS
-from .table2_claims import format_claims, table_claims
 from ..phantom_splits import FIT_CASES, TEST_CASES, TEST_SEED, TRAIN_SEED, UNPAIRED_FIT_CASES, VALIDATION_CASES
+from .table2_claims import format_claims, table_claims
 
 VARIANT_LABELS = {"unpaired": "Unpaired", "unpaired_2r": "Unpaired+2R", "paired": "Paired",
                   "paired_2r": "Paired+2R"}

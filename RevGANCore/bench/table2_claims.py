@@ -73,7 +73,7 @@ def task_claims(task_key: str, rows: List[dict]) -> List[dict]:
     at_least = None
     if best_paired and plain:
         at_least = {"holds": best_paired["mae_hu"] <= plain["mae_hu"] and best_paired["psnr"] >= plain["psnr"],
-                            "detail": f"MAE {best_paired['mae_hu']:.2f} vs {plain['mae_hu']:.2f} HU, "
+                    "detail": f"MAE {best_paired['mae_hu']:.2f} vs {plain['mae_hu']:.2f} HU, "
                               f"PSNR {best_paired['psnr']:.2f} vs {plain['psnr']:.2f} dB"}
     claims.append(_claim(task_key, "Paired+2R is at least as good as Paired on MAE and PSNR", at_least))
     return claims
