@@ -181,6 +181,9 @@ def _train(args, runs, iterations: int, sizing, env, budget_end: float, calibrat
         report[run.name] = result
     rows = [row for row in ROWS if row in {run.row for run in runs}]
     index = table_index(runs_dir, rows, range(args.seeds), iterations, args.worlds, sizing)
+    if not index["models"]:
+        say("no run finished inside the budget: the index lists no model")
+    runs_dir.mkdir(parents=True, exist_ok=True)  # absent when the budget left no run to start
     (runs_dir / "table2.json").write_text(json.dumps(index, indent=2))
     stopped = [f"{e['task']}_{e['variant']}/{e['world']}/seed{e['seed']}" for e in index["models"]
                if e["iterations"] != iterations]
