@@ -332,7 +332,9 @@ class TranslationLogic:
         if model is not None:
             return model, model.name
         path = self.modelPathForTask(task, modelPath)
-        return engine.loadModel(path, device="cpu"), _modelName(path)
+        loaded = engine.loadModel(path, device="cpu")
+        # Loading already looked the file up in the registry (known_as): no second look.
+        return loaded, loaded.known_as or _fileModelName(path)
 
     def _translateHere(self, inputNode, task: Task, modelPath, direction, device, tileSize, outputNode, name,
                        progress, cancel, message, model):
@@ -541,9 +543,11 @@ def _modelName(path: str) -> str:
     without the ending."""
     from RevGANCore.registry import registered_name
 
-    listed = registered_name(path)
-    if listed:
-        return listed
+    return registered_name(path) or _fileModelName(path)
+
+
+def _fileModelName(path: str) -> str:
+    """A model file's name without the ending: the name of a file the registry does not list."""
     base = os.path.basename(str(path))
     return base[: -len(".safetensors")] if base.endswith(".safetensors") else base
 
