@@ -22,7 +22,7 @@ level of the prior's output.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch.nn import functional
@@ -65,10 +65,13 @@ class RecorruptedPairs:
     """(source, answer) pairs from sharp patches, in network units (see the module docstring).
     :meth:`calibrate` with the generator's forward prior before the first call."""
 
-    def __init__(self, noise: NoiseSynthesis, target_noise_level: float, alpha: float = ALPHA):
+    def __init__(self, noise: NoiseSynthesis, target_noise_level: float, alpha: float = ALPHA,
+                 source_cases: Sequence[str] = (), target_cases: Sequence[str] = ()):
         self.noise = noise
         self.target_noise_level = float(target_noise_level)
         self.alpha = float(alpha)
+        # Where the two noise levels were measured, for the training log.
+        self.source_cases, self.target_cases = tuple(source_cases), tuple(target_cases)
         self.noise_reduction: Optional[float] = None  # a
         self.edge_threshold: Optional[float] = None
 

@@ -124,14 +124,15 @@ class Trainer:
             return None
         sources, targets = unpaired_fit_halves(self.data.manifest, self.data.train_ids)
         return RecorruptedPairs(source_noise(self.data.manifest, self.data.task_spec, sources),
-                                target_noise_level(self.data.manifest, self.data.task_spec, targets))
+                                target_noise_level(self.data.manifest, self.data.task_spec, targets),
+                                source_cases=sources, target_cases=targets)
 
     def _calibrate_recorrupted_pairs(self) -> None:
         """Settle the recorrupted pairs' noise reduction against the installed linear prior."""
         pairs = self.objective.recorrupted_pairs
         if pairs is None:
             return
-        sources, targets = unpaired_fit_halves(self.data.manifest, self.data.train_ids)
+        sources, targets = pairs.source_cases, pairs.target_cases
         level, reduction = pairs.calibrate(self.models.generator.prior_forward)
         hu = unit_to_hu(1.0) - unit_to_hu(0.0)
         spec = self.data.task_spec
