@@ -133,6 +133,7 @@ def test_cpu_runner_dry_run_trains_and_ships_both_worlds(tmp_path):
     record = json.loads((work / "cpu_table2.json").read_text())
     assert record["runs"]["kernel_paired/nonlinear/seed0"]["rerun"] and not record["failed"]
     assert "rerun" not in record["runs"]["kernel_paired/linear/seed0"]
+    assert record["total_wall_seconds"] >= record["training_wall_seconds"]  # the rerun counts in both
     assert len(load_table_index(out)) == 2
 
     # Other rows trained apart into the same --out join the kernel rows there.
@@ -154,9 +155,17 @@ def test_cpu_runner_dry_run_trains_and_ships_both_worlds(tmp_path):
     record = json.loads((out / "cpu_table2_kernel.json").read_text())
     assert set(record["runs"]) == {f"{row}/{world}/seed0" for row in ("kernel_paired", "kernel_unpaired")
                                    for world in ("linear", "nonlinear")}
-    assert record["iterations_per_run"] == 4 and record["other_rows"]["iterations_per_run"] == 2
-    assert record["other_rows"]["rows"] == ["kernel_paired"]
+    assert record["iterations_per_run"] == 4 and record["rows"] == ["kernel_unpaired"]
+    assert [(t["rows"], t["iterations_per_run"]) for t in record["earlier_trainings"]] == [(["kernel_paired"], 2)]
     assert {m.variant for m in load_table_index(out) if m.task == "kernel"} == {"paired", "unpaired"}
+
+    # Trained once more: the first training (the paired row's) is still on record, the second is not.
+    again = [*kernel_unpaired[:kernel_unpaired.index("--work") + 1], str(tmp_path / "work_again"), "--out", str(out)]
+    again[again.index("--iterations") + 1] = "6"
+    assert subprocess.run(again, cwd=tmp_path, capture_output=True, text=True, timeout=300).returncode == 0
+    record = json.loads((out / "cpu_table2_kernel.json").read_text())
+    assert record["iterations_per_run"] == 6 and record["rows"] == ["kernel_unpaired"]
+    assert [(t["rows"], t["iterations_per_run"]) for t in record["earlier_trainings"]] == [(["kernel_paired"], 2)]
 
 
 def test_every_training_seed_is_validated_on_the_same_patches(tmp_path):

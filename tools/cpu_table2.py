@@ -136,13 +136,33 @@ def model_folder(folder: Path, index: dict, runs_dir: Path, chosen_only: bool, r
 
 def merged_record(old: dict, record: dict, rows) -> dict:
     """The runner's record of a folder where only ``rows`` were trained again: the other rows'
-    runs stay listed, and the settings they were trained under stay in ``other_rows``."""
+    runs stay listed, and every earlier training whose rows are still shipped stays in
+    ``earlier_trainings`` (its settings, wall times and ``rows``: those of its rows not trained
+    since)."""
     kept = {name: run for name, run in old.get("runs", {}).items() if name.split("/")[0] not in rows}
     if not kept:
         return record
-    earlier = {key: value for key, value in old.items() if key not in ("runs", "other_rows")}
-    earlier["rows"] = sorted({name.split("/")[0] for name in kept})
-    return dict(record, runs={**kept, **record["runs"]}, other_rows=earlier)
+    still_shipped = {name.split("/")[0] for name in kept}
+    earlier = []
+    for training in trainings_of(old):
+        left = sorted(set(training["rows"]) & still_shipped)
+        if left:
+            earlier.append(dict(training, rows=left))
+    return dict(record, runs={**kept, **record["runs"]}, earlier_trainings=earlier)
+
+
+def trainings_of(record: dict) -> list:
+    """Every training a record describes, oldest first, each without its runs and with the rows
+    it trained. Reads the older layout too (one ``other_rows`` entry whose ``rows`` listed every
+    row kept, the top level then having trained the rest)."""
+    earlier = list(record.get("earlier_trainings", []))
+    if "other_rows" in record:
+        earlier.append(record["other_rows"])
+    latest = {key: value for key, value in record.items() if key not in ("runs", "other_rows", "earlier_trainings")}
+    if "rows" not in latest:
+        before = {row for training in earlier for row in training["rows"]}
+        latest["rows"] = sorted({name.split("/")[0] for name in record.get("runs", {})} - before)
+    return earlier + [latest]
 
 
 def ship(args, runs_dir: Path) -> None:
@@ -218,7 +238,7 @@ def main(argv=None) -> int:
     index = write_index(args, runs_dir, iterations, run_sizing)
     failed = [run.name for run, result in results.items() if result.code != 0]
     stopped = [entry for entry in index["models"] if entry["iterations"] != iterations]
-    record = {"iterations_per_run": iterations, "sizing": run_sizing, "parallel": args.parallel,
+    record = {"rows": sorted(args.rows), "iterations_per_run": iterations, "sizing": run_sizing, "parallel": args.parallel,
               "threads_per_run": 1, "budget_seconds": args.budget, "training_wall_seconds": round(training_seconds, 1),
               "total_wall_seconds": round(time.time() - started, 1), "calibration": calibration,
               "runs": {run.name: {"exit": result.code, "wall_seconds": round(result.seconds, 1)}
@@ -259,7 +279,9 @@ def continue_table(args) -> int:
     record["runs"].update({run.name: {"exit": result.code, "wall_seconds": round(result.seconds, 1), "rerun": True}
                            for run, result in results.items()})
     record["failed"] = [run.name for run in runs if not finished(runs_dir, run)]
-    record["training_wall_seconds"] = round(record["training_wall_seconds"] + time.time() - started, 1)
+    extra = time.time() - started
+    record["training_wall_seconds"] = round(record["training_wall_seconds"] + extra, 1)
+    record["total_wall_seconds"] = round(record["total_wall_seconds"] + extra, 1)
     write_index(args, runs_dir, iterations, run_sizing)
     record_path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     ship(args, runs_dir)
