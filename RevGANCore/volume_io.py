@@ -283,7 +283,8 @@ def _header_data_files(header: Path, suffix: str) -> List[Path]:
 def check_volume_output(path, inputs: Sequence = ()) -> Path:
     """Refuse, before any work, a volume output that has an unknown file type, is a folder,
     lies where we cannot write, or would create or replace any file of ``inputs`` (files,
-    DICOM folders or model files; ``.mhd``/``.nhdr`` data files count). Creates nothing."""
+    DICOM folders or model files; ``.mhd``/``.nhdr`` data files count), or replace a data file
+    that the header being replaced does not name. Creates nothing."""
     target = Path(os.path.expanduser(os.fspath(path)))
     if not volume_suffix(target):
         raise OutputError(f"{target}: unknown output file type; use one of {', '.join(VOLUME_SUFFIXES)} "
@@ -291,7 +292,30 @@ def check_volume_output(path, inputs: Sequence = ()) -> Path:
     check_writable_location(target)
     input_files = [item for source in inputs if source for item in volume_input_files(source)]
     refuse_overlap(volume_output_files(target), input_files)
+    _refuse_foreign_data_file(target)
     return target
+
+
+def _refuse_foreign_data_file(target: Path) -> None:
+    """A ``.mhd``/``.nhdr`` output replaces its data file too (``x.nhdr`` -> ``x.raw.gz``).
+    That file may only be replaced when it is the data of the header being replaced: a file
+    of that name that no header at ``target`` names is someone else's."""
+    data_files = volume_output_files(target)[1:]
+    if not data_files or not data_files[0].exists():
+        return
+    data = data_files[0]
+    named = _header_data_files(target, volume_suffix(target)) if target.is_file() else []
+    if not any(_same_file(data, item) for item in named):
+        raise OutputError(f"{target}: writing this header also writes its data file {data.name}, and a file "
+                          f"{data} already exists that {target.name} does not name; it would be replaced. Move it "
+                          "or choose another output name; nothing was written")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def estimated_file_bytes(shape: Sequence[int], dtype: str) -> int:

@@ -66,6 +66,24 @@ def test_round_trip_keeps_geometry_and_values(tmp_path, suffix, dtype):
     assert names == sorted([f"v{suffix}"] + data_file)
 
 
+@pytest.mark.parametrize("suffix, data_name", [(".nhdr", "v.raw.gz"), (".mhd", "v.zraw")])
+def test_a_header_output_never_replaces_a_data_file_it_does_not_own(tmp_path, suffix, data_name):
+    """Writing v.nhdr also writes v.raw.gz: an unrelated v.raw.gz already there is someone
+    else's file and is refused; the data file of a v.nhdr being replaced is replaced with it."""
+    foreign = tmp_path / data_name
+    foreign.write_bytes(b"someone else's data")
+    with pytest.raises(OutputError, match=f"data file {data_name}.*does not name"):
+        write_volume(oblique_volume(), tmp_path / f"v{suffix}")
+    assert foreign.read_bytes() == b"someone else's data" and not (tmp_path / f"v{suffix}").exists()
+
+    foreign.unlink()
+    first = oblique_volume()
+    write_volume(first, tmp_path / f"v{suffix}")
+    second = first.with_array(first.array + 7.0)
+    back = read_volume(write_volume(second, tmp_path / f"v{suffix}"))  # its own data file: replaced
+    np.testing.assert_array_equal(back.array, np.rint(second.array))
+
+
 def test_int16_writing_rounds_and_refuses_values_it_cannot_hold(tmp_path):
     array = ct_like()
     array[1, 1, 1:5] = [1.6, -2.5, 32767.0, -32768.0]
