@@ -31,7 +31,6 @@ import numpy as np
 from .errors import ConfigError, ModelFileError, VolumeError
 from .linear_filter import RadialFilter
 from .printable import printable
-from .registry import registered_name
 
 #: ``model_type`` of a radial kernel filter file (generators: "revgan-generator", the default).
 FILTER_MODEL_TYPE = "radial-kernel-filter"
@@ -159,9 +158,10 @@ def save_kernel_filter(path, radial: RadialFilter, metadata) -> Path:
     return save_safetensors(Path(path), tensors, {METADATA_KEY: metadata.to_json()})
 
 
-def load_kernel_filter(path: Path, header: dict, start: int, size: int, metadata) -> KernelFilterModel:
+def load_kernel_filter(path: Path, header: dict, start: int, size: int, metadata,
+                       known_as: Optional[str] = None) -> KernelFilterModel:
     """The :class:`KernelFilterModel` of a file whose header :func:`read_model_header` has
-    already validated."""
+    already validated; ``known_as``: the name the registry lists it under."""
     from .tensorfile import read_safetensors_tensors
 
     tensors = read_safetensors_tensors(path, header, start, size)
@@ -169,7 +169,7 @@ def load_kernel_filter(path: Path, header: dict, start: int, size: int, metadata
         radial = RadialFilter(tensors["frequency_per_mm"].numpy(), tensors["gain"].numpy())
     except ConfigError as error:
         raise ModelFileError(f"{path}: {error}") from None
-    return KernelFilterModel(radial, metadata, Path(path), known_as=registered_name(path))
+    return KernelFilterModel(radial, metadata, Path(path), known_as=known_as)
 
 
 def filter_metadata(name: str, domains: Dict[str, str], radial: RadialFilter, spacing_xyz, pairs: int,

@@ -48,7 +48,7 @@ from .errors import ConfigError, ModelFileError
 from .modelmetadata import (DEFAULT_HU_WINDOW, METADATA_KEY, MODEL_FORMAT, MODEL_FORMAT_VERSION, TASKS,
                             ModelMetadata, read_model_header)
 from .printable import printable
-from .registry import get_model_path, registered_name
+from .registry import get_model_path, verified_name
 from .tensorfile import read_safetensors_tensors, save_safetensors
 
 if TYPE_CHECKING:  # torch and the networks are imported where weights are used: metadata and the registry
@@ -138,11 +138,12 @@ def load_model(path, device: Union[str, torch.device] = "cpu") -> TranslationMod
     from .networks import RevGANGenerator3d
 
     path = get_model_path(path)
+    known_as = verified_name(path)  # a listed file must still be the one its registry recorded
     header, start, size, metadata, config = read_model_header(path)
     if config is None:
         from .linear_filter_file import load_kernel_filter
 
-        return load_kernel_filter(path, header, start, size, metadata)
+        return load_kernel_filter(path, header, start, size, metadata, known_as=known_as)
     tensors = read_safetensors_tensors(path, header, start, size)
     for name, tensor in sorted(tensors.items()):
         if not torch.isfinite(tensor).all():
@@ -154,7 +155,7 @@ def load_model(path, device: Union[str, torch.device] = "cpu") -> TranslationMod
         generator.to(torch.device(device))
     except (RuntimeError, TypeError) as error:
         raise ModelFileError(f"{path}: cannot move the model to device {device!r} ({error})") from None
-    return TranslationModel(generator, metadata, path, known_as=registered_name(path))
+    return TranslationModel(generator, metadata, path, known_as=known_as)
 
 
 def as_model(model, device: Union[str, torch.device] = "cpu") -> TranslationModel:
@@ -174,7 +175,9 @@ def check_task(model: TranslationModel, expected_task: str) -> None:
     if expected_task not in TASKS:
         raise ConfigError(f"unknown task {expected_task!r}; tasks are {', '.join(TASKS)}")
     if model.task != expected_task:
-        where = model.path or model.name
+        # The name the user chose for a listed model; a file given by path is named by its path.
+        where = (f"model {model.known_as!r} ({model.path})" if model.known_as and model.path
+                 else model.path or model.name)
         domains = model.metadata.domains
         raise ModelFileError(printable(f"{where}: is a {model.task!r} model ({domains['x']} -> {domains['y']}), "
                                        f"but this needs a {expected_task!r} model"))

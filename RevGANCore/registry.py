@@ -6,9 +6,11 @@ Shipped models live in a folder with a ``models.json`` index::
     {"format": "revgan-model-registry", "format_version": 1,
      "models": {"NAME": {"file": "NAME.safetensors", "card": "NAME.md",
                          "task": "super_resolution", "description": "one line",
-                         "default": true}}}
+                         "default": true, "sha256": "64 hexadecimal digits"}}}
 
-(``file`` and ``card`` relative to the folder). The same folder holds ``table2/`` (the
+(``file`` and ``card`` relative to the folder). ``sha256``, the model file's checksum, is
+checked every time the file is loaded (:func:`verified_name`): a damaged or edited shipped
+file would otherwise give different results without any error. The same folder holds ``table2/`` (the
 Table-2 variants read by ``revgan bench quality``). The folder is the first of:
 
 1. ``$REVGAN_MODELS_DIR`` (if set, it must exist);
@@ -26,8 +28,10 @@ them by name (a shipped name wins; a user model's checksum is verified on every 
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -38,7 +42,7 @@ from .modelmetadata import TASKS, check_text
 
 __all__ = ["ModelEntry", "MODELS_DIR_ENV", "PACKAGE_DATA_FOLDER", "REGISTRY_FILE", "REGISTRY_FORMAT",
            "models_dir", "models_dir_candidates", "list_models", "all_models", "get_model_path", "default_model",
-           "registered_name", "table2_dir"]
+           "registered_entry", "registered_name", "verified_name", "check_checksum", "table2_dir"]
 
 REGISTRY_FORMAT = "revgan-model-registry"
 REGISTRY_FILE = "models.json"
@@ -143,28 +147,66 @@ def _entry(index: Path, folder: Path, name: str, entry) -> ModelEntry:
     card = entry.get("card")
     if card is not None and not isinstance(card, str):
         raise ModelFileError(f"{where}: \"card\" must be a file name")
+    digest = entry.get("sha256")
+    if digest is not None and not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+        raise ModelFileError(f"{where}: \"sha256\" must be 64 lower-case hexadecimal digits")
     try:  # names and descriptions are printed by `revgan models`: no terminal escapes
         check_text(name, "the model name")
         description = check_text(entry.get("description", ""), "its description")
     except ConfigError as error:
         raise ModelFileError(f"{index}: {error}") from None
     return ModelEntry(name=name, path=folder / entry["file"], card=folder / card if card else None,
-                      task=entry["task"], description=description, default=bool(entry.get("default", False)))
+                      task=entry["task"], description=description, default=bool(entry.get("default", False)),
+                      sha256=digest)
 
 
-def registered_name(path) -> Optional[str]:
-    """The name ``path`` is listed under (shipped, then user models), or None: the name a
-    result should carry (logs, DICOM headers, Slicer nodes) is the one the user chose, not
-    the one the file was trained under. A registry that cannot be read names nothing: the
-    file itself may still be used."""
+def registered_entry(path) -> Optional[ModelEntry]:
+    """The entry ``path`` is listed under (shipped, then user models), or None. A registry
+    that cannot be read lists nothing: the file itself may still be used."""
     try:
         target = Path(path).resolve()
         for entry in all_models():
             if entry.path.resolve() == target:
-                return entry.name
+                return entry
     except (OSError, ConfigError, ModelFileError):
         return None
     return None
+
+
+def registered_name(path) -> Optional[str]:
+    """The name ``path`` is listed under, or None: the name a result should carry (logs,
+    DICOM headers, Slicer nodes) is the one the user chose, not the one the file was
+    trained under."""
+    entry = registered_entry(path)
+    return entry.name if entry is not None else None
+
+
+def verified_name(path) -> Optional[str]:
+    """:func:`registered_name` of a model file about to be loaded, after :func:`check_checksum`."""
+    entry = registered_entry(path)
+    if entry is None:
+        return None
+    check_checksum(entry)
+    return entry.name
+
+
+def check_checksum(entry: ModelEntry) -> None:
+    """Raise :class:`ModelFileError` when ``entry``'s file is not the one its registry recorded
+    (an entry without a checksum is not checked)."""
+    if entry.sha256 is None:
+        return
+    from .checksums import file_sha256
+
+    try:
+        actual = file_sha256(entry.path)
+    except OSError as error:
+        raise ModelFileError(f"{entry.path}: cannot be read ({error.strerror or error})") from None
+    if actual == entry.sha256:
+        return
+    remedy = (f"remove user model {entry.name!r} and add it again" if entry.origin == "user" else
+              "the shipped model is damaged or was edited; reinstall the package or restore the file")
+    raise ModelFileError(f"{entry.path}: checksum mismatch (SHA-256 {actual[:12]}..., recorded "
+                         f"{entry.sha256[:12]}...) for model {entry.name!r}: {remedy}")
 
 
 def get_model_path(name_or_path) -> Path:
@@ -197,7 +239,9 @@ def get_model_path(name_or_path) -> Path:
         raise ModelFileError(f"no model file, shipped or user model named {text!r} (no models are shipped in "
                              f"{_searched()}; user models: {users})")
     names = ", ".join(entry.name for entry in entries)
-    raise ModelFileError(f"no model file, shipped or user model named {text!r}; shipped models: {names}; "
+    close = difflib.get_close_matches(text, [entry.name for entry in all_models()], n=1, cutoff=0.75)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ModelFileError(f"no model file, shipped or user model named {text!r}{hint}; shipped models: {names}; "
                          f"user models: {users}")
 
 

@@ -81,6 +81,41 @@ def test_a_stored_file_changed_after_adding_is_refused_on_use(folders):
         get_model_path("tampered")
 
 
+def test_a_shipped_file_that_is_not_the_one_its_registry_recorded_is_refused_on_load(folders):
+    """A shipped model whose file differs from the registry's sha256 (a damaged install, an
+    edited file) would give different results with no error: loading it by name, or by the
+    path the default lookup returns, is refused; the intact file loads."""
+    from RevGANCore.modelfile import load_model
+    from RevGANCore.registry import default_model
+
+    shipped = folders["shipped"]
+    registry = json.loads((shipped / "models.json").read_text())
+    model_file = shipped / "kernel-shipped.safetensors"
+    registry["models"]["kernel-shipped"]["sha256"] = _sha256(model_file)
+    (shipped / "models.json").write_text(json.dumps(registry))
+    assert load_model("kernel-shipped").name == "kernel-shipped"
+
+    other = save_tiny_model(folders["downloads"] / "other.safetensors", "kernel", ngf=2, seed=8)
+    model_file.write_bytes(Path(other).read_bytes())  # a valid model file, but not the shipped one
+    for how in ("kernel-shipped", default_model("kernel").path):
+        with pytest.raises(ModelFileError, match="checksum mismatch .* for model 'kernel-shipped': the shipped"):
+            load_model(how)
+
+    registry["models"]["kernel-shipped"]["sha256"] = "not a digest"
+    (shipped / "models.json").write_text(json.dumps(registry))
+    with pytest.raises(ModelFileError, match="sha256.*64 lower-case hexadecimal"):
+        get_model_path("kernel-shipped")
+
+
+def test_every_shipped_model_records_the_checksum_of_its_file():
+    """Resources/Models/models.json: after replacing a model file, run
+    `python tools/install_models.py --checksums`."""
+    registry_path = Path(__file__).resolve().parents[1] / "Resources" / "Models" / "models.json"
+    registry = json.loads(registry_path.read_text())
+    for name, entry in registry["models"].items():
+        assert entry.get("sha256") == _sha256(registry_path.parent / entry["file"]), name
+
+
 def test_names_of_shipped_or_existing_models_and_unsafe_names_are_refused(folders):
     with pytest.raises(ModelFileError, match="shipped model"):
         add_model(folders["model"], name="kernel-shipped")

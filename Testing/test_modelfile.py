@@ -364,9 +364,13 @@ def test_registry_lists_finds_and_defaults(tmp_path, monkeypatch):
     assert default_model("kernel").name == "kernel-1"
     assert get_model_path("sr-a") == folder / "sr-a.safetensors"
     assert load_model("kernel-1").task == "kernel"
+    with pytest.raises(ModelFileError, match="^model 'kernel-1' \\(.*kernel.safetensors\\): is a 'kernel' model"):
+        check_task(load_model("kernel-1"), "super_resolution")  # named as the user chose it
     assert get_model_path(str(folder / "kernel.safetensors")) == folder / "kernel.safetensors"
-    with pytest.raises(ModelFileError, match="shipped models: sr-a, sr-b, kernel-1, lost"):
+    with pytest.raises(ModelFileError, match="named 'nonexistent'; shipped models: sr-a, sr-b, kernel-1, lost"):
         get_model_path("nonexistent")
+    with pytest.raises(ModelFileError, match=r"named 'kernel-2' \(did you mean 'kernel-1'\?\)"):
+        get_model_path("kernel-2")
     with pytest.raises(ModelFileError, match="missing"):
         get_model_path("lost")
     assert default_model("custom").name == "lost" and not default_model("custom").available

@@ -3,13 +3,16 @@
 
     python tools/install_models.py RUNS.tar.gz            # models + indexes (tools/gpu_session.py output)
     python tools/install_models.py --cards QUALITY.json   # model cards with the measured table
+    python tools/install_models.py --checksums            # models.json's sha256 from the files
 
 Step 1 copies each run's validation-chosen model (one per row and training seed) to
 ``Resources/Models/table2/<row>_seed<k>.safetensors`` with its name, description and caveats
 filled in, writes ``table2/table2.json`` (read by ``revgan bench quality``; ``chosen`` marks the
 seed a row ships) and registers the two Paired+2R models (chosen seeds) in ``models.json`` (read by
-``revgan models``, ``super-resolve``, ``demo`` and the Slicer module). Step 2 writes the model
-cards from ``revgan bench quality --json`` output.
+``revgan models``, ``super-resolve``, ``demo`` and the Slicer module), keeping its other
+entries. Step 2 writes the model cards from ``revgan bench quality --json`` output. Every
+registered file's SHA-256 is recorded in ``models.json`` (checked on every load); after
+replacing a model file by hand, ``--checksums`` records the new ones.
 """
 
 from __future__ import annotations
@@ -21,11 +24,14 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from RevGANCore.checksums import file_sha256  # noqa: E402
 from RevGANCore.modelfile import load_model, save_model  # noqa: E402
+from RevGANCore.output import write_text_atomic  # noqa: E402
 
 MODELS = REPO / "Resources" / "Models"
 TABLE = MODELS / "table2"
@@ -91,12 +97,25 @@ def install_runs(archive_path: Path, models_dir: Path = MODELS) -> None:
     entries = sorted(kept + entries, key=lambda e: (order[_row(e)], e.get("seed", 0)))
     index_path.write_text(json.dumps({"format": "revgan-table2", "protocol": index.get("protocol"),
                                       "models": entries}, indent=2) + "\n")
-    registry = {"format": "revgan-model-registry", "format_version": 1, "models": {}}
+    registry_path = models_dir / "models.json"
+    registry = (json.loads(registry_path.read_text()) if registry_path.exists() else
+                {"format": "revgan-model-registry", "format_version": 1, "models": {}})
     for task, (name, row, description) in SHIPPED.items():
         registry["models"][name] = {"file": f"table2/{shipped_file(row, table)}", "card": f"{name}.md", "task": task,
-                                    "description": description, "default": True}
-    (models_dir / "models.json").write_text(json.dumps(registry, indent=2) + "\n")
+                                    "description": description, "default": registry["models"].get(name, {}).get(
+                                        "default", not any(e["task"] == task and e.get("default")
+                                                           for e in registry["models"].values()))}
+    write_checksums(registry_path, registry)
     print(f"installed {len(entries)} models into {table} and registered {len(SHIPPED)} in {models_dir / 'models.json'}")
+
+
+def write_checksums(registry_path: Path, registry: Optional[dict] = None) -> None:
+    """Write ``registry`` (default: the file's own) with every entry's ``sha256`` taken from
+    its model file."""
+    registry = registry if registry is not None else json.loads(registry_path.read_text())
+    for name, entry in registry["models"].items():
+        entry["sha256"] = file_sha256(registry_path.parent / entry["file"])
+    write_text_atomic(registry_path, json.dumps(registry, indent=2) + "\n")
 
 
 def shipped_file(row: str, table: Path = TABLE) -> str:
@@ -166,13 +185,17 @@ def main() -> int:
     parser.add_argument("runs", nargs="?", help="table2_runs.tar.gz from tools/gpu_session.py")
     parser.add_argument("--cards", help="revgan bench quality --json output")
     parser.add_argument("--into", type=Path, default=MODELS, help=f"models folder for RUNS (default {MODELS})")
+    parser.add_argument("--checksums", action="store_true", help="record every registered file's SHA-256 in "
+                        "models.json of --into")
     args = parser.parse_args()
+    if args.checksums:
+        write_checksums(args.into / "models.json")
     if args.runs:
         install_runs(Path(args.runs), args.into)
     if args.cards:
         write_cards(Path(args.cards))
-    if not args.runs and not args.cards:
-        parser.error("give RUNS.tar.gz and/or --cards QUALITY.json")
+    if not (args.runs or args.cards or args.checksums):
+        parser.error("give RUNS.tar.gz, --cards QUALITY.json and/or --checksums")
     return 0
 
 
