@@ -155,14 +155,15 @@ def check_room(folder, files_bytes: Sequence[int], what) -> None:
     if limit is not None and largest > limit:
         raise OutputError(f"{what}: needs a {_mib(largest)} file but this process may write files of at "
                           f"most {_mib(limit)} (ulimit -f); nothing was written")
-    needed = int(sum(files_bytes)) + SPACE_MARGIN_BYTES
+    output_bytes = int(sum(files_bytes))
     try:
         free = shutil.disk_usage(str(folder)).free
     except OSError:
         return
-    if free < needed:
-        raise OutputError(f"{what}: no space left on the device: {_mib(needed)} needed in {folder}, "
-                          f"{_mib(free)} free; nothing was written")
+    if free < output_bytes + SPACE_MARGIN_BYTES:
+        raise OutputError(f"{what}: no space left on the device: the output takes about {_mib(output_bytes)} and "
+                          f"{_mib(SPACE_MARGIN_BYTES)} more are kept free, but {folder} has {_mib(free)} free; "
+                          "nothing was written")
 
 
 def describe_os_error(error: OSError) -> str:

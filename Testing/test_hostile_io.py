@@ -5,6 +5,7 @@ traceback, inputs byte-identical, and nothing left behind but the requested outp
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -235,6 +236,8 @@ def test_a_full_disk_is_refused_before_any_work(kit, tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, env=revgan_environment(), timeout=300)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert "no space left on the device" in done.stderr and "nothing was written" in done.stderr
+    # The output's own size (well under 1 MiB) and the margin are told apart.
+    assert re.search(r"the output takes about 0\.\d MiB and 16\.0 MiB more are kept free", done.stderr), done.stderr
 
 
 @pytest.mark.parametrize("suffix", [".nii", ".nii.gz", ".nrrd"])
