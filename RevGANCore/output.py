@@ -23,10 +23,17 @@ import errno
 import os
 import secrets
 import shutil
+import socket
+import time
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, so nothing is swept
+    fcntl = None
 
 from .errors import OutputError
 
@@ -36,6 +43,9 @@ SPACE_MARGIN_BYTES = 16 * 2 ** 20
 
 STAGING_PREFIX = ".revgan-staging-"
 SCRATCH_PREFIX = ".revgan-scratch-"
+#: A staging folder or scratch file younger than this is never swept: its owner may not
+#: have locked it yet.
+LEFTOVER_MIN_AGE_S = 120.0
 
 
 # --------------------------------------------------------------------------- locations
@@ -189,6 +199,7 @@ def allocate_scratch(folder, shape: Sequence[int], dtype, what) -> Iterator[np.m
     nbytes = int(np.prod([int(n) for n in shape], dtype=np.int64)) * dtype.itemsize
     scratch = str(_hidden_name(Path(folder), SCRATCH_PREFIX, ".tmp"))
     array = None
+    lock = None
     try:
         # The name is known before the file exists, so a signal arriving at any moment after
         # its creation still finds it to remove (mkstemp returns the name only afterwards).
@@ -196,6 +207,7 @@ def allocate_scratch(folder, shape: Sequence[int], dtype, what) -> Iterator[np.m
             handle = os.open(scratch, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as error:
             raise OutputError(f"{what}: cannot create scratch space in {folder} ({describe_os_error(error)})") from None
+        lock = _hold_own(scratch)
         try:
             if hasattr(os, "posix_fallocate"):
                 os.posix_fallocate(handle, 0, max(nbytes, 1))
@@ -211,11 +223,88 @@ def allocate_scratch(folder, shape: Sequence[int], dtype, what) -> Iterator[np.m
     finally:
         array = None
         _remove_file(scratch)
+        release(lock)
 
 
 def _hidden_name(folder: Path, prefix: str, suffix: str) -> Path:
-    """A fresh name in ``folder``, chosen before anything is created there."""
-    return Path(folder) / f"{prefix}{secrets.token_hex(8)}{suffix}"
+    """A fresh name in ``folder``, chosen before anything is created there. It carries the
+    host and process id (for people, and so that only this host's leftovers are swept:
+    :func:`remove_dead_leftovers`)."""
+    remove_dead_leftovers(folder)
+    return Path(folder) / f"{prefix}{_owner_tag()}{os.getpid()}-{secrets.token_hex(8)}{suffix}"
+
+
+def _owner_tag() -> str:
+    """This host's name, reduced to characters safe in a file name, and a separator."""
+    host = "".join(c if c.isalnum() else "_" for c in socket.gethostname())[:32] or "host"
+    return f"{host}-"
+
+
+def hold(path: str) -> Optional[int]:
+    """A descriptor holding an exclusive lock on ``path`` (a file or a folder) for as long as
+    it stays open: the kernel drops the lock when the process dies, however it dies, which
+    tells :func:`remove_dead_leftovers` what nobody holds. None where locks are not available
+    (Windows)."""
+    if fcntl is None:
+        return None
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(handle)
+        raise
+    return handle
+
+
+def _hold_own(path: str) -> Optional[int]:
+    """:func:`hold` on what this process just created; a file system without locks (some
+    network file systems) only means it cannot be swept after a crash."""
+    try:
+        return hold(path)
+    except OSError:
+        return None
+
+
+def release(handle: Optional[int]) -> None:
+    if handle is not None:
+        with contextlib.suppress(OSError):
+            os.close(handle)
+
+
+def remove_dead_leftovers(folder) -> List[str]:
+    """Remove the staging folders and scratch files in ``folder`` that a process of this host
+    left behind when it was killed (SIGKILL, the out-of-memory killer: no cleanup ran), and
+    return their names. A leftover is one with this host's tag, older than
+    ``LEFTOVER_MIN_AGE_S``, whose lock (:func:`hold`) nobody holds; a live process's, or
+    another machine's in a shared folder, is never touched. Nothing is swept without locks."""
+    removed: List[str] = []
+    if fcntl is None:
+        return removed
+    tag = _owner_tag()
+    try:
+        entries = [e for e in os.scandir(str(folder))
+                   if e.name.startswith((STAGING_PREFIX + tag, SCRATCH_PREFIX + tag))]
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        try:
+            if now - entry.stat(follow_symlinks=False).st_mtime < LEFTOVER_MIN_AGE_S:
+                continue
+            handle = hold(entry.path)
+        except OSError:  # held by a live process, or gone meanwhile
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                os.unlink(entry.path)
+            removed.append(entry.name)
+        except OSError:
+            pass
+        finally:
+            release(handle)
+    return removed
 
 
 def _remove_file(path: str) -> None:
@@ -248,6 +337,7 @@ class Staging:
         self.folder: Optional[Path] = None
         self._created: List[Path] = []
         self._published = False
+        self._lock: Optional[int] = None
 
     def __enter__(self) -> "Staging":
         base = nearest_existing_folder(self.target)
@@ -255,11 +345,13 @@ class Staging:
         try:
             os.mkdir(str(folder), 0o700)
             self.folder = folder
+            self._lock = _hold_own(str(folder))
             return self
         except OSError as error:
             raise OutputError(f"{self.what}: cannot write into {base} ({describe_os_error(error)})") from None
         except BaseException:  # a signal right after mkdir: __exit__ would not run
             shutil.rmtree(str(folder), ignore_errors=True)
+            release(self._lock)
             raise
 
     def path(self, name: str) -> Path:
@@ -310,6 +402,7 @@ class Staging:
     def __exit__(self, *exc) -> None:
         if self.folder is not None:
             shutil.rmtree(str(self.folder), ignore_errors=True)
+            release(self._lock)
         if not self._published:
             for item in reversed(self._created):
                 with contextlib.suppress(OSError):

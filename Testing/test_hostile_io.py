@@ -298,6 +298,38 @@ def test_a_signal_mid_run_removes_the_scratch_and_publishes_nothing(kit, tmp_pat
     assert not output.exists() and not hidden_leftovers(tmp_path)
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="leftovers are recognised by file locks (POSIX)")
+def test_what_a_killed_run_left_behind_is_swept_by_the_next_and_a_live_runs_never(kit, tmp_path):
+    """SIGKILL (or the out-of-memory killer) runs no cleanup: a run's hidden scratch file and
+    staging folder stay. The next write into that folder removes them once nobody holds
+    their locks; a live process's, however old, stays."""
+    from RevGANCore.output import LEFTOVER_MIN_AGE_S, Staging, remove_dead_leftovers
+
+    source = write_volume(random_volume((48, 96, 96), seed=5), tmp_path / "big.nii.gz")
+    process = start_revgan(["translate", source, tmp_path / "out.nii.gz", "--model", kit["slow"], "--device", "cpu"])
+    try:
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob(".revgan-scratch-*")):
+            assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=60)
+    finally:
+        process.kill()
+    left = hidden_leftovers(tmp_path)
+    assert left and str(process.pid) in left[0]
+    assert remove_dead_leftovers(tmp_path) == []  # too young: its owner may not have locked it yet
+    with Staging(tmp_path / "other.nii") as live:  # a live owner, aged like the leftovers
+        past = time.time() - 2 * LEFTOVER_MIN_AGE_S
+        for path in [*left, live.folder]:
+            os.utime(path, (past, past))
+        done = run_revgan(["translate", source, tmp_path / "again.nii.gz", "--model", kit["kernel"],
+                           "--device", "cpu"])
+        assert done.returncode == 0, done.stderr
+        assert hidden_leftovers(tmp_path) == [str(live.folder)]
+    assert not hidden_leftovers(tmp_path)
+
+
 @pytest.mark.parametrize("command, size", [("translate", (24, 80)), ("super-resolve", (24, 80)),
                                            ("translate", None)])
 def test_commands_work_in_a_real_terminal(kit, work, command, size):
