@@ -7,7 +7,8 @@ instead of giving a volume with silently wrong geometry:
 - the geometry tags are sane and the slices form one evenly spaced straight stack, whose
   geometry is computed from the headers, tilted or not (:mod:`.dicom_geometry`,
   :mod:`.dicom_tilt`), never taken from GDCM's guesses;
-- no DICOM file in the folder was silently skipped (:mod:`.dicom_files`);
+- no DICOM file in the folder was silently skipped (:mod:`.dicom_files`), objects without
+  an image (reports, presentation states, RT structure sets) aside: they belong to no series;
 - the modality is CT.
 An Enhanced (multi-frame) CT file is read by :mod:`.dicom_enhanced`, from its functional groups.
 ITK's warning lines are kept off the terminal: problems are reported as one line each.
@@ -20,17 +21,19 @@ same physical image; resample one onto the other's grid to compare them voxel by
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from .dicom_enhanced import is_enhanced_ct, kernel_of_enhanced_ct, read_enhanced_ct
-from .dicom_files import problem_with, unparsed_dicom_files
+from .dicom_files import looks_like_dicom, non_image_object, problem_with, unparsed_dicom_files
 from .dicom_geometry import SliceStack, slice_geometry, stack_slices
 from .dicom_tilt import place_on_slice_grid
 from .errors import VolumeError
 from .itk_quiet import itk_warnings_silenced
+from .printable import printable
 from .volume import Volume, image_to_volume
 
 # DICOM tags as SimpleITK names them ("group|element", lower-case hex).
@@ -71,17 +74,34 @@ class DicomSeriesInfo:
     image_type: Tuple[str, ...] = ()
     manufacturer: str = ""
     software_versions: str = ""
+    #: Why :func:`choose_series` took this series over others, and what it ignored ("" if nothing).
+    choice: str = ""
 
     @property
     def number_of_files(self) -> int:
         return len(self.files)
 
     def summary(self) -> str:
-        """One line for a log: UID, number, description, kernel and size."""
+        """One line for a log: UID, number, description, kernel and size, then how it was chosen."""
         number = "" if self.series_number is None else f" (number {self.series_number})"
         description = f" {self.description!r}" if self.description else ""
+        choice = f"; {self.choice}" if self.choice else ""
         return (f"series {self.series_uid}{number}{description}, kernel {self.kernel}, "
-                f"{self.columns}x{self.rows} pixels x {self.number_of_files} files")
+                f"{self.columns}x{self.rows} pixels x {self.number_of_files} files{choice}")
+
+    def label(self, size: bool = False) -> str:
+        """The UID with what tells series apart (number, a modality other than CT, kernel,
+        description and, with ``size``, the number of files), printable."""
+        details = [] if self.series_number is None else [f"number {self.series_number}"]
+        if self.modality and self.modality != "CT":
+            details.append(self.modality)
+        if self.kernel != "unknown":
+            details.append(f"kernel {self.kernel}")
+        if self.description:
+            details.append(f"'{self.description}'")
+        if size:
+            details.append(f"{self.number_of_files} files")
+        return printable(f"{self.series_uid} ({', '.join(details)})" if details else self.series_uid)
 
 
 def _header(path: str) -> Dict[str, str]:
@@ -172,34 +192,152 @@ def find_series(folder, recursive: bool = False) -> List[DicomSeriesInfo]:
     return found
 
 
-def _refuse_skipped_files(folder: str, series: Sequence[DicomSeriesInfo]) -> None:
-    """Refuse a folder holding a DICOM file that GDCM left out of every series."""
+def _refuse_skipped_files(folder: str, series: Sequence[DicomSeriesInfo]) -> List[Tuple[Path, str]]:
+    """Refuse a folder holding a DICOM file that GDCM left out of every series, unless it is
+    an object without an image (a dose report, a presentation state, an RT structure set),
+    which belongs to no image series; those come back as (path, what it is)."""
     skipped = unparsed_dicom_files(folder, [path for info in series for path in info.files])
-    if skipped:
-        more = f" (and {len(skipped) - 1} more such files)" if len(skipped) > 1 else ""
-        raise VolumeError(f"{skipped[0]}: {problem_with(skipped[0])}{more}; without it the DICOM series "
+    objects = [(path, non_image_object(path)) for path in skipped]
+    broken = [path for path, kind in objects if not kind]
+    if broken:
+        more = f" (and {len(broken) - 1} more such files)" if len(broken) > 1 else ""
+        raise VolumeError(f"{broken[0]}: {problem_with(broken[0])}{more}; without it the DICOM series "
                           f"in {folder} would be incomplete")
+    return [(path, kind) for path, kind in objects if kind]
+
+
+#: Equally large series listed at most in the refusal that asks the user to choose.
+TIED_SERIES_SHOWN = 6
 
 
 def choose_series(folder, series: Union[None, str, int] = None) -> DicomSeriesInfo:
     """The series of ``folder`` to read: the one whose SeriesInstanceUID is ``series``, or
-    else whose SeriesNumber it is; without ``series``, the largest (equally large competing
-    series are refused). Also refuses a folder in which GDCM silently skipped a DICOM file."""
+    else whose SeriesNumber it is. Without ``series``: among the CT series (or, if none says
+    CT, those without a modality), original ones before RevGAN's own results
+    (:func:`.dicom_pairing.is_our_derived_series`), the largest; equally large ones are
+    refused, each named with its number, kernel and description. Several series none of
+    which is CT are refused, naming them. ``choice`` of the result says what was passed over.
+    Also refuses a folder in which GDCM silently skipped a DICOM file, except objects without
+    an image (they are ignored and named in ``choice``)."""
     folder = str(folder)
     uids = _series_uids(folder)
     found = [describe_series(folder, uid) for uid in uids]
-    _refuse_skipped_files(folder, found)
+    ignored = _refuse_skipped_files(folder, found)
     if not uids:
-        raise VolumeError(f"{folder}: holds no DICOM series (an empty folder, or no DICOM files in it)")
+        raise VolumeError(_no_series_here(folder, series))
     if series is not None:
-        return _named_series(folder, found, str(series).strip())
-    found.sort(key=lambda info: -info.number_of_files)
-    if len(found) > 1 and found[0].number_of_files == found[1].number_of_files:
-        tied = [info.series_uid for info in found if info.number_of_files == found[0].number_of_files]
+        chosen, notes = _named_series(folder, found, str(series).strip()), []
+    else:
+        chosen, notes = _default_series(folder, found)
+    if ignored:
+        names = ", ".join(f"{path.name}: {kind}" for path, kind in ignored[:3]) + (", ..." if len(ignored) > 3 else "")
+        notes.append(f"ignored {len(ignored)} non-image DICOM object{'s' if len(ignored) > 1 else ''} ({names})")
+    return dataclasses.replace(chosen, choice=printable("; ".join(notes))) if notes else chosen
+
+
+def _default_series(folder: str, found: List[DicomSeriesInfo]) -> Tuple[DicomSeriesInfo, List[str]]:
+    """:func:`choose_series` without a series named: the series, and notes naming the series
+    passed over that the largest-series rule alone would have taken (as large or larger)."""
+    # Imported here: dicom_pairing builds on this module.
+    from .dicom_pairing import is_our_derived_series
+
+    candidates = [info for info in found if info.modality == "CT"] or [info for info in found if not info.modality]
+    if not candidates:
+        if len(found) == 1:
+            return found[0], []  # refused when read, naming its modality
+        raise VolumeError(f"{folder}: holds {len(found)} DICOM series and none is CT: "
+                          f"{', '.join(info.label(size=True) for info in _by_size(found))}")
+    not_ct = [info for info in found if info not in candidates]
+    originals = [info for info in candidates if not is_our_derived_series(info)]
+    ours = [info for info in candidates if info not in originals] if originals else []
+    candidates = _by_size(originals or candidates)
+    largest = candidates[0].number_of_files
+    tied = [info for info in candidates if info.number_of_files == largest]
+    if len(tied) > 1:
+        shown = ", ".join(info.label() for info in tied[:TIED_SERIES_SHOWN])
+        more = f" and {len(tied) - TIED_SERIES_SHOWN} more" if len(tied) > TIED_SERIES_SHOWN else ""
         raise VolumeError(f"{folder}: holds {len(found)} DICOM series and the largest are equally big "
-                          f"({found[0].number_of_files} files each: {', '.join(tied)}); choose one by "
-                          "SeriesInstanceUID or SeriesNumber (--series)")
-    return found[0]
+                          f"({largest} files each): {shown}{more}; choose one with --series (its SeriesNumber "
+                          "or SeriesInstanceUID)")
+    notes = []
+    for passed, why, hint in ((ours, "RevGAN's own earlier result", " (--series reads it)"),
+                              (not_ct, "the non-CT series", "")):
+        passed = [info for info in _by_size(passed) if info.number_of_files >= largest]
+        if passed:
+            notes.append(f"preferred to {why} {', '.join(info.label(size=True) for info in passed)}{hint}")
+    return candidates[0], notes
+
+
+def _by_size(series: Sequence[DicomSeriesInfo]) -> List[DicomSeriesInfo]:
+    """Largest first; equally large ones by SeriesNumber, then UID (a stable order for messages)."""
+    return sorted(series, key=lambda info: (-info.number_of_files, info.series_number is None,
+                                            info.series_number or 0, info.series_uid))
+
+
+#: How far below a folder without a series :func:`choose_series` looks for the series a user
+#: may have meant: folder levels, folders at most, and files per folder probed for DICOM.
+NESTED_SEARCH_LEVELS = 2
+NESTED_SEARCH_FOLDERS = 200
+NESTED_SEARCH_PROBES = 16
+
+
+def _no_series_here(folder: str, series: Union[None, str, int] = None) -> str:
+    """The refusal of a folder without a DICOM series, naming the folders below it that hold
+    some, or the one holding ``series`` (one series folder is read; picking one of several
+    would be a guess)."""
+    below = _series_below(folder)
+    if not below:
+        return f"{folder}: holds no DICOM series (an empty folder, or no DICOM files in it)"
+    if series is not None:
+        wanted = str(series).strip()
+        holding = [path for path, uids in below
+                   if any(_is_series(path, uid, wanted) for uid in uids)]
+        if holding:
+            return (f"{folder}: holds no DICOM series itself; series {wanted} is in "
+                    f"{', '.join(str(path) for path in holding)}: give that folder with --series {wanted}")
+    if len(below) == 1 and len(below[0][1]) == 1:
+        return (f"{folder}: holds no DICOM series itself; the one DICOM series below it is in {below[0][0]}: "
+                "give that folder")
+    shown = ", ".join(f"{path} ({len(uids)} series)" for path, uids in below[:8])
+    more = f" and {len(below) - 8} more" if len(below) > 8 else ""
+    return (f"{folder}: holds no DICOM series itself, but folders below it do: {shown}{more}; give one of them "
+            "(revgan batch and revgan dataset search the folders below a folder)")
+
+
+def _is_series(folder: Path, uid: str, wanted: str) -> bool:
+    if uid == wanted:
+        return True
+    try:
+        return wanted.isdigit() and describe_series(folder, uid).series_number == int(wanted)
+    except VolumeError:  # an unreadable header there is that folder's problem, not this refusal's
+        return False
+
+
+def _series_below(folder: str) -> List[Tuple[Path, List[str]]]:
+    """(folder, its SeriesInstanceUIDs) for the folders at most :data:`NESTED_SEARCH_LEVELS`
+    below ``folder`` that hold DICOM series, in name order. Cheap: a few files' first bytes
+    per folder, then GDCM's header scan only where they look like DICOM."""
+    found: List[Tuple[Path, List[str]]] = []
+    level, visited = [Path(folder)], 0
+    for _ in range(NESTED_SEARCH_LEVELS):
+        below = []
+        for here in level:
+            try:
+                below += sorted(entry for entry in here.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+            except OSError:
+                continue
+        level = below[:max(0, NESTED_SEARCH_FOLDERS - visited)]
+        visited += len(level)
+        for here in level:
+            try:
+                files = sorted(entry for entry in here.iterdir() if entry.is_file())
+            except OSError:
+                continue
+            if any(looks_like_dicom(path) for path in files[:NESTED_SEARCH_PROBES]):
+                uids = sorted(_series_uids(str(here)))
+                if uids:
+                    found.append((here, uids))
+    return sorted(found)
 
 
 def _named_series(folder: str, found: Sequence[DicomSeriesInfo], wanted: str) -> DicomSeriesInfo:
@@ -263,8 +401,8 @@ def _unreadable_series(info: DicomSeriesInfo, error: RuntimeError) -> VolumeErro
 
 
 def read_dicom_series(folder, series_uid: Union[None, str, int] = None) -> Volume:
-    """The series in ``folder`` (the largest, or ``series_uid``: a SeriesInstanceUID or a
-    SeriesNumber, see :func:`choose_series`) as a float32 HU Volume; source is the folder.
+    """The series in ``folder`` (the largest CT series, or ``series_uid``: a SeriesInstanceUID
+    or a SeriesNumber, see :func:`choose_series`) as a float32 HU Volume; source is the folder.
     A gantry-tilted series is resampled onto the grid of its slice
     planes (see :mod:`.dicom_tilt`). Raises :class:`VolumeError` for an empty folder, a
     truncated file, equally large competing series, bad geometry tags, mixed or unevenly

@@ -23,6 +23,7 @@ from .dicom_pairing import acquisition_groups, is_our_derived_series
 from .errors import ConfigError, VolumeError
 from .file_labels import unique_file_labels
 from .manifest import new_manifest, relative_path, write_manifest
+from .output_folder import FolderToFill
 from .volume import Volume
 from .volume_io import write_volume
 
@@ -49,13 +50,15 @@ def write_dicom_dataset(dicom_dir, out_dir, source_kernel: Optional[str] = None,
         raise VolumeError(f"{root}: no such folder")
     if _inside(folder, root):
         raise ConfigError(f"{folder}: the output folder must not be inside the DICOM folder {root}")
-    if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not overwrite)):
-        raise ConfigError(f"{folder}: exists and is not an empty folder; choose a new folder (or allow overwriting)")
+    # Checked before the scan, which may take long.
+    FolderToFill(folder, ("manifest.json",), may_hold_files=overwrite,
+                 not_empty_hint="(or allow writing into it: --overwrite, overwrite=True in Python)")
     say = progress or (lambda message: None)
     say(f"scanning {root}")
     found = find_series(root, recursive=True)
     if not found:
-        raise VolumeError(f"{root}: no DICOM series found (an empty folder, or no DICOM files in it)")
+        raise VolumeError(f"{root}: no DICOM series found in it or any folder below it (an empty folder, or no "
+                          "DICOM files in it)")
     skipped: List[str] = []
     studies: Dict[str, Dict[str, DicomSeriesInfo]] = {}
     usable = [info for info in found if _usable(info, skipped)]

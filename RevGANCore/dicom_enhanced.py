@@ -83,6 +83,13 @@ def _frame_geometry(dataset, frame: int, path: str) -> SliceGeometry:
     return dataclasses.replace(geometry, path=f"frame {frame + 1}")
 
 
+def frame_geometries(dataset, path) -> List[SliceGeometry]:
+    """The geometry of each frame of an Enhanced CT dataset (pydicom, pixels not needed),
+    in file order: entry k is frame number k + 1."""
+    count = int(dataset.get("NumberOfFrames", 1) or 1)
+    return [_frame_geometry(dataset, frame, str(path)) for frame in range(count)]
+
+
 def _rescale(dataset, frame: int) -> Tuple[float, float]:
     slope = _group_value(dataset, frame, "PixelValueTransformationSequence", "RescaleSlope")
     intercept = _group_value(dataset, frame, "PixelValueTransformationSequence", "RescaleIntercept")

@@ -3,7 +3,10 @@
 GDCM's series scanner skips a file it cannot parse, so one truncated slice turns into a
 gap ("uneven slice spacing") or, at either end, into a silently shorter volume. Any
 file in a series folder that looks like DICOM but is in no series is therefore checked
-here, and reported by name with what is wrong with it.
+here, and reported by name with what is wrong with it. GDCM also leaves out valid objects
+that hold no image (dose reports, presentation states, RT structure sets and plans), which
+PACS exports routinely put beside the slices: :func:`non_image_object` tells those apart
+from broken slices by their header.
 """
 
 from __future__ import annotations
@@ -22,6 +25,11 @@ PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
 
 #: Files in a DICOM folder that are DICOM but never images.
 NON_IMAGE_NAMES = ("dicomdir",)
+
+#: Modalities (0008,0060) of objects without an image, for a SOP class pydicom does not know:
+#: reports, presentation states, key objects, documents, RT objects, registrations, waveforms.
+NON_IMAGE_MODALITIES = frozenset({"SR", "PR", "KO", "DOC", "RTSTRUCT", "RTPLAN", "RTRECORD", "REG", "FID",
+                                  "PLAN", "RWV", "AU", "ECG", "HD"})
 
 
 def looks_like_dicom(path: Path) -> bool:
@@ -61,6 +69,31 @@ def problem_with(path: Path) -> str:
     if shortfall is not None:
         return f"truncated: {shortfall[0]} of {shortfall[1]} bytes"
     return f"truncated or corrupt DICOM ({size} bytes), it cannot be parsed"
+
+
+def non_image_object(path: Path) -> str:
+    """What a DICOM file that can never be a slice of an image series is ("SR", "RTPLAN",
+    "Grayscale Softcopy Presentation State Storage"), or "" for an image file, a file whose
+    header cannot be parsed, or without pydicom. Decided from the header alone (pydicom,
+    ``stop_before_pixels``): a SOP class pydicom knows decides (image storage classes have
+    "Image" in their name), else the modality. pydicom reads a cut header without complaint,
+    so only a positive identification counts: a slice cut before its SOP class stays a
+    broken slice."""
+    try:
+        import pydicom
+        from pydicom.uid import UID
+    except ImportError:
+        return ""
+    try:
+        dataset = pydicom.dcmread(str(path), stop_before_pixels=True)
+    except Exception:  # pydicom raises many types for a file that is not DICOM
+        return ""
+    meta = getattr(dataset, "file_meta", None) or {}
+    sop_class = UID(str(dataset.get("SOPClassUID") or meta.get("MediaStorageSOPClassUID") or "").strip().rstrip("\x00"))
+    modality = str(dataset.get("Modality", "") or "").strip().upper()
+    if sop_class and sop_class.type == "SOP Class":
+        return "" if "Image" in sop_class.name else (modality or sop_class.name)
+    return modality if modality in NON_IMAGE_MODALITIES else ""
 
 
 def unparsed_dicom_files(folder: str, parsed: Collection[str]) -> List[Path]:

@@ -7,7 +7,8 @@ The series is one a radiologist can file beside its source (docs/design.md, deci
 - a new SeriesInstanceUID and new SOPInstanceUIDs (``pydicom.uid.generate_uid``), ImageType
   ``DERIVED\\SECONDARY``, SeriesDescription and ConvolutionKernel describing the result,
   DerivationDescription and, per slice, a SourceImageSequence naming the source slices it
-  was computed from (those less than one source slice step away, else the nearest);
+  was computed from (those less than one source slice step away, else the nearest; for an
+  Enhanced (multi-frame) CT source, the frames, by ReferencedFrameNumber);
 - ImageComments (0020,4000) says that the images are not for diagnosis;
 - the geometry is exact: ImageOrientationPatient, ImagePositionPatient per slice,
   PixelSpacing, SliceThickness and SpacingBetweenSlices, for oblique and
@@ -35,6 +36,7 @@ import numpy as np
 
 from . import __version__
 from .dicom import DicomSeriesInfo
+from .dicom_enhanced import ENHANCED_CT_CLASSES, frame_geometries
 from .errors import OutputError, VolumeError
 from .output import Staging, check_output_folder, check_room
 from .volume import Volume
@@ -46,6 +48,9 @@ NOT_FOR_DIAGNOSIS = ("NOT FOR DIAGNOSTIC USE: computed by a research model (RevG
 MANUFACTURER = "RevGAN for 3D Slicer"
 #: Added to the source's SeriesNumber, so the result sorts after it in a viewer's list.
 SERIES_NUMBER_OFFSET = 1000
+#: The range of a DICOM IS value (SeriesNumber); strict readers refuse a number outside it. A
+#: sum above it becomes the largest IS value, which still sorts after the source.
+IS_MIN, IS_MAX = -2 ** 31, 2 ** 31 - 1
 
 #: Patient, study and frame-of-reference attributes copied from the source series.
 COPIED_KEYWORDS = (
@@ -117,13 +122,15 @@ def right_handed(volume: Volume) -> Volume:
 
 
 class _SourceSlices:
-    """The source series' shared header and where its slices lie along their normal."""
+    """The source series' shared header and where its slices (or, in an Enhanced CT file,
+    its frames) lie along their normal."""
 
     def __init__(self, info: DicomSeriesInfo):
         pydicom = require_pydicom()
         self.info = info
         self.header = None
-        references: List[Tuple[float, str, str]] = []
+        # (position along the normal, SOPClassUID, SOPInstanceUID, frame number or 0 for a whole file)
+        references: List[Tuple[float, str, str, int]] = []
         normal = None
         for path in info.files:
             try:
@@ -132,28 +139,45 @@ class _SourceSlices:
                 raise VolumeError(f"{path}: cannot be read as DICOM for the output's provenance ({error})") from None
             if self.header is None:
                 self.header = dataset
+            sop_class, sop = str(dataset.SOPClassUID), str(dataset.SOPInstanceUID)
+            if sop_class in ENHANCED_CT_CLASSES and int(dataset.get("NumberOfFrames", 1) or 1) > 1:
+                # One file, every slice a frame placed by the functional groups (already checked by the reader).
+                for frame, geometry in enumerate(frame_geometries(dataset, path), start=1):
+                    if normal is None:
+                        normal = np.cross(geometry.row_direction, geometry.column_direction)
+                    references.append((float(geometry.position @ normal), sop_class, sop, frame))
+                continue
             if normal is None and "ImageOrientationPatient" in dataset:
                 cosines = np.asarray([float(v) for v in dataset.ImageOrientationPatient])
                 normal = np.cross(cosines[:3], cosines[3:])
             position = np.asarray([float(v) for v in dataset.get("ImagePositionPatient", [0, 0, 0])])
             along = float(position @ normal) if normal is not None else 0.0
-            references.append((along, str(dataset.SOPClassUID), str(dataset.SOPInstanceUID)))
+            references.append((along, sop_class, sop, 0))
         references.sort()
         self.references = references
         self.normal = normal
-        steps = np.diff([along for along, _, _ in references])
+        steps = np.diff([along for along, _, _, _ in references])
         self.step = float(np.median(steps)) if len(steps) else 0.0
 
-    def near(self, point: np.ndarray) -> List[Tuple[str, str]]:
-        """(SOPClassUID, SOPInstanceUID) of the source slices less than one step from ``point``."""
+    def near(self, point: np.ndarray) -> List[Tuple[str, str, Tuple[int, ...]]]:
+        """(SOPClassUID, SOPInstanceUID, frame numbers) of the source slices or frames less
+        than one step from ``point``, one entry per instance (no frame numbers for a
+        single-frame instance)."""
         if self.normal is None or self.step <= 0:
-            return [(sop_class, sop) for _, sop_class, sop in self.references]
-        along = float(point @ self.normal)
-        distances = [abs(position - along) for position, _, _ in self.references]
-        chosen = [i for i, d in enumerate(distances) if d < self.step * 0.999]
-        if not chosen:
-            chosen = [int(np.argmin(distances))]
-        return [self.references[i][1:] for i in chosen]
+            chosen = list(range(len(self.references)))
+        else:
+            along = float(point @ self.normal)
+            distances = [abs(position - along) for position, _, _, _ in self.references]
+            chosen = [i for i, d in enumerate(distances) if d < self.step * 0.999]
+            if not chosen:
+                chosen = [int(np.argmin(distances))]
+        instances: dict = {}
+        for i in chosen:
+            _, sop_class, sop, frame = self.references[i]
+            frames = instances.setdefault((sop_class, sop), [])
+            if frame:
+                frames.append(frame)
+        return [(sop_class, sop, tuple(sorted(frames))) for (sop_class, sop), frames in instances.items()]
 
 
 def _base_dataset(volume: Volume, source: Optional[_SourceSlices], description: str, kernel: Sequence[str],
@@ -219,12 +243,14 @@ def _base_dataset(volume: Volume, source: Optional[_SourceSlices], description: 
     return ds
 
 
-def _source_reference(sop_class: str, sop_instance: str):
+def _source_reference(sop_class: str, sop_instance: str, frames: Sequence[int] = ()):
     from pydicom.dataset import Dataset
 
     item = Dataset()
     item.ReferencedSOPClassUID = sop_class
     item.ReferencedSOPInstanceUID = sop_instance
+    if frames:
+        item.ReferencedFrameNumber = list(frames) if len(frames) > 1 else frames[0]
     purpose = Dataset()
     purpose.CodeValue, purpose.CodingSchemeDesignator, purpose.CodeMeaning = PURPOSE_SOURCE_IMAGE
     item.PurposeOfReferenceCodeSequence = [purpose]
@@ -266,6 +292,13 @@ def write_dicom_series(volume: Volume, folder, source: Optional[DicomSeriesInfo]
     if series_number is None:
         base_number = source.series_number if source is not None and source.series_number else 0
         series_number = base_number + SERIES_NUMBER_OFFSET
+        if series_number > IS_MAX:
+            series_number = IS_MAX
+        elif series_number < IS_MIN:  # a source number no valid file has
+            series_number = SERIES_NUMBER_OFFSET
+    elif not IS_MIN <= series_number <= IS_MAX:
+        raise OutputError(f"{target}: SeriesNumber {series_number} is outside the DICOM range "
+                          f"{IS_MIN} to {IS_MAX}")
     base = _base_dataset(oriented, slices, description, kernel, derivation, model_name, series_number)
     direction = oriented.direction_matrix
     with Staging(target) as staging:
@@ -282,7 +315,7 @@ def write_dicom_series(volume: Volume, folder, source: Optional[DicomSeriesInfo]
             dataset.ImagePositionPatient = [_decimal(v) for v in position]
             dataset.SliceLocation = _decimal(float(position @ direction[:, 2]))
             if slices is not None:
-                dataset.SourceImageSequence = [_source_reference(*pair) for pair in slices.near(position)]
+                dataset.SourceImageSequence = [_source_reference(*reference) for reference in slices.near(position)]
             dataset.PixelData = np.ascontiguousarray(pixels[k]).astype("<i2").tobytes()
             try:
                 _save(dataset, series_folder / f"IMG{k + 1:05d}.dcm")

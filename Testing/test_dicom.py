@@ -84,6 +84,33 @@ def test_empty_and_non_dicom_folders(tmp_path):
         read_volume(tmp_path)
 
 
+def test_a_folder_whose_series_are_in_sub_folders_names_them(tmp_path, capsys):
+    """`multi/a` and `multi/b` each hold a series, `multi/readme.txt` is the only file at the top:
+    once "holds no DICOM series (an empty folder, or no DICOM files in it)", with --series too."""
+    multi = tmp_path / "multi"
+    write_ct_series(multi / "a", volume_with(), series_number=3)
+    write_ct_series(multi / "b", volume_with(seed=1), kernel="B50f", series_number=4)
+    (multi / "readme.txt").write_text("two series")
+    with pytest.raises(VolumeError) as refused:
+        read_volume(multi)
+    assert str(refused.value) == (f"{multi}: holds no DICOM series itself, but folders below it do: {multi / 'a'} "
+                                  f"(1 series), {multi / 'b'} (1 series); give one of them (revgan batch and "
+                                  "revgan dataset search the folders below a folder)")
+    with pytest.raises(VolumeError, match=f"series 3 is in {multi / 'a'}: give that folder with --series 3"):
+        read_volume(multi, series_uid=3)
+    # one series two levels down: named, not silently read
+    write_ct_series(tmp_path / "one" / "patient" / "ct", volume_with(), series_number=2)
+    with pytest.raises(VolumeError, match="the one DICOM series below it is in .*ct: give that folder"):
+        read_volume(tmp_path / "one")
+    from model_helpers import save_tiny_model
+
+    model = save_tiny_model(tmp_path / "kernel.safetensors", "kernel", ngf=2, depth=1)
+    assert main(["translate", str(multi), str(tmp_path / "o.nrrd"), "--model", str(model), "--series", "3"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"revgan: error: {multi}: holds no DICOM series itself; series 3 is in {multi / 'a'}: give "
+                     "that folder with --series 3"]
+
+
 def test_mixed_series_are_refused(tmp_path):
     uid = "1.2.3.4"
     first = tmp_path / "sizes"
@@ -276,7 +303,7 @@ def test_revgan_dataset_pairs_kernels_of_a_study(tmp_path, capsys):
     # Writing the dataset inside the DICOM folder, or into a used folder, is refused.
     assert main(["dataset", str(root), str(root / "out")]) == 1
     assert main(["dataset", str(root), str(out)]) == 1
-    assert "not an empty folder" in capsys.readouterr().err
+    assert "the folder is not empty" in capsys.readouterr().err
 
 
 def test_revgan_dataset_bad_input(tmp_path, capsys):

@@ -5,6 +5,7 @@ project's own reader and with pydicom."""
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -266,3 +267,181 @@ def test_choose_series_takes_an_integer_number_or_the_only_series(tmp_path):
                     signed=True, intercept=0.0)
     assert choose_series(folder, 3).series_uid == "1.2.826.0.1.3680043.77.3"
     assert choose_series(folder).series_number == 3
+
+
+# ----------------------------------------------- what else a PACS export puts beside the slices
+
+def minimal_object(path: Path, sop_class: str, modality: str, study_uid: str) -> Path:
+    """A header-only object of ``sop_class``, as a viewer or planning system saves beside a
+    series (a presentation state, an RT structure set)."""
+    from dicom_series_writer import new_instance
+
+    ds = new_instance(sop_class)
+    ds.Modality, ds.StudyInstanceUID = modality, study_uid
+    ds.SeriesInstanceUID, ds.SeriesNumber, ds.InstanceNumber = pydicom.uid.generate_uid(), 999, 1
+    ds.save_as(str(path), enforce_file_format=True)
+    return path
+
+
+@pytest.mark.parametrize("extra, kind", [
+    ("test-SR.dcm", "SR"), ("rtplan.dcm", "RTPLAN"),  # pydicom's sample files
+    ("1.2.840.10008.5.1.4.1.1.481.3", "RTSTRUCT"),  # RT Structure Set
+    ("1.2.840.10008.5.1.4.1.1.11.1", "PR"),  # Grayscale Softcopy Presentation State
+    ("1.2.840.10008.5.1.4.1.1.88.67", "SR"),  # X-Ray Radiation Dose SR
+    ("1.2.3.4.5.6", "KO"),  # a SOP class pydicom does not know: the modality tells
+])
+def test_a_non_image_object_beside_the_slices_is_ignored_and_named(extra, kind, tmp_path, capsys):
+    """A dose report, RT plan or presentation state holds no image, so GDCM puts it in no
+    series; it is no broken slice and must not block the series (it did, as 'truncated or corrupt')."""
+    folder = tmp_path / "export"
+    uid = "1.2.826.0.1.3680043.77.5"
+    write_ct_series(folder, source_volume(), kernel="B50f", series_uid=uid, series_number=5, signed=True,
+                    intercept=0.0, study_uid="1.2.826.0.1.3680043.77.1")
+    name = f"{kind}_OBJECT.dcm"
+    if extra.endswith(".dcm"):
+        shutil.copy(pydicom.data.get_testdata_file(extra), folder / name)
+    else:
+        minimal_object(folder / name, extra, kind, "1.2.826.0.1.3680043.77.1")
+    for series in (None, uid, "5"):
+        chosen = choose_series(folder, series)
+        assert chosen.series_uid == uid and len(chosen.files) == 6
+        assert chosen.choice == f"ignored 1 non-image DICOM object ({name}: {kind})"
+    np.testing.assert_array_equal(read_volume(folder).array, source_volume().array)
+    model = save_tiny_model(tmp_path / "kernel.safetensors", "kernel", ngf=2)
+    assert main(["translate", str(folder), str(tmp_path / "out"), "--model", str(model), "--device", "cpu",
+                 "--format", "dicom", "--series", uid]) == 0
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("revgan: input series")]
+    assert line.endswith(f"6 files; ignored 1 non-image DICOM object ({name}: {kind})")
+    assert len(list((tmp_path / "out").iterdir())) == 6
+
+
+@pytest.mark.parametrize("keep_bytes, message", [(-200, "truncated: "), (300, "truncated or corrupt"),
+                                                 (140, "truncated or corrupt")])
+def test_a_broken_slice_beside_a_non_image_object_is_still_refused(keep_bytes, message, tmp_path):
+    """Cut in its pixels, in its header, or before even its SOP class: still a broken slice."""
+    folder = tmp_path / "export"
+    files = write_ct_series(folder, source_volume(), signed=True, intercept=0.0)
+    shutil.copy(pydicom.data.get_testdata_file("test-SR.dcm"), folder / "SR.dcm")
+    data = files[2].read_bytes()
+    files[2].write_bytes(data[:keep_bytes])
+    with pytest.raises(VolumeError, match=rf"{files[2].name}: {message}.*series in {folder}"):
+        read_volume(folder)
+
+
+def derived_series_beside_its_source(folder: Path) -> tuple:
+    """A 6-slice source series (number 4) and, in the same folder, a 12-slice result RevGAN
+    wrote for it (as a PACS export of the study holds both): (source UID, result UID)."""
+    source = folder / "source"
+    write_ct_series(source, source_volume(), kernel="B50f", series_uid="1.2.826.0.1.3680043.77.4",
+                    series_number=4, signed=True, intercept=0.0)
+    finer = source_volume(shape=(12, 10, 12))
+    finer = Volume(finer.array, (0.7, 0.8, 1.25), finer.origin, finer.direction)
+    result = write_dicom_series(finer, folder / "result", source=choose_series(source),
+                                description="RevGAN super-resolution (tiny)")
+    mixed = folder / "study"
+    shutil.copytree(source, mixed)
+    for path in result.iterdir():
+        shutil.copy(path, mixed / path.name)
+    return mixed, "1.2.826.0.1.3680043.77.4", str(headers(result)[0].SeriesInstanceUID)
+
+
+def test_the_default_choice_is_the_source_not_our_own_larger_result(tmp_path):
+    folder, source_uid, result_uid = derived_series_beside_its_source(tmp_path)
+    chosen = choose_series(folder)
+    assert chosen.series_uid == source_uid
+    assert chosen.choice == (f"preferred to RevGAN's own earlier result {result_uid} (number 1004, kernel "
+                             "RevGAN, 'RevGAN super-resolution (tiny)', 12 files) (--series reads it)")
+    assert chosen.choice in chosen.summary()
+    assert read_volume(folder).shape == (6, 10, 12)
+    # Named, our result is read (choosing it again is the user's call).
+    assert choose_series(folder, result_uid).choice == "" and read_volume(folder, series_uid=1004).shape[0] == 12
+
+
+def test_the_default_choice_is_the_ct_series_not_a_larger_other_modality(tmp_path):
+    folder = tmp_path / "mixed"
+    write_ct_series(folder, source_volume(), series_uid="1.2.826.0.1.3680043.77.2", series_number=2,
+                    file_prefix="ct", signed=True, intercept=0.0)
+    write_ct_series(folder, source_volume(shape=(12, 10, 12)), series_uid="1.2.826.0.1.3680043.77.3",
+                    series_number=3, file_prefix="mr", modality="MR", signed=True, intercept=0.0)
+    chosen = choose_series(folder)
+    assert chosen.series_uid == "1.2.826.0.1.3680043.77.2"
+    assert chosen.choice == ("preferred to the non-CT series 1.2.826.0.1.3680043.77.3 (number 3, MR, kernel B30f, "
+                             "'test B30f', 12 files)")
+    np.testing.assert_array_equal(read_volume(folder).array, source_volume().array)
+    # No CT series among several: refused, naming each (only one series is refused when read, naming it).
+    only_mr = tmp_path / "only_mr"
+    for number, slices in ((3, 12), (6, 8)):
+        write_ct_series(only_mr, source_volume(shape=(slices, 10, 12)), series_uid=f"1.2.826.0.1.3680043.77.{number}",
+                        series_number=number, file_prefix=f"mr{number}", modality="MR", signed=True, intercept=0.0)
+    with pytest.raises(VolumeError, match=re.escape(
+            f"{only_mr}: holds 2 DICOM series and none is CT: 1.2.826.0.1.3680043.77.3 (number 3, MR, kernel B30f, "
+            "'test B30f', 12 files), 1.2.826.0.1.3680043.77.6 (number 6, MR, kernel B30f, 'test B30f', 8 files)")):
+        read_volume(only_mr)
+
+
+def test_equally_large_series_are_listed_with_number_kernel_and_description(tmp_path, capsys):
+    folder = tmp_path / "two_recons"
+    for number, kernel in ((2, "B50f"), (3, "B30f")):
+        files = write_ct_series(folder, source_volume(), kernel=kernel, series_uid=f"1.2.826.0.1.3680043.77.{number}",
+                                series_number=number, file_prefix=kernel, signed=True, intercept=0.0)
+    for path in files:  # a description with a terminal escape and a newline, as a hostile file may carry
+        dataset = pydicom.dcmread(str(path))
+        dataset.SeriesDescription = "Thorax\x1b[31m\nsoft"
+        dataset.save_as(str(path))
+    model = save_tiny_model(tmp_path / "kernel.safetensors", "kernel", ngf=2)
+    assert main(["translate", str(folder), str(tmp_path / "o.nrrd"), "--model", str(model)]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == (f"revgan: error: {folder}: holds 2 DICOM series and the largest are equally big (6 files each): "
+                    "1.2.826.0.1.3680043.77.2 (number 2, kernel B50f, 'test B50f'), "
+                    "1.2.826.0.1.3680043.77.3 (number 3, kernel B30f, 'Thorax\\x1b[31m\\x0asoft'); "
+                    "choose one with --series (its SeriesNumber or SeriesInstanceUID)")
+    assert not (tmp_path / "o.nrrd").exists()
+
+
+def test_series_number_stays_in_the_dicom_integer_range(tmp_path):
+    """Source number + 1000 above 2**31 - 1 (the IS maximum, which strict readers enforce)
+    becomes that maximum: still after the source in a viewer's list."""
+    from pydicom import config
+
+    source = tmp_path / "source"
+    write_ct_series(source, source_volume(), series_number=2147483000, signed=True, intercept=0.0)
+    out = write_dicom_series(source_volume(), tmp_path / "out", source=choose_series(source))
+    mode = config.settings.reading_validation_mode
+    config.settings.reading_validation_mode = config.RAISE
+    try:
+        assert {int(h.SeriesNumber) for h in headers(out)} == {2 ** 31 - 1}
+    finally:
+        config.settings.reading_validation_mode = mode
+    with pytest.raises(OutputError, match="SeriesNumber 2147483648 is outside the DICOM range"):
+        write_dicom_series(source_volume(), tmp_path / "out2", series_number=2 ** 31)
+    assert not (tmp_path / "out2").exists()
+
+
+@pytest.mark.parametrize("z_step", [1, 2])
+def test_slices_derived_from_an_enhanced_ct_name_their_frames(z_step, tmp_path):
+    """One multi-frame source instance: each derived slice names the frame(s) it comes from
+    (frames written in reverse order, so frame number and position disagree)."""
+    from enhanced_ct_writer import write_enhanced_ct
+
+    source = source_volume(shape=(5, 10, 12))
+    path = write_enhanced_ct(tmp_path / "enhanced" / "ct.dcm", source, frame_order=[4, 3, 2, 1, 0],
+                             intercept=-2048.0)
+    info = choose_series(path.parent)
+    read = read_volume(path.parent)
+    # z_step 2: a super-resolution-like grid, twice as many slices, half the spacing.
+    finer = Volume(np.zeros((9 if z_step == 2 else 5, 10, 12), np.float32),
+                   (read.spacing[0], read.spacing[1], read.spacing[2] / z_step), read.origin, read.direction)
+    out = write_dicom_series(finer, tmp_path / "out", source=info)
+    sop = str(pydicom.dcmread(str(path), stop_before_pixels=True).SOPInstanceUID)
+    frame_of_slice = {k: 5 - k for k in range(5)}  # frame n holds source slice 5 - n
+    for k, header in enumerate(headers(out)):
+        (item,) = header.SourceImageSequence
+        assert str(item.ReferencedSOPInstanceUID) == sop
+        frames = item.ReferencedFrameNumber
+        frames = [int(f) for f in frames] if isinstance(frames, pydicom.multival.MultiValue) else [int(frames)]
+        if z_step == 1:
+            assert frames == [frame_of_slice[k]]
+        elif k % 2 == 0:  # on a source slice: that one
+            assert frames == [frame_of_slice[k // 2]]
+        else:  # between two source slices: both
+            assert frames == sorted([frame_of_slice[k // 2], frame_of_slice[k // 2 + 1]])
