@@ -8,7 +8,8 @@
 ``output`` is relative to the ledger's folder; ``sha256`` is the output file's digest (for a
 DICOM series folder: the digest of its files' names and digests, in name order). A failed
 scan has ``status`` "failed", ``error`` its one-line message and no output; ``warnings``
-lists what the translation warned about (a DICOM kernel that looks like the model's target).
+lists what the translation warned about (a DICOM kernel that looks like the model's target,
+a voxel spacing outside the range the model supports).
 
 Each line is on disk before the next scan starts (:class:`~RevGANCore.output.AppendOnlyLog`),
 so a killed run loses at most the scans in flight. Reading tolerates lines torn by a kill

@@ -10,13 +10,16 @@ model's generator and returns a new Volume; the input is never modified.
    a time, so the high-resolution input never exists whole in memory. Kernel models, and
    the inverse direction of a super-resolution model (high-resolution grid in and out),
    keep the input grid.
-   Reconstruction-circle padding (<= -1500 HU) is replaced by air first and restored in the
-   output (:mod:`RevGANCore.field_of_view`). A kernel model that records its training pixel
+   Reconstruction-circle padding (<= -1500 HU) is replaced by air first, and metal above
+   3071 HU (an extended HU scale) by 3071 HU; both are restored in the output
+   (:mod:`RevGANCore.field_of_view`). A kernel model that records its training pixel
    size runs on the scan's slices resampled in-plane to that size, and its change is brought
-   back onto the scan's grid (:mod:`RevGANCore.physical_scale`).
+   back onto the scan's grid (:mod:`RevGANCore.physical_scale`); a spacing that would make
+   that grid absurd (wider than any CT, narrower than one model pixel, or beyond the memory
+   available) is refused before anything is allocated.
 2. Intensities. Each window is mapped from HU to [-1, 1] with the model's HU window
    (clipped), run through the generator, and mapped back to HU, clipped to the CT scale
-   widened to the input's range plus 200 HU (reported through ``log``).
+   widened to the input's range (below the metal ceiling) plus 200 HU (reported through ``log``).
 3. Tiling (:mod:`RevGANCore.tiling`). Windows overlap by a halo of the generator's
    receptive-field radius, start on its stride, are clamped to the volume and cropped
    to their cores, which are written once each into the output array: the result equals
@@ -66,10 +69,11 @@ from .errors import ConfigError, RevGANError, VolumeError
 from .modelfile import TranslationModel, as_model
 from .networks import DIRECTIONS, GeneratorConfig, receptive_field
 from .printable import printable
-from .field_of_view import output_limits, padding_mask, restore_padding, without_padding
+from .field_of_view import CEILING_HU, network_view, output_limits, restore_block_means, restore_padding
 from .heap_reuse import reuse_freed_memory
 from .machine_memory import available_memory_bytes
-from .physical_scale import InPlaneScale, in_plane_scale, scale_warning
+from .orientation import AxisOrder, axis_order
+from .physical_scale import InPlaneScale, in_plane_scale, scale_warning, working_grid_bytes
 from .tiling import (TilePlan, auto_window_shape, halo_for, minimum_window, padded_window_shape, plan_tiles,
                      run_tiled, write_core)
 from .volume import (Grid, Volume, hu_to_unit, low_resolution_grid, resample_to_grid, super_resolution_grid,
@@ -170,8 +174,9 @@ def _min_plane(config: GeneratorConfig, device: torch.device) -> int:
 
 def make_plan(config: GeneratorConfig, shape: Sequence[int], device: torch.device,
               tile_size: Union[None, int, Sequence[int]] = None, memory_mib: Optional[float] = None,
-              half_precision: bool = False) -> TilePlan:
-    """The tile plan :func:`translate` uses for a volume of ``shape`` (z, y, x)."""
+              half_precision: bool = False, scan_shape: Optional[Sequence[int]] = None) -> TilePlan:
+    """The tile plan :func:`translate` uses for a volume of ``shape`` (z, y, x); ``scan_shape``:
+    the scan's own shape when ``shape`` is a working grid it was resampled to (named in errors)."""
     field = receptive_field(config)
     halo = halo_for(field.radius, field.stride)
 
@@ -197,7 +202,7 @@ def make_plan(config: GeneratorConfig, shape: Sequence[int], device: torch.devic
         if min(sizes) < 1:
             raise ConfigError(f"tile size must be positive, got {tile_size!r}")
         window = tuple(int(s) for s in sizes)
-    plan = plan_tiles(shape, window, halo, field.stride)
+    plan = plan_tiles(shape, window, halo, field.stride, scan_shape=scan_shape)
     wasted = plan.computed_voxels - int(np.prod(shape, dtype=np.int64))
     if plan.overhead > MAX_TILE_OVERHEAD and wasted > MAX_WASTED_VOXELS:
         suggestion = automatic()
@@ -238,6 +243,9 @@ def output_grid(model: TranslationModel, volume: Volume, direction: str = "forwa
     """The grid of ``translate(model, volume, direction)``'s result: finer for the forward
     direction of super-resolution; coarser for its inverse when the generator changes the
     grid itself (an older "transposed" model degrades on the same grid)."""
+    order = axis_order(volume.direction)
+    if not order.is_identity:  # computed in the models' axis order, as translate runs
+        return order.stored_grid(output_grid(model, order.canonical(volume), direction))
     factors = model.metadata.scale_factors_xyz
     if factors is not None and direction == "forward":
         return super_resolution_grid(volume, factors)
@@ -387,7 +395,7 @@ def translate(model, volume: Volume, direction: str = "forward",
               progress: Optional[Callable[[int, int], None]] = None,
               cancel: Optional[Callable[[], bool]] = None, out: Optional[np.ndarray] = None,
               out_dtype: str = "float32", log: Logger = None, precision: str = "auto",
-              tile_memory_mib: Optional[float] = None) -> Volume:
+              tile_memory_mib: Optional[float] = None, warn: Logger = None) -> Volume:
     """Translate ``volume`` (HU) with ``model`` (a :class:`TranslationModel`, a model file
     or a registry name) in ``direction`` ("forward" x -> y, "inverse" y -> x).
 
@@ -396,10 +404,27 @@ def translate(model, volume: Volume, direction: str = "forward",
     ``out_dtype`` is allocated. int16 output is rounded to whole HU and clipped.
     ``progress(done, total)`` is called per tile, ``cancel()`` before each tile
     (:class:`CancelledError`; a caller-supplied ``out`` is then partly written),
-    ``log(message)`` receives the plan, the device and any out-of-memory fallback.
+    ``log(message)`` receives the plan, the device and any out-of-memory fallback;
+    ``warn(message)`` what the user should know about the result (a voxel spacing outside
+    the model's supported range), without a "warning:" label (the caller adds its own);
+    without ``warn`` that goes to ``log``, labelled "warning: ".
     A fitted radial kernel filter (:mod:`RevGANCore.linear_filter_file`) filters the slices
     instead (no tiles or device)."""
     model = as_model(model)
+    order = axis_order(volume.direction) if isinstance(volume, Volume) else AxisOrder()
+    if not order.is_identity:
+        # Run in the models' axis order (orientation.py) and give the result back in the input's.
+        stored_grid = output_grid(model, volume, direction)
+        if out is not None and (not isinstance(out, np.ndarray) or tuple(out.shape) != stored_grid.shape):
+            raise ConfigError(f"out must be a numpy array of shape {stored_grid.shape} (the output grid), got "
+                              f"{getattr(out, 'shape', type(out).__name__)}")
+        _say(log, "the scan stores its axes in another order than the models' (LPS, axial): run in that "
+                  "order, the result stored back in the scan's")
+        result = translate(model, order.canonical(volume), direction, tile_size=tile_size, device=device,
+                           progress=progress, cancel=cancel, out=None if out is None else order.canonical_array(out),
+                           out_dtype=out_dtype, log=log, precision=precision, tile_memory_mib=tile_memory_mib,
+                           warn=warn)
+        return order.restore(result)
     if not isinstance(model, TranslationModel):  # a fitted KernelFilterModel: no tiles, no device
         if isinstance(volume, Volume):
             _check_finite(volume)
@@ -410,6 +435,8 @@ def translate(model, volume: Volume, direction: str = "forward",
         raise VolumeError(f"translate needs a Volume, got {type(volume).__name__}")
     _check_finite(volume)
     grid = output_grid(model, volume, direction)
+    # Before anything is allocated: a spacing no CT has is refused here, not by numpy's allocator.
+    scale = in_plane_scale(model.metadata, grid, volume.source)
     if out is None:
         if out_dtype not in OUT_DTYPES:
             raise ConfigError(f"out_dtype must be one of {', '.join(OUT_DTYPES)}, got {out_dtype!r}")
@@ -424,12 +451,14 @@ def translate(model, volume: Volume, direction: str = "forward",
             raise ConfigError("out is read-only")
     warning = scale_warning(model.metadata, volume.spacing, direction)
     if warning is not None:
-        _say(log, warning)
-    # Padding stays out of the network (air instead) and comes back unchanged at the end.
-    padding = padding_mask(volume)
-    clean = volume if padding is None else without_padding(volume, padding)
+        if warn is not None:
+            warn(warning)
+        else:
+            _say(log, f"warning: {warning}")
+    # Padding (as air) and metal (at the ceiling) stay out of the network; their values come
+    # back at the end. The limits are the clean volume's, so metal does not widen them.
+    clean, padding, above = network_view(volume)
     limits = output_limits(clean)
-    scale = in_plane_scale(model.metadata, grid)
     resampled = grid.shape != volume.shape
     upscale = model.generator.config.upscale_zyx
     # The plan is made on the coarse grid: the input's for the forward direction of a
@@ -439,7 +468,7 @@ def translate(model, volume: Volume, direction: str = "forward",
         work_grid = scale.working_grid(grid)
         plan_shape = work_grid.shape
         source = _SlabSource(work_grid.shape, lambda start, stop: scale.to_working(clean.array[start:stop]))
-        work_out = np.empty(work_grid.shape, dtype=np.float32)
+        work_out = None  # allocated once the plan says how many slices are resampled at once
     elif upscale != (1, 1, 1):
         work_grid = grid
         source, work_out = clean.array, out
@@ -456,7 +485,11 @@ def translate(model, volume: Volume, direction: str = "forward",
     device_ = resolve_device(str(device))
     amp_dtype = _autocast_dtype(device_, precision)
     config = model.generator.config
-    plan = make_plan(config, plan_shape, device_, tile_size, tile_memory_mib, amp_dtype is not None)
+    plan = make_plan(config, plan_shape, device_, tile_size, tile_memory_mib, amp_dtype is not None,
+                     scan_shape=volume.shape if scale is not None else None)
+    if scale is not None:
+        _check_working_memory(scale, grid, plan, volume.source, model.metadata.training_spacing_xyz)
+        work_out = np.empty(work_grid.shape, dtype=np.float32)
     source_name, target_name = model.metadata.domain_names(direction)
     onto = ""
     if resampled:
@@ -465,7 +498,9 @@ def translate(model, volume: Volume, direction: str = "forward",
         onto = f", {how}onto {grid.shape[::-1]} voxels (x, y, z)"
     _say(log, printable(f"{model.name}: {source_name} -> {target_name}") + onto
               + (f"; {scale.describe(grid)}" if scale is not None else "")
-              + (f"; {int(padding.sum())} padding voxels kept out of the network" if padding is not None else ""))
+              + (f"; {int(padding.sum())} padding voxels kept out of the network" if padding is not None else "")
+              + (f"; {int(above.sum())} voxels above {CEILING_HU:g} HU (metal) seen at {CEILING_HU:g} HU and "
+                 "kept as they were" if above is not None else ""))
     clip = _Clip(*limits)
 
     def attempt(plan_: TilePlan, device__: torch.device, amp: Optional[torch.dtype]) -> None:
@@ -487,9 +522,15 @@ def translate(model, volume: Volume, direction: str = "forward",
     if clipped:
         _say(log, f"{clipped} output voxels clipped to [{limits[0]:g}, {limits[1]:g}] HU (the CT scale "
                   "and the input's range, plus a margin)")
+    factors = model.metadata.scale_factors_xyz if resampled else None
+    coarser = factors is not None and direction == "inverse"
+    if above is not None:
+        if coarser:
+            restore_block_means(out, volume.array, above, factors[::-1])
+        else:
+            restore_padding(out, volume.array, above, factors[::-1] if factors else (1, 1, 1))
     if padding is not None:
-        factors = model.metadata.scale_factors_xyz if resampled else None
-        if factors is not None and direction == "inverse":  # a coarse voxel takes its block's first voxel
+        if coarser:  # a coarse voxel takes its block's first voxel
             step = tuple(slice(None, None, f) for f in factors[::-1])
             restore_padding(out, volume.array[step], padding[step])
         else:
@@ -517,6 +558,20 @@ def _count_clipped(out: np.ndarray, clip: _Clip, slab: int = 16) -> int:
         low, high = float(np.rint(low)), float(np.rint(high))
     return sum(int(np.count_nonzero((out[start:start + slab] <= low) | (out[start:start + slab] >= high)))
                for start in range(0, out.shape[0], slab))
+
+
+def _check_working_memory(scale: InPlaneScale, grid: Grid, plan: TilePlan, source: str, trained_xyz,
+                          available: Optional[int] = None) -> None:
+    """Refuse a working grid that does not fit the memory available now (``available``
+    bytes; asked of the machine when None, not checked when it does not say)."""
+    needed = working_grid_bytes(scale, grid, plan.window_shape[0])
+    available = available_memory_bytes() if available is None else available
+    if available is not None and needed > available:
+        my, mx = scale.working_shape_yx
+        raise VolumeError(f"{source or 'the scan'}: in-plane spacing {grid.spacing[0]:.3g} x {grid.spacing[1]:.3g} mm "
+                          f"brought to this model's {trained_xyz[0]:.3g} x {trained_xyz[1]:.3g} mm pixels is "
+                          f"{mx} x {my} x {grid.shape[0]} voxels, about {needed / 2 ** 30:.1f} GiB; "
+                          f"{available / 2 ** 30:.1f} GiB of memory is available")
 
 
 def _back_to_scan_grid(scale: InPlaneScale, scan: np.ndarray, work_out: np.ndarray, out: np.ndarray,
@@ -631,7 +686,8 @@ def translate_file(model, input_path, output_path, direction: str = "forward",
     (int16; see :mod:`RevGANCore.dicom_writer`), in the source's study when the input is
     DICOM. ``series`` chooses the series of a DICOM folder (SeriesInstanceUID or
     SeriesNumber); ``strict`` makes a kernel that does not fit the model an error (see
-    :func:`read_input`, which also describes ``log`` and ``warn``).
+    :func:`read_input`, which also describes ``log`` and ``warn``; ``warn`` also gets
+    :func:`translate`'s warnings, such as a voxel spacing outside the supported range).
 
     With ``memmap`` (the default) the result is computed into a temporary memory-mapped
     file beside the output, so during the translation only the input, one window and the
@@ -654,7 +710,7 @@ def translate_file(model, input_path, output_path, direction: str = "forward",
         try:
             result = translate(model, volume, direction, tile_size=tile_size, device=device, progress=progress,
                                cancel=cancel, out=out, out_dtype=dtype, log=log, precision=precision,
-                               tile_memory_mib=tile_memory_mib)
+                               tile_memory_mib=tile_memory_mib, warn=warn)
             volume = None
             if output_format == "dicom":
                 from .dicom_writer import derived_series_text, write_dicom_series

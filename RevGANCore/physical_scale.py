@@ -21,27 +21,37 @@ which the model never saw, is kept as it was instead of being erased. A scan wit
 
 The resampling works on whole slices, so it runs one z-slab at a time; the working
 result (``m_y * m_x / (n_y * n_x)`` times the scan's voxel count, float32) is held whole
-until it is brought back.
+until it is brought back (:func:`working_grid_bytes`).
+
+A spacing no CT has is refused before anything is allocated: a working slice wider than
+:data:`MAX_WORKING_PIXELS` (e.g. a header saying 500 mm pixels: 40,000 working pixels, 48 GiB
+for 8 slices of 64 x 64) or narrower than one of the model's pixels (e.g. 0.001 mm pixels: a
+64-pixel slice is 0.064 mm across).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .errors import VolumeError
 from .modelmetadata import ModelMetadata
 from .volume import Grid
 
-__all__ = ["SAME_SCALE_TOLERANCE", "MAX_SCALE_RATIO", "InPlaneScale", "in_plane_scale", "fourier_resample",
-           "scale_warning"]
+__all__ = ["SAME_SCALE_TOLERANCE", "MAX_SCALE_RATIO", "MAX_WORKING_PIXELS", "InPlaneScale", "in_plane_scale",
+           "fourier_resample", "working_grid_bytes", "scale_warning"]
 
 #: Relative pixel-size difference below which a scan is translated on its own grid
 #: (bit-identical to a model without a recorded spacing).
 SAME_SCALE_TOLERANCE = 0.03
 #: The documented supported range: pixel sizes within this factor of the training spacing.
 MAX_SCALE_RATIO = 4.0
+#: Largest working slice edge: 3.3 m at 0.8 mm pixels, wider than any CT's field of view (a
+#: 1024-pixel slice at the supported 4x coarser spacing fits). A larger one comes from a wrong
+#: spacing in the file's header and would only exhaust memory.
+MAX_WORKING_PIXELS = 4096
 
 Logger = Optional[Callable[[str], None]]
 
@@ -71,6 +81,8 @@ class InPlaneScale:
 
     shape_yx: Tuple[int, int]
     working_shape_yx: Tuple[int, int]
+    #: the model's training pixel size (x, y), for the description
+    trained_xy: Optional[Tuple[float, float]] = field(default=None, compare=False)
 
     def working_grid(self, grid: Grid) -> Grid:
         """``grid`` with the working pixel counts: same origin, direction, slices and period."""
@@ -89,29 +101,64 @@ class InPlaneScale:
 
     def describe(self, grid: Grid) -> str:
         working = self.working_grid(grid)
-        return (f"in-plane {grid.spacing[0]:.3g} x {grid.spacing[1]:.3g} mm resampled to the model's "
-                f"{working.spacing[0]:.3g} x {working.spacing[1]:.3g} mm "
-                f"({self.working_shape_yx[1]} x {self.working_shape_yx[0]} pixels) and back")
+        pixels = f"{self.working_shape_yx[1]} x {self.working_shape_yx[0]} pixels"
+        spacing = f"{working.spacing[0]:.3g} x {working.spacing[1]:.3g} mm"
+        trained = self.trained_xy
+        if trained is None or all(abs(w / t - 1.0) <= SAME_SCALE_TOLERANCE
+                                  for w, t in zip(working.spacing[:2], trained)):
+            return f"in-plane {grid.spacing[0]:.3g} x {grid.spacing[1]:.3g} mm resampled to the model's {spacing} " \
+                   f"({pixels}) and back"
+        # A slice only a few model pixels wide cannot get the model's spacing in whole pixels:
+        # say what it gets instead of calling that the model's.
+        return (f"in-plane {grid.spacing[0]:.3g} x {grid.spacing[1]:.3g} mm resampled to {spacing} ({pixels}, "
+                f"the nearest whole pixels to the model's {trained[0]:.3g} x {trained[1]:.3g} mm) and back")
 
 
 def _ratios(spacing: Sequence[float], trained: Sequence[float]) -> Tuple[float, ...]:
     return tuple(float(s) / float(t) for s, t in zip(spacing, trained))
 
 
-def in_plane_scale(metadata: ModelMetadata, grid: Grid) -> Optional[InPlaneScale]:
+def in_plane_scale(metadata: ModelMetadata, grid: Grid, source: str = "") -> Optional[InPlaneScale]:
     """How a scan on ``grid`` is brought to the model's training pixel size, or None when
     it is translated on its own grid: the model records no spacing, changes the grid
-    itself (super-resolution), or the scan is within :data:`SAME_SCALE_TOLERANCE`."""
+    itself (super-resolution), or the scan is within :data:`SAME_SCALE_TOLERANCE`.
+
+    A :class:`VolumeError` naming ``source`` (the scan's file) when the working slice would
+    be wider than :data:`MAX_WORKING_PIXELS` or narrower than one of the model's pixels."""
     trained = metadata.training_spacing_xyz
     if trained is None or metadata.scale_factors_xyz is not None:
         return None
     _, ny, nx = grid.shape
-    counts = []
+    counts, spans = [], []  # working pixels per axis; widths in model pixels of the resampled axes
     for count, ratio in zip((nx, ny), _ratios(grid.spacing[:2], trained[:2])):
-        counts.append(count if abs(ratio - 1.0) <= SAME_SCALE_TOLERANCE else max(1, int(round(count * ratio))))
-    if counts == [nx, ny]:
+        if abs(ratio - 1.0) <= SAME_SCALE_TOLERANCE:
+            counts.append(count)
+        else:
+            counts.append(int(round(count * ratio)))
+            spans.append(count * ratio)
+    if not spans:
         return None
-    return InPlaneScale((ny, nx), (counts[1], counts[0]))
+    what = (f"{source or 'the scan'}: in-plane spacing {grid.spacing[0]:.3g} x {grid.spacing[1]:.3g} mm, "
+            f"{nx} x {ny} pixels ({nx * grid.spacing[0]:.5g} x {ny * grid.spacing[1]:.5g} mm across)")
+    needs = f"this model works at {trained[0]:.3g} x {trained[1]:.3g} mm pixels"
+    if max(counts) > MAX_WORKING_PIXELS and max(counts) > max(nx, ny):
+        raise VolumeError(f"{what}: {needs}, which would make {counts[0]} x {counts[1]} pixels per slice (more than "
+                          f"{MAX_WORKING_PIXELS}, wider than any CT); check the spacing in the file's header")
+    if min(spans) < 1.0:
+        raise VolumeError(f"{what}: {needs}, and the slices are narrower than one of them; check the spacing "
+                          "in the file's header")
+    return InPlaneScale((ny, nx), (counts[1], counts[0]), (float(trained[0]), float(trained[1])))
+
+
+def working_grid_bytes(scale: InPlaneScale, grid: Grid, slab: int = 16) -> int:
+    """Estimated peak bytes of a translation on the working grid beyond the scan's own
+    arrays: the float32 working result, held whole, plus resampling ``slab`` slices at once
+    (a window's depth; float64 and complex FFT buffers and float32 copies: measured 21-41
+    bytes per voxel of the larger of the two grids)."""
+    my, mx = scale.working_shape_yx
+    ny, nx = scale.shape_yx
+    plane = int(my) * int(mx)
+    return 4 * plane * int(grid.shape[0]) + 32 * max(plane, int(ny) * int(nx)) * min(int(slab), int(grid.shape[0]))
 
 
 def scale_warning(metadata: ModelMetadata, spacing_xyz: Sequence[float], direction: str = "forward") -> Optional[str]:
@@ -132,5 +179,5 @@ def scale_warning(metadata: ModelMetadata, spacing_xyz: Sequence[float], directi
         return None
     shown = " x ".join(f"{s:.3g}" for s in spacing_xyz[:axes])
     expected = " x ".join(f"{t:.3g}" for t in trained[:axes])
-    return (f"warning: the scan's voxel spacing {shown} mm is more than {MAX_SCALE_RATIO:g} times away from "
+    return (f"the scan's voxel spacing {shown} mm is more than {MAX_SCALE_RATIO:g} times away from "
             f"the {expected} mm this model was trained at; results outside this range are not supported")

@@ -213,10 +213,13 @@ def _as_shape3(value: Union[int, Sequence[int]], what: str) -> Shape3:
     return values  # type: ignore[return-value]
 
 
-def plan_tiles(shape: Sequence[int], window: Union[int, Sequence[int]], halo: int, stride: int) -> TilePlan:
+def plan_tiles(shape: Sequence[int], window: Union[int, Sequence[int]], halo: int, stride: int,
+               scan_shape: Optional[Sequence[int]] = None) -> TilePlan:
     """Cut a volume of ``shape`` (z, y, x) into windows of at most ``window`` voxels per axis
     (an int for cubes, or (z, y, x)). Raises :class:`ConfigError` when a window is smaller
-    than :func:`minimum_window` along an axis that has to be cut."""
+    than :func:`minimum_window` along an axis that has to be cut. ``scan_shape``: the scan's
+    own shape when ``shape`` is a grid it was resampled to (a kernel model's working grid);
+    the refusal then names both, as the user knows the scan's."""
     shape3 = _as_shape3(shape, "volume shape")
     window3 = _as_shape3(window, "tile size")
     if halo < 0 or stride < 1 or halo % stride:
@@ -224,8 +227,12 @@ def plan_tiles(shape: Sequence[int], window: Union[int, Sequence[int]], halo: in
     needed = minimum_window(halo, stride)
     for axis, (n, w) in enumerate(zip(shape3, window3)):
         if w < n and w < needed:
+            where = f"axis {'zyx'[axis]} of {n} voxels"
+            if scan_shape is not None and int(scan_shape[axis]) != n:
+                where = (f"axis {'zyx'[axis]}: the scan's {int(scan_shape[axis])} voxels are {n} on the grid the "
+                         "model works on, resampled to its pixel size; tile sizes count voxels of that grid")
             raise ConfigError(
-                f"tile size {w} is too small for this model (axis {'zyx'[axis]} of {n} voxels): its receptive "
+                f"tile size {w} is too small for this model ({where}): its receptive "
                 f"field needs a halo of {halo} voxels on each side of a tile and tiles start on multiples of "
                 f"{stride}, so tiles must be at least {needed} voxels (or cover the whole axis)")
     bounds = tuple(axis_boundaries(n, w, halo, stride) for n, w in zip(shape3, window3))

@@ -587,7 +587,9 @@ class RevGANSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         message = _("Done: {name}").format(name=outputNode.GetName())
         if seconds:
             message += _(" ({seconds:.1f} s)").format(seconds=seconds)
-        self._showStatus(message + ("\n" + note if note else ""))
+        # Warnings (e.g. a voxel spacing the model does not support) stay in view with the result.
+        warnings = [_("Warning: {text}").format(text=text) for text in self.logic.lastWarnings]
+        self._showStatus("\n".join([message] + ([note] if note else []) + warnings))
 
     def onCancelButton(self) -> None:
         self._cancelRequested = True
@@ -611,6 +613,8 @@ class RevGANSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         event = parseEvent(line)
         if event is None:
             self._log(line)
+        elif event.get("event") == "message" and event.get("level") == "warning":
+            self._log(_("Warning: {text}").format(text=event.get("text", "")))
         elif event.get("event") in ("message", "error"):
             self._log(str(event.get("text", "")))
 

@@ -201,3 +201,18 @@ def test_command_line_mistakes_are_one_line_errors(tmp_path, model, capsys, case
     error = capsys.readouterr().err
     assert error.startswith("revgan: error: ") and message in error and error.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_a_spacing_warning_is_kept_in_the_ledger_and_shown(tmp_path, capsys):
+    from model_helpers import metadata_for, two_way_generator
+    from RevGANCore.modelfile import save_model
+
+    model = save_model(tmp_path / "kernel.safetensors", two_way_generator(2, 1),
+                       metadata_for("kernel", training_spacing_xyz=(0.8, 0.8, 1.25)))
+    scan = write_volume(random_volume((6, 24, 24), seed=2, spacing=(0.15, 0.15, 1.25)), tmp_path / "thin.nrrd")
+    out = tmp_path / "out"
+    assert _batch(model, scan, "--out", out) == 0  # --quiet: warnings still show
+    expected = ("the scan's voxel spacing 0.15 x 0.15 mm is more than 4 times away from the 0.8 x 0.8 mm this "
+                "model was trained at; results outside this range are not supported")
+    assert _ledger(out / "ledger-1-of-1.jsonl")[0]["warnings"] == [expected]
+    assert capsys.readouterr().err.splitlines() == [f"revgan: warning: thin: {expected}"]

@@ -6,12 +6,14 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from model_helpers import tiny_model
 from physics_helpers import PERIOD_MM, band_limited_slice, radial_transfer, z_constant_volume
 from RevGANCore.inference import translate
 from RevGANCore.modelfile import TranslationModel, as_model
-from RevGANCore.physical_scale import InPlaneScale, fourier_resample, in_plane_scale, scale_warning
+from RevGANCore.physical_scale import (InPlaneScale, fourier_resample, in_plane_scale, scale_warning,
+                                       working_grid_bytes)
 from RevGANCore.volume import Grid
 
 
@@ -83,3 +85,66 @@ def test_a_super_resolution_model_is_checked_against_its_low_resolution_training
     assert model.metadata.training_slice_thickness_mm == 5.0
     assert scale_warning(model.metadata, (0.6, 0.6, 5.0)) is None  # a real chest CT
     assert "the 1.6 x 1.6 x 5 mm this model was trained at" in scale_warning(model.metadata, (0.6, 0.6, 25.0))
+
+
+def test_a_spacing_warning_goes_to_warn_without_a_label_else_to_the_log_with_one():
+    model = as_model("revgan-kernel-phantom-paired2r")
+    volume = z_constant_volume(np.zeros((12, 12), np.float32), 4, (0.15, 0.15, 1.25))
+    messages, warnings = [], []
+    translate(model, volume, device="cpu", log=messages.append, warn=warnings.append)
+    assert len(warnings) == 1 and warnings[0].startswith("the scan's voxel spacing 0.15 x 0.15 mm")
+    assert not any("voxel spacing" in m for m in messages)
+    messages = []
+    translate(model, volume, device="cpu", log=messages.append)
+    assert [m for m in messages if "voxel spacing" in m] == [f"warning: {warnings[0]}"]
+
+
+@pytest.mark.parametrize("spacing, problem", [((500.0, 500.0, 5000.0), "which would make 40000 x 40000 pixels"),
+                                              ((0.001, 0.001, 0.001), "narrower than one of them"),
+                                              ((0.8, 0.01, 1.25), "narrower than one of them")])
+def test_a_working_grid_no_ct_needs_is_refused_before_anything_is_allocated(tmp_path, spacing, problem):
+    """Refused in the file's terms: its spacing, what the model works at, what is wrong (500 mm
+    pixels used to fail allocating 47.7 GiB; 0.001 mm ran on 1 x 1 working pixels)."""
+    from RevGANCore.errors import VolumeError
+    from RevGANCore.inference import translate_file
+    from RevGANCore.volume import Volume
+    from RevGANCore.volume_io import write_volume
+
+    model = as_model("revgan-kernel-phantom-paired2r")
+    scan = write_volume(Volume(np.zeros((8, 64, 64), np.float32) - 1000.0, spacing, (0.0, 0.0, 0.0)),
+                        tmp_path / "odd.nrrd")
+    with pytest.raises(VolumeError) as error:
+        translate_file(model, scan, tmp_path / "out.nrrd", device="cpu")
+    text = str(error.value)
+    assert text.startswith(f"{scan}: in-plane spacing {spacing[0]:g} x {spacing[1]:g} mm") and "\n" not in text
+    assert "this model works at 0.8 x 0.8 mm pixels" in text and problem in text
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["odd.nrrd"]
+
+
+def test_a_working_grid_beyond_the_memory_available_is_refused():
+    from RevGANCore.errors import VolumeError
+    from RevGANCore.inference import _check_working_memory, make_plan
+
+    model = as_model("revgan-kernel-phantom-paired2r")
+    # 3 mm pixels: 1920 x 1920 working pixels, within MAX_WORKING_PIXELS, but 200 slices of them
+    grid = Grid((200, 512, 512), (3.0, 3.0, 1.25), (0.0, 0.0, 0.0))
+    scale = in_plane_scale(model.metadata, grid, "big.nrrd")
+    assert working_grid_bytes(scale, grid, 8) == 1920 * 1920 * (4 * 200 + 32 * 8)
+    plan = make_plan(model.generator.config, (200,) + scale.working_shape_yx, torch.device("cpu"), memory_mib=1024)
+    needed = working_grid_bytes(scale, grid, plan.window_shape[0])
+    _check_working_memory(scale, grid, plan, "big.nrrd", (0.8, 0.8, 1.25), available=needed)  # fits
+    with pytest.raises(VolumeError, match=r"^big.nrrd: in-plane spacing 3 x 3 mm brought to this model's 0.8 x 0.8 "
+                                          r"mm pixels is 1920 x 1920 x 200 voxels, about \d+\.\d GiB; 2.0 GiB of "
+                                          r"memory is available$"):
+        _check_working_memory(scale, grid, plan, "big.nrrd", (0.8, 0.8, 1.25), available=2 * 2 ** 30)
+
+
+def test_a_slice_a_few_model_pixels_wide_says_what_spacing_it_gets():
+    model = as_model("revgan-kernel-phantom-paired2r")
+    grid = Grid((4, 3, 3), (0.5, 0.5, 1.25), (0.0, 0.0, 0.0))  # 1.5 mm: 1.875 model pixels -> 2 of 0.75 mm
+    assert in_plane_scale(model.metadata, grid).describe(grid) == (
+        "in-plane 0.5 x 0.5 mm resampled to 0.75 x 0.75 mm (2 x 2 pixels, the nearest whole pixels to the "
+        "model's 0.8 x 0.8 mm) and back")
+    grid = Grid((4, 300, 300), (0.5, 0.5, 1.25), (0.0, 0.0, 0.0))
+    assert in_plane_scale(model.metadata, grid).describe(grid) == (
+        "in-plane 0.5 x 0.5 mm resampled to the model's 0.798 x 0.798 mm (188 x 188 pixels) and back")

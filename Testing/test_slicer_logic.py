@@ -233,6 +233,32 @@ def test_separate_process_failure_is_reported_with_its_output(scene, tmp_path):
     assert _volumeNodes(scene) == nodesBefore
 
 
+@needs_inference
+def test_a_spacing_warning_reaches_the_panel_in_both_run_modes(scene, tmp_path):
+    """A scan 5x finer than the model's training pixels: the warning is a message labelled
+    "Warning:" in this process, a warning event from the separate process, and the Logic
+    keeps it (the panel shows it with the result) either way."""
+    from model_helpers import metadata_for, two_way_generator
+    from RevGANCore.modelfile import save_model
+
+    modelPath = str(save_model(tmp_path / "kernel.safetensors", two_way_generator(2, 1),
+                               metadata_for("kernel", training_spacing_xyz=(0.8, 0.8, 1.25))))
+    node = addVolumeNode(scene, ctLikeArray((6, 24, 24)), obliqueIjkToRas(spacing=(0.15, 0.15, 1.25)), "thin")
+    expected = ("the scan's voxel spacing 0.15 x 0.15 mm is more than 4 times away from the 0.8 x 0.8 mm this "
+                "model was trained at; results outside this range are not supported")
+    logic = TranslationLogic()
+    messages = []
+    logic.translate(node, Task.CustomModel, modelPath=modelPath, device="cpu", message=messages.append)
+    assert logic.lastWarnings == [expected] and f"Warning: {expected}" in messages
+    job = logic.startTranslation(node, Task.CustomModel, modelPath=modelPath, device="cpu", python=sys.executable)
+    assert job.wait(timeout=300) == 0, job.process.outputTail()
+    assert job.warnings == [expected]
+    logic.finishTranslation(job)
+    assert logic.lastWarnings == [expected]
+    logic.translate(node, Task.SharpToSmooth, model=testing.tinyModel("kernel"), device="cpu")
+    assert logic.lastWarnings == []  # a model that records no spacing: nothing to warn about
+
+
 @needsCore("phantom_dataset")
 def test_sample_data_entries_fetch_nothing_and_show_the_phantom(scene):
     """Slicer's Sample Data fetches every URI a source lists (``downloadSample`` ignores

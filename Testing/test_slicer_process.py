@@ -137,7 +137,7 @@ def test_translate_command_options():
                                       python="PythonSlicer")
     tail = command[4:]
     assert tail == ["translate", "a.nrrd", "b.nrrd", "--model", "m", "--direction", "inverse", "--device",
-                    "cuda:1", "--dtype", "int16", "--progress", "jsonl", "--tile", "48"]
+                    "cuda:1", "--dtype", "int16", "--progress", "jsonl", "--no-air-check", "--tile", "48"]
     assert "--tile" not in engine.translateCommand("a", "b", "m", python="p")
 
 
@@ -165,6 +165,25 @@ def test_a_real_translate_run_reports_json_lines_from_zero(tmp_path):
     assert [done for done, _ in progress] == sorted(done for done, _ in progress)
     assert any(event and event["event"] == "message" for event in events)
     assert process.writtenPath == str(tmp_path / "out.nrrd")
+
+
+def test_a_volume_without_air_translates_in_a_separate_process_as_in_this_one(tmp_path):
+    """A soft-tissue crop (no voxel below -500 HU) that the in-process engine translates is not
+    refused by the separate process either: both take the volume node the user chose."""
+    from model_helpers import save_two_way_model
+    from RevGANCore.volume import Volume
+    from RevGANCore.volume_io import read_volume, write_volume
+
+    import numpy as np
+
+    model = save_two_way_model(tmp_path / "model.safetensors")
+    array = np.random.default_rng(0).uniform(-150.0, 800.0, (20, 24, 24)).astype(np.float32)
+    write_volume(Volume(array, spacing=(1.0, 1.0, 2.0)), tmp_path / "in.nrrd", dtype="float32")
+    command = engine.translateCommand(tmp_path / "in.nrrd", tmp_path / "out.nrrd", model, device="cpu",
+                                      python=sys.executable)
+    process = ConsoleProcess(command, env=engine.processEnvironment(), cwd=str(tmp_path)).start()
+    assert process.wait(timeout=300) == 0, process.outputTail()
+    assert read_volume(tmp_path / "out.nrrd", expect_ct=False).shape == (20, 24, 24)
 
 
 def test_a_failing_run_reports_its_error_as_an_event(tmp_path):

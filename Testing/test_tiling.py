@@ -139,6 +139,18 @@ def test_too_small_tile_is_refused_with_the_minimum():
         plan_tiles((100, 100, 100), 64, halo=21, stride=2)  # halo not on the stride
 
 
+def test_a_too_small_tile_on_a_resampled_grid_names_the_scans_axis_too():
+    """A kernel model's working grid (the scan's 128 rows at 0.57 mm are 91 at 0.8 mm): the
+    refusal once named only the 91, an axis length the user's scan does not have."""
+    with pytest.raises(ConfigError) as refused:
+        plan_tiles((8, 91, 91), 16, halo=22, stride=2, scan_shape=(8, 128, 128))
+    message = str(refused.value)
+    assert "axis y: the scan's 128 voxels are 91 on the grid the model works on" in message
+    assert "tile sizes count voxels of that grid" in message and "at least 46" in message
+    with pytest.raises(ConfigError, match=r"\(axis y of 91 voxels\)"):  # the scan's own grid: as before
+        plan_tiles((8, 91, 91), 16, halo=22, stride=2, scan_shape=(8, 91, 91))
+
+
 def test_integer_output_is_rounded_and_refuses_to_saturate_progress_and_cancel():
     array = np.linspace(-30000, 30000, 20 * 20 * 20, dtype=np.float32).reshape(20, 20, 20)
     plan = plan_tiles(array.shape, 12, halo=2, stride=2)

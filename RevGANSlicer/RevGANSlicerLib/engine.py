@@ -161,17 +161,20 @@ def modelCard(metadata: Any, modelPath: str = "") -> List[Tuple[str, str]]:
 def translateVolume(model: Any, volume: Any, direction: str = "forward", tileSize: int = 0,
                     device: str = "auto", progress: Optional[ProgressCallback] = None,
                     cancel: Optional[Callable[[], bool]] = None,
-                    message: Optional[Callable[[str], None]] = None) -> Any:
+                    message: Optional[Callable[[str], None]] = None,
+                    warning: Optional[Callable[[str], None]] = None) -> Any:
     """Translate ``volume`` (a RevGANCore Volume in HU) in this process; returns the new
     Volume (super-resolution: on the finer grid), int16 whole HU like the separate
     process's result. ``tileSize`` 0 lets the core choose. ``progress(done, total)`` is
     called before the first tile and after each, ``cancel()`` is polled between tiles
-    (RevGANCore.errors.CancelledError when it returns True) and ``message(text)`` receives
-    the core's notes (plan, device, memory fallbacks)."""
+    (RevGANCore.errors.CancelledError when it returns True), ``message(text)`` receives
+    the core's notes (plan, device, memory fallbacks) and ``warning(text)`` its warnings
+    (e.g. a voxel spacing outside the model's range; unlabelled, like the separate process's
+    warning events; without it they go to ``message`` as "warning: ...")."""
     from RevGANCore.inference import translate
 
     return translate(model, volume, direction=direction, tile_size=int(tileSize) or None, device=device,
-                     progress=progress, cancel=cancel, out_dtype=RESULT_DTYPE, log=message)
+                     progress=progress, cancel=cancel, out_dtype=RESULT_DTYPE, log=message, warn=warning)
 
 
 def revganCommand(arguments: Sequence[str], python: Optional[str] = None) -> List[str]:
@@ -188,10 +191,12 @@ def translateCommand(inputPath: str, outputPath: str, modelPath: str, direction:
                      tileSize: int = 0, device: str = "auto", python: Optional[str] = None,
                      threads: int = 0) -> List[str]:
     """The command that runs ``revgan translate`` in a separate process (PythonSlicer
-    inside Slicer); ``threads`` > 0 limits its CPU threads (``--threads``)."""
+    inside Slicer); ``threads`` > 0 limits its CPU threads (``--threads``). ``--no-air-check``:
+    the input is a volume node the user chose, which :func:`translateVolume` in this process
+    takes as it is too (a soft-tissue crop has no air)."""
     command = revganCommand(["translate", str(inputPath), str(outputPath), "--model", str(modelPath),
                              "--direction", direction, "--device", device or "auto", "--dtype", RESULT_DTYPE,
-                             "--progress", "jsonl"], python=python)
+                             "--progress", "jsonl", "--no-air-check"], python=python)
     if tileSize:
         command += ["--tile", str(int(tileSize))]
     if threads:

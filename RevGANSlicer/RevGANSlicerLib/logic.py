@@ -56,7 +56,8 @@ class TranslationJob:
 
     Poll it from a timer: :meth:`poll` returns None while it runs and the process's return
     code when it has ended; :attr:`progress` is the last (done, total) and
-    :attr:`statusMessage` the process's last message (e.g. a GPU memory fallback)."""
+    :attr:`statusMessage` the process's last message (e.g. a GPU memory fallback) and
+    :attr:`warnings` its warnings so far (e.g. a voxel spacing outside the model's range)."""
 
     def __init__(self, process: ConsoleProcess, folder: str, outputPath: str, inputNodeID: str,
                  outputNodeID: Optional[str], outputName: str, task: Task, description: str,
@@ -84,6 +85,10 @@ class TranslationJob:
         return self.process.lastMessage
 
     @property
+    def warnings(self) -> List[str]:
+        return list(self.process.warnings)
+
+    @property
     def cancelled(self) -> bool:
         return self.process.cancelled
 
@@ -107,6 +112,7 @@ class TranslationLogic:
         self._scene = scene
         self._metadataCache: Dict[Tuple[str, float], Any] = {}
         self.lastDuration: Optional[float] = None  # seconds taken by the last translation
+        self.lastWarnings: List[str] = []  # what the last translation warned about, for the result's status
         self._busyWith: Optional[str] = None  # what runs in this process (install, translation)
         self.activeJob: Optional[TranslationJob] = None  # the separate-process run, until finished
 
@@ -319,7 +325,8 @@ class TranslationLogic:
         loaded model instead (its metadata decides the direction). ``tileSize`` 0 lets the
         core choose; ``threads`` > 0 sets PyTorch's CPU threads for the run (restored
         afterwards). ``progress(done, total)``/``cancel()``/``message(text)``: see
-        :func:`RevGANSlicerLib.engine.translateVolume`. Raises CancelledError when cancelled
+        :func:`RevGANSlicerLib.engine.translateVolume`; warnings go to ``message`` as
+        "Warning: ..." and are kept in :attr:`lastWarnings`. Raises CancelledError when cancelled
         (no node is left behind). BusyError while another run or installation is going on:
         ``progress`` processes Slicer's events, so the panel's buttons stay clickable."""
         with self.busyWith("translating"):
@@ -348,7 +355,8 @@ class TranslationLogic:
         started = time.monotonic()
         try:
             result = engine.translateVolume(model, volume, direction=chosen, tileSize=tileSize, device=device,
-                                            progress=progress, cancel=cancel, message=message)
+                                            progress=progress, cancel=cancel, message=message,
+                                            warning=self._keepWarnings(message))
         finally:
             engine.releaseMemory()
         self.lastDuration = time.monotonic() - started
@@ -357,6 +365,20 @@ class TranslationLogic:
                                     outputNode=outputNode, scene=self.scene, dtype=engine.RESULT_DTYPE)
             describeSeries(node, seriesDescription(task, modelName, chosen))
         return node
+
+    def _keepWarnings(self, message: Optional[Callable[[str], None]]) -> Callable[[str], None]:
+        """The core's warning callback for a run in this process: each distinct warning is
+        kept in :attr:`lastWarnings` (a sequence's frames repeat them) and shown through
+        ``message``, labelled like the separate process's warning lines in the panel."""
+        self.lastWarnings = []
+
+        def warning(text: str) -> None:
+            if text not in self.lastWarnings:
+                self.lastWarnings.append(text)
+                if message is not None:
+                    message(f"Warning: {text}")
+
+        return warning
 
     # ------------------------------------------------------------------ sequences
     def sequenceOf(self, inputNode):
@@ -392,6 +414,7 @@ class TranslationLogic:
         if not count:
             raise VolumeError(f"{sequence.GetName()}: the sequence has no frames")
         result = sequences.newSequenceLike(sequence, name or outputName(sequence.GetName(), task))
+        warning = self._keepWarnings(message)
         started = time.monotonic()
         for index, (value, frame) in enumerate(items):
             if cancel is not None and cancel():
@@ -403,7 +426,8 @@ class TranslationLogic:
             frameProgress = None if progress is None else _frameProgress(progress, index, count)
             try:
                 translated = engine.translateVolume(model, volume, direction=chosen, tileSize=tileSize, device=device,
-                                                    progress=frameProgress, cancel=cancel, message=message)
+                                                    progress=frameProgress, cancel=cancel, message=message,
+                                                    warning=warning)
             finally:
                 engine.releaseMemory()
             with waitCursor():
@@ -456,7 +480,8 @@ class TranslationLogic:
 
     def finishTranslation(self, job: TranslationJob):
         """After the job ended: load its result into a new (or the chosen) output node and
-        return it. Raises CancelledError if it was cancelled, RevGANError with the
+        return it (its warnings are in :attr:`lastWarnings`). Raises CancelledError if it was
+        cancelled, RevGANError with the
         process's last output lines if it failed. Temporary files are deleted."""
         from RevGANCore.volume_io import read_volume
 
@@ -471,6 +496,7 @@ class TranslationLogic:
             inputNode = self.scene.GetNodeByID(job.inputNodeID)
             outputNode = self.scene.GetNodeByID(job.outputNodeID) if job.outputNodeID else None
             self.lastDuration = ((job.process.endTime or time.monotonic()) - (job.process.startTime or 0.0))
+            self.lastWarnings = job.warnings
             with waitCursor():  # reading and loading several GB for a large super-resolution
                 result = read_volume(job.outputPath, expect_ct=False)
                 node = createOutputNode(result, job.outputName, referenceNode=inputNode, outputNode=outputNode,

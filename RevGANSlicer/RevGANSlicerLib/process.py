@@ -105,8 +105,9 @@ class ConsoleProcess:
     ``onLine(line)`` is called (from :meth:`poll`, so on the caller's thread) for every
     output line. JSON-lines events (``revgan ... --progress jsonl``) are read as data:
     :attr:`progress` holds the last (done, total), :attr:`lastMessage` the last message's
-    text, :attr:`errorMessage` the error the command reported and :attr:`writtenPath` the
-    file it wrote."""
+    text, :attr:`warnings` the text of every warning (messages with level "warning"),
+    :attr:`errorMessage` the error the command reported and :attr:`writtenPath` the file it
+    wrote."""
 
     def __init__(self, args: Sequence[str], env: Optional[Dict[str, str]] = None, cwd: Optional[str] = None,
                  onLine: Optional[Callable[[str], None]] = None, keepLines: int = 2000):
@@ -118,6 +119,7 @@ class ConsoleProcess:
         self.lines: List[str] = []
         self.progress: Optional[Tuple[int, int]] = None
         self.lastMessage = ""
+        self.warnings: List[str] = []
         self.errorMessage = ""
         self.writtenPath: Optional[str] = None
         self.returncode: Optional[int] = None
@@ -198,6 +200,8 @@ class ConsoleProcess:
             self.progress = _progressOf(event) or self.progress
         elif kind == "message":
             self.lastMessage = str(event.get("text", ""))
+            if event.get("level") == "warning":
+                self.warnings.append(self.lastMessage)
         elif kind == "error":
             self.errorMessage = str(event.get("text", ""))
         elif kind == "done":
