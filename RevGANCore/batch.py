@@ -40,6 +40,9 @@ class BatchOptions:
     strict: bool = False
     #: Window budget (MiB); None: the inference default, divided among ``jobs`` workers.
     tile_memory_mib: Optional[float] = None
+    #: False: accept scans without any air-like voxel (``--no-air-check``; see
+    #: :func:`~RevGANCore.volume_io.air_check`).
+    air_check: bool = True
 
 
 @dataclass
@@ -222,7 +225,15 @@ def _output_voxels(path: Path) -> int:
 def _run_in_this_process(model, todo: Sequence[BatchJob], options: BatchOptions,
                          shard: Tuple[int, int]) -> Iterator[dict]:
     for job in todo:
-        yield translate_job(model, job, options, shard)
+        yield _checked_job(model, job, options, shard)
+
+
+def _checked_job(model, job: BatchJob, options: BatchOptions, shard: Tuple[int, int]) -> dict:
+    """:func:`translate_job` under the options' air check; a refused scan's record names the option."""
+    from .volume_io import COMMAND_LINE_AIR_HINT, air_check
+
+    with air_check(options.air_check, hint=COMMAND_LINE_AIR_HINT):
+        return translate_job(model, job, options, shard)
 
 
 # --------------------------------------------------------------------------- worker processes
@@ -241,7 +252,7 @@ def _start_worker(model_path: str, threads: int) -> None:
 
 
 def _worker_job(job: BatchJob, options: BatchOptions, shard: Tuple[int, int]) -> dict:
-    return translate_job(_WORKER_MODEL, job, options, shard)
+    return _checked_job(_WORKER_MODEL, job, options, shard)
 
 
 def _run_in_workers(model_path: Path, todo: Sequence[BatchJob], options: BatchOptions,

@@ -172,7 +172,7 @@ def _run_bench_quality(args: argparse.Namespace) -> int:
     result = run_quality_benchmark(models_dir=[Path(folder) for folder in args.models] if args.models else None,
                                    data_dir=Path(args.data), test_cases=args.cases, device=args.device, log=log,
                                    shape=tuple(args.shape) if args.shape else None, worlds=args.worlds)
-    return _print_result(args, result, format_quality_table)
+    return _print_result(args, result, format_quality_table, json_safe=True)  # one case: std NaN, null
 
 
 def _run_bench_speed(args: argparse.Namespace) -> int:
@@ -343,6 +343,17 @@ def _add_translation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--progress", default="auto", choices=PROGRESS_STYLES,
                         help="auto: a bar on a terminal, plain lines otherwise; jsonl: one JSON object per line "
                              "on standard output (progress, messages, error, done) for programs")
+    parser.add_argument("--no-air-check", action="store_true",
+                        help="accept a scan without any air-like voxel (none below -500 HU), such as a soft-tissue "
+                             "crop; values must still be CT in HU (default: refused, as it may be MR or CT "
+                             "without its rescale intercept)")
+
+
+def _air_check(args: argparse.Namespace):
+    """``--no-air-check``: whether scans read in the block must hold air; a refusal names the option."""
+    from .volume_io import COMMAND_LINE_AIR_HINT, air_check
+
+    return air_check(not args.no_air_check, hint=COMMAND_LINE_AIR_HINT)
 
 
 def _add_input_output_options(parser: argparse.ArgumentParser) -> None:
@@ -381,8 +392,8 @@ def _setup_translate(commands: argparse._SubParsersAction) -> None:
     resolve.add_argument("--dtype", default="int16", choices=["int16", "float32"],
                          help="output voxel type (int16: whole HU)")
     resolve.add_argument("--adapt", type=float, default=None, metavar="SECONDS",
-                         help="first fine-tune a copy of the model on this scan for about SECONDS (its own "
-                              "slices degraded in-plane as pairs; the model file is not changed)")
+                         help="first fine-tune a copy of the model on this scan for about SECONDS, at most 3600 "
+                              "(its own slices degraded in-plane as pairs; the model file is not changed)")
     _add_translation_options(resolve)
     _add_input_output_options(resolve)
     resolve.set_defaults(handler=_run_super_resolve)
@@ -478,16 +489,22 @@ def _run_translation(args: argparse.Namespace, model_name: str, task: Optional[s
 
 
 def _run_translate(args: argparse.Namespace) -> int:
-    return _run_translation(args, args.model, None, args.direction)
+    with _air_check(args):
+        return _run_translation(args, args.model, None, args.direction)
 
 
 def _run_super_resolve(args: argparse.Namespace) -> int:
+    if args.adapt is not None:  # before any work: the run would last that long
+        from .scan_adaptation import check_adapt_seconds
+
+        check_adapt_seconds(args.adapt, "--adapt")
     model = args.model
     if model is None:
         from .registry import default_model
 
         model = str(default_model("super_resolution").path)
-    return _run_translation(args, model, "super_resolution", "forward")
+    with _air_check(args):
+        return _run_translation(args, model, "super_resolution", "forward")
 
 
 # --------------------------------------------------------------------------- batch
@@ -545,7 +562,7 @@ def _run_batch(args: argparse.Namespace) -> int:
         raise RevGANError("--task super-resolution translates forward only; use --model for another direction")
     options = BatchOptions(direction=args.direction, output_format=args.batch_format, dtype=args.dtype,
                            device=args.device, tile_size=_tile_argument(args.tile), precision=args.precision,
-                           strict=args.strict, tile_memory_mib=_tile_memory(args))
+                           strict=args.strict, tile_memory_mib=_tile_memory(args), air_check=not args.no_air_check)
     run = dict(model=model, inputs=args.inputs, out_dir=args.out, options=options, task=task, shard=shard,
                jobs=args.jobs, resume=args.resume, threads=args.threads)
     if args.progress == "jsonl":
@@ -619,8 +636,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         if not quiet and index < total:
             print(f"evaluate: case {index + 1}/{total} ({case_id})", file=sys.stderr)
 
-    result = evaluate_model(model, args.data, direction=args.direction, tile_size=_tile_argument(args.tile),
-                            device=args.device, cases=args.cases, progress=progress, precision=args.precision)
+    with _air_check(args):
+        result = evaluate_model(model, args.data, direction=args.direction, tile_size=_tile_argument(args.tile),
+                                device=args.device, cases=args.cases, progress=progress, precision=args.precision)
     return _print_result(args, result, format_evaluation, json_safe=True)
 
 

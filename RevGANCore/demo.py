@@ -37,6 +37,18 @@ def _panel(volumes, window) -> np.ndarray:
 
 
 def run_demo(out_dir: Path, device: str = "auto", case_index: int = 0, log: Log = print) -> Dict[str, dict]:
+    """Write the demo's volumes and figures into ``out_dir`` (earlier demo outputs there are
+    replaced); returns the metrics per task. A failure removes what this run wrote, and the
+    folder if it created it."""
+    from .output_folder import FolderToFill
+
+    target = FolderToFill(out_dir, ("super_resolved.nii.gz", "kernel_converted.nii.gz", "phantom_*.nii.gz",
+                                    "super_resolution.png", "kernel_conversion.png"), may_hold_files=True)
+    with target as out:
+        return _run_demo(out, device, case_index, log)
+
+
+def _run_demo(out: Path, device: str, case_index: int, log: Log) -> Dict[str, dict]:
     from .baselines import fit_gaussian_sigma, interpolate_super_resolution
     from .degradations import gaussian_inplane, kernel_oracle
     from .inference import translate
@@ -50,8 +62,6 @@ def run_demo(out_dir: Path, device: str = "auto", case_index: int = 0, log: Log 
     from .registry import default_model
     from .volume_io import write_volume
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     sr_entry, kernel_entry = default_model("super_resolution"), default_model("kernel")
     sr_model, kernel_model = load_model(sr_entry.path), load_model(kernel_entry.path)

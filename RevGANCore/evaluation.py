@@ -14,6 +14,7 @@ beats its baseline.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -102,20 +103,29 @@ def evaluate_model(model, data, direction: str = "forward", tile_size=None, devi
         "cases": rows,
         "summary": summary("metrics"),
         "baseline_summary": summary("baseline"),
-        "definitions": dict(METRIC_DEFINITIONS, std="sample standard deviation over cases (ddof 1)",
+        "definitions": dict(METRIC_DEFINITIONS, std="sample standard deviation over cases (ddof 1; null, "
+                                                    "undefined, for one case)",
                             baseline="the source volume itself on the target grid (B-spline)"),
     }
 
 
+def _mean_and_spread(stats: dict, digits: int) -> str:
+    """``mean +- std``, or the mean alone where the spread is undefined (one case)."""
+    std = stats["std"]
+    if std is None or not math.isfinite(std):
+        return f"{stats['mean']:>12.{digits}f}{'':11}"
+    return f"{stats['mean']:>12.{digits}f} +- {std:<7.{digits}f}"
+
+
 def format_evaluation(result: dict) -> str:
-    """A short table: metric, model mean +- std, baseline mean +- std."""
+    """A short table: metric, model mean +- std, baseline mean +- std (the mean alone for one case)."""
     lines = [printable(f"{result['model']}: {result['task']} {result['direction']} ({result['source_domain']} -> "
-                       f"{result['target_domain']}) on {len(result['cases'])} case(s) of {result['manifest']}"),
+                       f"{result['target_domain']}) on {len(result['cases'])} case(s) of {result['manifest']}")
+             + ("; one case: no spread" if len(result["cases"]) == 1 else ""),
              f"{'metric':<14} {'model':>22} {'baseline (no model)':>22}"]
     for name in METRIC_NAMES:
         model = result["summary"][name]
         base = result["baseline_summary"][name]
         digits = 4 if name == "ssim" else 2
-        lines.append(f"{name:<14} {model['mean']:>12.{digits}f} +- {model['std']:<7.{digits}f} "
-                     f"{base['mean']:>12.{digits}f} +- {base['std']:<7.{digits}f}")
+        lines.append(f"{name:<14} {_mean_and_spread(model, digits)} {_mean_and_spread(base, digits)}".rstrip())
     return "\n".join(lines)

@@ -14,7 +14,8 @@ Definitions (all explicit; nothing is inferred from the dtype):
   This is what scikit-image's ``structural_similarity(..., gaussian_weights=True,
   sigma=1.5, use_sample_covariance=False, data_range=...)`` computes on a 3D array; the
   tests check the two agree. Computed in float64 in slabs, so memory stays bounded.
-- ``summarize(values)``: mean and sample standard deviation (ddof = 1; 0 for one value).
+- ``summarize(values)``: mean and sample standard deviation (ddof = 1; NaN, undefined, for one
+  value).
 
 Every function reads its inputs only; metrics over big volumes are accumulated slab by slab.
 """
@@ -188,16 +189,18 @@ class Summary(NamedTuple):
 
 
 def summarize(values: Iterable[float]) -> Summary:
-    """Mean and sample standard deviation (ddof 1; 0.0 for a single value); a non-finite
-    value (PSNR of identical volumes is inf) makes the mean inf or NaN and the std NaN."""
+    """Mean and sample standard deviation (ddof 1); the std is NaN where it is undefined: for a
+    single value (a spread of 0 would claim a certainty one value cannot give), and when a
+    value is non-finite (PSNR of identical volumes is inf; the mean is then inf or NaN).
+    JSON outputs write NaN as null."""
     numbers = [float(v) for v in values]
     if not numbers:
         raise ConfigError("no values to summarise")
     array = np.asarray(numbers, dtype=np.float64)
     if not np.all(np.isfinite(array)):  # e.g. PSNR of identical volumes is inf
         mean = float(array.mean()) if not np.isnan(array).any() else math.nan
-        return Summary(mean, math.nan if array.size > 1 else 0.0, len(numbers))
-    std = float(array.std(ddof=1)) if array.size > 1 else 0.0
+        return Summary(mean, math.nan, len(numbers))
+    std = float(array.std(ddof=1)) if array.size > 1 else math.nan
     return Summary(float(array.mean()), std, len(numbers))
 
 

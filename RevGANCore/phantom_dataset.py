@@ -37,6 +37,7 @@ from . import __version__
 from .degradations import SMOOTH_KERNEL, IterativeReconstruction, KernelPair, LowResolution, Reconstruction
 from .errors import ConfigError
 from .manifest import new_manifest, relative_path, write_manifest
+from .output_folder import FolderToFill
 from .phantom import DEFAULT_SHAPE, DEFAULT_SPACING, generate_chest_phantom, phantom_scale
 from .volume import Volume
 from .volume_io import write_volume
@@ -138,24 +139,24 @@ def phantom_world(manifest_path) -> Optional[str]:
     return str(generator.get("world", "linear"))
 
 
-def _check_output_folder(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"{out_dir}: exists and is not a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise ConfigError(f"{out_dir}: folder is not empty; choose a new folder (or allow overwriting)")
-
-
 def write_phantom_dataset(out_dir, cases: int = 2, seed: int = 0, recipe: PhantomRecipe = PhantomRecipe(),
                           overwrite: bool = False,
                           progress: Optional[Callable[[int, int, str], None]] = None) -> Path:
     """Write ``cases`` phantom cases (hr, lr, sharp, smooth as int16 .nii.gz) and
-    ``manifest.json`` into ``out_dir``; returns the manifest path."""
+    ``manifest.json`` into ``out_dir`` (new or empty; with ``overwrite`` it may hold files);
+    returns the manifest path. A failure removes what it wrote, and the folder if it created
+    it (:class:`~RevGANCore.output_folder.FolderToFill`)."""
     if int(cases) < 1:
         raise ConfigError(f"the number of cases must be at least 1, got {cases}")
     recipe.check()
-    folder = Path(out_dir)
-    _check_output_folder(folder, overwrite)
-    folder.mkdir(parents=True, exist_ok=True)
+    target = FolderToFill(out_dir, ("manifest.json", "case[0-9][0-9][0-9]*"), may_hold_files=overwrite,
+                          not_empty_hint="(or allow writing into it: --overwrite, overwrite=True in Python)")
+    with target as folder:
+        return _write_phantom_cases(folder, int(cases), seed, recipe, progress)
+
+
+def _write_phantom_cases(folder: Path, cases: int, seed: int, recipe: PhantomRecipe,
+                         progress: Optional[Callable[[int, int, str], None]]) -> Path:
     hr_grid_note = f"{tuple(recipe.shape)} voxels (z, y, x) at {tuple(recipe.spacing)} mm (x, y, z)"
     iterative = recipe.world == "nonlinear"
     ir_note = "; iterative-reconstruction-like (edge-preserving, nonlinear)" if iterative else ""
@@ -177,11 +178,11 @@ def write_phantom_dataset(out_dir, cases: int = 2, seed: int = 0, recipe: Phanto
         created_by=f"RevGANCore {__version__} (revgan phantom"
                    + (", nonlinear world)" if iterative else ")"))
     manifest["generator"] = phantom_generator_description(seed, recipe)
-    for index in range(int(cases)):
+    for index in range(cases):
         case_id = f"case{index:03d}"
         seeds = case_seeds(seed, index)
         if progress is not None:
-            progress(index, int(cases), case_id)
+            progress(index, cases, case_id)
         volumes = make_phantom_case(seeds, recipe)
         files = {}
         for domain in PHANTOM_DOMAINS:

@@ -28,12 +28,15 @@ from .objectives import Objective
 from .real_pairs import RealScanPairs, slab_patch_size
 from .volume import Volume
 
-__all__ = ["ADAPT_PATCH_ZYX", "adapt_to_scan"]
+__all__ = ["ADAPT_PATCH_ZYX", "MAX_ADAPT_SECONDS", "adapt_to_scan", "check_adapt_seconds"]
 
 #: Target patch on the scan's own grid (slices, rows, columns) at most; smaller scans use all of theirs.
 ADAPT_PATCH_ZYX = (8, 64, 64)
 #: Adam's step size: a tenth of training's, so a short run refines rather than relearns.
 ADAPT_LEARNING_RATE = 2e-5
+#: The longest adaptation: minutes already give its gain (docs/training.md); a longer run
+#: only fits one scan harder, and a larger number is a typo (hours or minutes for seconds).
+MAX_ADAPT_SECONDS = 3600.0
 
 Progress = Optional[Callable[[int, int, str], None]]
 
@@ -51,6 +54,15 @@ def _patch_size(volume: Volume, factors_zyx: Sequence[int]) -> tuple:
     return (depth * fz, rows, columns)
 
 
+def check_adapt_seconds(seconds, what: str = "the adaptation time") -> None:
+    """Refuse an adaptation time that is not more than 0 and at most :data:`MAX_ADAPT_SECONDS`."""
+    if not (isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and np.isfinite(seconds)
+            and 0 < seconds <= MAX_ADAPT_SECONDS):
+        shown = f"{seconds:g}" if isinstance(seconds, (int, float)) else repr(seconds)
+        raise ConfigError(f"{what} is in seconds, more than 0 and at most {MAX_ADAPT_SECONDS:g} (one hour); "
+                          f"got {shown}")
+
+
 def adapt_to_scan(model: TranslationModel, volume: Volume, seconds: float, batch_size: int = 2, seed: int = 0,
                   progress: Progress = None, cancel: Optional[Callable[[], bool]] = None,
                   log: Optional[Callable[[str], None]] = None) -> TranslationModel:
@@ -64,8 +76,7 @@ def adapt_to_scan(model: TranslationModel, volume: Volume, seconds: float, batch
     if factors == (1, 1, 1):
         raise ConfigError(f"{model.name}: adaptation needs a generator that upsamples inside the network "
                           "(architecture 'resize'); this model works on a pre-resampled grid")
-    if not (isinstance(seconds, (int, float)) and np.isfinite(seconds) and seconds > 0):
-        raise ConfigError(f"the adaptation time must be a positive number of seconds, got {seconds!r}")
+    check_adapt_seconds(seconds)
     patch = _patch_size(volume, factors)
     residual = model.generator.config.residual
     pairs = RealScanPairs([volume], factors, patch, region="train", val_slices=0, names=[volume.source or "scan"],

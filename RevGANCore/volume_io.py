@@ -9,12 +9,14 @@ series folders (see :mod:`RevGANCore.dicom`).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import gzip
 import os
 import struct
 import zlib
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -46,8 +48,33 @@ def volume_suffix(path) -> str:
     return ""
 
 
+#: How a scan without air is let through, ending :func:`check_ct_range`'s refusal: in Python,
+#: and on the command line (translate, super-resolve, batch, evaluate).
+PYTHON_AIR_HINT = ("If it is CT in HU without air (a soft-tissue crop), read it with read_volume(..., "
+                   "expect_ct=False), or inside `with RevGANCore.volume_io.air_check(False):`")
+COMMAND_LINE_AIR_HINT = "If it is CT in HU without air (a soft-tissue crop), pass --no-air-check to use it"
+
+# (required, hint): a context variable, because the readers deep inside translate_file take no
+# expect_ct argument; each thread and asyncio task has its own.
+_AIR_CHECK: "contextvars.ContextVar[Tuple[bool, str]]" = contextvars.ContextVar(
+    "revgan_air_check", default=(True, PYTHON_AIR_HINT))
+
+
+@contextlib.contextmanager
+def air_check(required: bool = True, hint: str = PYTHON_AIR_HINT) -> Iterator[None]:
+    """While the block runs, :func:`check_ct_range` refuses a volume without an air-like voxel
+    only if ``required``, ending the refusal with ``hint``. Values beyond any CT scale are
+    refused either way."""
+    token = _AIR_CHECK.set((bool(required), str(hint)))
+    try:
+        yield
+    finally:
+        _AIR_CHECK.reset(token)
+
+
 def check_ct_range(volume: Volume) -> None:
-    """Raise :class:`VolumeError` unless the values look like CT in Hounsfield units."""
+    """Raise :class:`VolumeError` unless the values look like CT in Hounsfield units (an
+    air-like voxel is required unless :func:`air_check` says otherwise)."""
     low = float(volume.array.min())
     high = float(volume.array.max())
     if low < CT_VALUE_RANGE[0] or high > CT_VALUE_RANGE[1]:
@@ -55,12 +82,12 @@ def check_ct_range(volume: Volume) -> None:
             f"{volume.source or 'volume'}: values range from {low:g} to {high:g}, far outside any CT "
             f"scale in Hounsfield units ({CT_VALUE_RANGE[0]:g} to {CT_VALUE_RANGE[1]:g}); "
             "the file is broken or is not CT")
-    if low > CT_AIR_CEILING_HU:
+    required, hint = _AIR_CHECK.get()
+    if required and low > CT_AIR_CEILING_HU:
         raise VolumeError(
             f"{volume.source or 'volume'}: values range from {low:g} to {high:g}, which does not "
             f"look like CT in Hounsfield units (CT has air near -1000 HU; no voxel is below "
-            f"{CT_AIR_CEILING_HU:g}). Is it an MR image, or CT without its rescale intercept? "
-            "Use read_volume(..., expect_ct=False) to read it anyway")
+            f"{CT_AIR_CEILING_HU:g}). Is it an MR image, or CT without its rescale intercept? {hint}")
 
 
 def read_volume(path, series_uid: Union[None, str, int] = None, expect_ct: bool = True) -> Volume:

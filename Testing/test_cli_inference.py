@@ -266,3 +266,147 @@ def test_a_listed_model_writes_the_name_it_is_listed_under(files, tmp_path, monk
     assert load_model(folder / "trained-as-run-7.safetensors").name == "site-sr"  # by path, still listed
     (folder / "models.json").write_text("{ not json")
     assert load_model(elsewhere).name == trained_as
+
+
+def _kernel_model_trained_at(path: Path, spacing=(0.8, 0.8, 1.25)) -> Path:
+    """A tiny kernel model whose file records the pixel size it was trained at."""
+    from model_helpers import metadata_for, two_way_generator
+    from RevGANCore.modelfile import save_model
+
+    return save_model(path, two_way_generator(2, 1), metadata_for("kernel", training_spacing_xyz=spacing))
+
+
+def test_a_spacing_warning_is_a_warning_even_when_quiet_or_as_json_lines(tmp_path, capsys):
+    model = _kernel_model_trained_at(tmp_path / "kernel.safetensors")
+    scan = write_volume(random_volume((6, 24, 24), seed=2, spacing=(0.15, 0.15, 1.25)), tmp_path / "thin.nrrd")
+    assert main(["translate", str(scan), str(tmp_path / "o.nrrd"), "--model", str(model), "--device", "cpu",
+                 "--quiet"]) == 0
+    captured = capsys.readouterr()
+    # --quiet: no messages, but the warning, labelled once
+    assert captured.err.splitlines() == [
+        "revgan: warning: the scan's voxel spacing 0.15 x 0.15 mm is more than 4 times away from the 0.8 x 0.8 mm "
+        "this model was trained at; results outside this range are not supported"]
+    assert main(["translate", str(scan), str(tmp_path / "o2.nrrd"), "--model", str(model), "--device", "cpu",
+                 "--progress", "jsonl"]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    warnings = [e for e in events if e["event"] == "message" and "voxel spacing" in e["text"]]
+    assert len(warnings) == 1 and warnings[0]["level"] == "warning"
+    assert warnings[0]["text"].startswith("the scan's voxel spacing 0.15 x 0.15 mm")
+
+
+@pytest.mark.parametrize("spacing, message", [
+    ((500.0, 500.0, 5000.0), "in-plane spacing 500 x 500 mm, 24 x 24 pixels (12000 x 12000 mm across): this "
+                             "model works at 0.8 x 0.8 mm pixels, which would make 15000 x 15000 pixels per slice"),
+    ((0.001, 0.001, 0.001), "in-plane spacing 0.001 x 0.001 mm, 24 x 24 pixels (0.024 x 0.024 mm across): this "
+                            "model works at 0.8 x 0.8 mm pixels, and the slices are narrower than one of them"),
+])
+def test_a_spacing_no_ct_has_is_one_line_before_any_work(tmp_path, capsys, spacing, message):
+    model = _kernel_model_trained_at(tmp_path / "kernel.safetensors")
+    scan = write_volume(random_volume((6, 24, 24), seed=2, spacing=spacing), tmp_path / "odd.nrrd")
+    out = tmp_path / "out.nrrd"
+    assert main(["translate", str(scan), str(out), "--model", str(model), "--device", "cpu", "--quiet"]) == 1
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"revgan: error: {scan}: ") and message in lines[0], lines
+    assert "check the spacing in the file's header" in lines[0]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["kernel.safetensors", "no-models", "odd.nrrd"]
+
+
+def _without_air(tmp_path: Path, name: str = "softtissue.nrrd") -> Path:
+    """A real CT cropped to soft tissue and bone has no air (one such crop: -424 to 1606 HU)."""
+    from RevGANCore.volume import Volume
+
+    array = np.random.default_rng(3).uniform(-424.0, 1606.0, (9, 20, 18)).astype(np.float32)
+    return write_volume(Volume(array, spacing=(0.7, 0.8, 1.5)), tmp_path / name)
+
+
+def test_a_scan_without_air_is_refused_naming_the_option_that_accepts_it(files, tmp_path, capsys):
+    scan = _without_air(tmp_path)
+    for command, model in (("translate", files["kernel"]), ("super-resolve", files["sr"])):
+        out = tmp_path / f"{command}.nrrd"
+        argv = [command, str(scan), str(out), "--model", str(model), "--device", "cpu", "--quiet"]
+        assert main(argv) == 1
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"revgan: error: {scan}: values range from"), lines
+        assert "does not look like CT" in lines[0] and "pass --no-air-check" in lines[0]
+        assert "read_volume" not in lines[0]  # a command-line user is not sent to a Python function
+        assert not out.exists()
+        assert main(argv + ["--no-air-check"]) == 0
+        assert out.is_file()
+    # batch: the failed scan's ledger line names the option; with it the scan is translated
+    assert main(["batch", str(scan), "--model", str(files["kernel"]), "--out", str(tmp_path / "b"), "--device",
+                 "cpu", "--quiet"]) == 1
+    assert "pass --no-air-check" in capsys.readouterr().err
+    record = json.loads((tmp_path / "b" / "ledger-1-of-1.jsonl").read_text().splitlines()[-1])
+    assert record["status"] == "failed" and "pass --no-air-check" in record["error"]
+    assert main(["batch", str(scan), "--model", str(files["kernel"]), "--out", str(tmp_path / "b2"), "--device",
+                 "cpu", "--quiet", "--no-air-check"]) == 0
+    assert (tmp_path / "b2" / "softtissue.nii.gz").is_file()
+
+
+def test_python_callers_get_the_python_hint_and_air_check_around_deeper_reads(files, tmp_path):
+    from RevGANCore.errors import VolumeError
+    from RevGANCore.inference import translate_file
+    from RevGANCore.volume import Volume
+    from RevGANCore.volume_io import air_check
+
+    scan = _without_air(tmp_path)
+    with pytest.raises(VolumeError, match=r"read_volume\(\.\.\., expect_ct=False\)") as refused:
+        translate_file(files["kernel"], scan, tmp_path / "out.nrrd", device="cpu")
+    assert "--no-air-check" not in str(refused.value)
+    with air_check(False):
+        translate_file(files["kernel"], scan, tmp_path / "out.nrrd", device="cpu")
+        broken = write_volume(Volume(np.full((4, 8, 8), 1e6, np.float32)), tmp_path / "broken.nrrd",
+                              dtype="float32")
+        with pytest.raises(VolumeError, match="far outside any CT scale"):  # still refused
+            read_volume(broken)
+    with pytest.raises(VolumeError, match="does not look like CT"):  # the check is back after the block
+        read_volume(scan)
+
+
+def test_evaluate_on_one_case_shows_no_spread_and_null_std(tmp_path, capsys):
+    """One case: the spread is undefined; it once printed `4.44 +- 0.00`."""
+    from RevGANCore.phantom_dataset import PhantomRecipe, write_phantom_dataset
+
+    write_phantom_dataset(tmp_path / "data", cases=1, seed=0, recipe=PhantomRecipe(shape=(16, 32, 32)))
+    kernel = save_tiny_model(tmp_path / "kernel.safetensors", "kernel", ngf=2, depth=1)
+    argv = ["evaluate", "--model", str(kernel), "--data", str(tmp_path / "data"), "--device", "cpu"]
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    assert "on 1 case(s)" in table and "one case: no spread" in table and "+-" not in table
+    assert main(argv + ["--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    case = result["cases"][0]
+    for name in ("mae_hu", "psnr_unit_db", "psnr_hu_db", "ssim"):
+        for per_case, summaries in (("metrics", "summary"), ("baseline", "baseline_summary")):
+            summary = result[summaries][name]
+            assert summary["std"] is None and summary["n"] == 1
+            assert summary["mean"] == pytest.approx(case[per_case][name])
+
+
+def test_evaluate_reads_a_dataset_without_air_with_no_air_check(tmp_path, capsys):
+    from RevGANCore.phantom_dataset import PhantomRecipe, write_phantom_dataset
+    from RevGANCore.volume import Volume
+
+    manifest = write_phantom_dataset(tmp_path / "data", cases=1, seed=0, recipe=PhantomRecipe(shape=(16, 32, 32)))
+    for domain in ("sharp", "smooth"):  # cropped to the body: every voxel above -500 HU
+        path = tmp_path / "data" / "case000" / f"{domain}.nii.gz"
+        volume = read_volume(path)
+        path.unlink()
+        write_volume(Volume(np.maximum(volume.array, -400.0), volume.spacing, volume.origin, volume.direction), path)
+    kernel = save_tiny_model(tmp_path / "kernel.safetensors", "kernel", ngf=2, depth=1)
+    argv = ["evaluate", "--model", str(kernel), "--data", str(manifest), "--device", "cpu", "--quiet"]
+    assert main(argv) == 1
+    assert "pass --no-air-check" in capsys.readouterr().err
+    assert main(argv + ["--no-air-check"]) == 0
+
+
+def test_a_too_small_tile_on_a_resampled_kernel_grid_names_the_scans_axis_too(tmp_path, capsys):
+    """The model works on the scan resampled to its pixel size: a tile error names both the
+    scan's axis and the working grid's, not only the grid the user never sees."""
+    model = _kernel_model_trained_at(tmp_path / "kernel.safetensors")  # 0.8 mm pixels
+    scan = write_volume(random_volume((8, 64, 64), seed=2, spacing=(0.57, 0.57, 5.0)), tmp_path / "s.nrrd")
+    assert main(["translate", str(scan), str(tmp_path / "o.nrrd"), "--model", str(model), "--device", "cpu",
+                 "--tile", "8"]) == 1
+    line = capsys.readouterr().err.strip()
+    assert "too small for this model" in line and "the scan's 64 voxels are 46 on the grid" in line

@@ -113,7 +113,8 @@ def test_summarize_mean_and_sample_std():
     stats = summarize([1.0, 2.0, 4.0])
     assert stats.mean == pytest.approx(7 / 3) and stats.n == 3
     assert stats.std == pytest.approx(np.std([1.0, 2.0, 4.0], ddof=1))
-    assert summarize([5.0]) == (5.0, 0.0, 1)
+    one = summarize([5.0])  # the spread of one value is undefined, not 0
+    assert one.mean == 5.0 and math.isnan(one.std) and one.n == 1
     assert math.isinf(summarize([math.inf, 30.0]).mean)
     with pytest.raises(ConfigError):
         summarize([])

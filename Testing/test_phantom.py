@@ -128,3 +128,72 @@ def test_revgan_phantom_refuses_bad_requests(tmp_path, capsys):
     assert "not empty" in capsys.readouterr().err
     assert (used / "keep.txt").read_text() == "mine"
     assert main(["phantom", str(tmp_path / "y"), "--cases", "0"]) == 1
+
+
+def test_revgan_phantom_output_it_cannot_create_is_one_line_before_any_work(tmp_path, capsys):
+    """A path below a file and an existing file (a read-only mount behaves alike, but does not
+    stop root): once a NotADirectoryError / FileExistsError traceback."""
+    scan = tmp_path / "small.nrrd"
+    scan.write_bytes(b"a scan")
+    for target, reason in ((scan / "p", f"cannot write there ({scan} is not a folder)"),
+                           (scan, "cannot write there (it is a file, not a folder)")):
+        assert main(["phantom", str(target), "--cases", "1", "--shape", "16", "48", "48"]) == 1
+        captured = capsys.readouterr()
+        lines = captured.err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"revgan: error: {target}: {reason}"), captured.err
+        assert "phantom: case" not in captured.err  # refused before the first case
+    assert scan.read_bytes() == b"a scan" and list(tmp_path.iterdir()) == [scan]
+
+
+def test_revgan_phantom_names_the_option_that_writes_into_a_used_folder(tmp_path, capsys):
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "keep.txt").write_text("mine")
+    assert main(["phantom", str(used), "--cases", "1", "--shape", "16", "48", "48"]) == 1
+    line = capsys.readouterr().err.strip()
+    assert "the folder is not empty" in line and "--overwrite" in line and "overwrite=True" in line
+    assert main(["phantom", str(used), "--cases", "1", "--shape", "16", "48", "48", "--overwrite"]) == 0
+    assert (used / "keep.txt").read_text() == "mine" and (used / "manifest.json").is_file()
+
+
+def test_revgan_phantom_that_fails_half_way_leaves_nothing_behind(tmp_path):
+    """ulimit -f stands in for a full disk: the message says nothing was written, and no
+    folder the command created (nor anything it added to an existing one) stays."""
+    from hostile_helpers import assert_refused, run_revgan
+
+    created = tmp_path / "new" / "p"
+    run = run_revgan(["phantom", created, "--cases", "1", "--shape", "16", "48", "48"], file_size_bytes=4096)
+    assert_refused(run, "ulimit -f", "nothing was written")
+    assert list(tmp_path.iterdir()) == []
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run = run_revgan(["phantom", empty, "--cases", "1", "--shape", "16", "48", "48"], file_size_bytes=4096)
+    assert_refused(run, "ulimit -f", "nothing was written")
+    assert list(empty.iterdir()) == []
+
+
+def test_a_phantom_dataset_stopped_after_its_first_case_is_removed(tmp_path):
+    """Ctrl-C during the second case: the first case's files go too (no dataset without a manifest)."""
+    from RevGANCore.phantom_dataset import write_phantom_dataset
+
+    def progress(index: int, total: int, case_id: str) -> None:
+        if index == 1:
+            assert (tmp_path / "p" / "case000" / "hr.nii.gz").is_file()
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_phantom_dataset(tmp_path / "p", cases=2, recipe=PhantomRecipe(shape=(16, 48, 48)), progress=progress)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_fill_of_an_existing_folder_removes_only_what_the_command_writes(tmp_path):
+    from RevGANCore.output_folder import FolderToFill
+
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(KeyboardInterrupt):
+        with FolderToFill(tmp_path, ("manifest.json", "case[0-9][0-9][0-9]*"), may_hold_files=True) as folder:
+            (folder / "case000").mkdir()
+            (folder / "case000" / "hr.nii.gz").write_bytes(b"half")
+            (folder / "other.txt").write_text("another program's, written meanwhile")
+            raise KeyboardInterrupt
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt", "other.txt"]

@@ -131,3 +131,28 @@ def test_quality_benchmark_finds_its_models_through_the_registry(tmp_path, monke
     with pytest.raises(ModelFileError, match=message):
         run_quality_benchmark(data_dir=tmp_path / "data", test_cases=2, device="cpu", log=lambda _: None)
     assert not (tmp_path / "data").exists()
+
+
+def test_demo_output_it_cannot_create_is_one_line_before_any_work(tmp_path, capsys):
+    """`revgan demo --out` below a file or on a file: once a NotADirectoryError / FileExistsError
+    traceback. The check comes before the models are even looked up."""
+    scan = tmp_path / "small.nrrd"
+    scan.write_bytes(b"a scan")
+    for target, reason in ((scan, "cannot write there (it is a file, not a folder); choose a folder"),
+                           (scan / "demo", f"cannot write there ({scan} is not a folder)")):
+        assert main(["demo", "--out", str(target), "--device", "cpu"]) == 1
+        captured = capsys.readouterr()
+        lines = captured.err.strip().splitlines()
+        assert lines == [f"revgan: error: {target}: {reason}"] and captured.out == ""
+    assert scan.read_bytes() == b"a scan" and list(tmp_path.iterdir()) == [scan]
+
+
+def test_quality_table_shows_no_spread_for_one_case():
+    from RevGANCore.bench.quality import format_quality_table
+
+    row = {"method": "Identity (sharp input)", "kind": "classical-paired", "variant": None, "n": 1,
+           "mae_hu": 12.5, "mae_hu_std": float("nan"), "psnr": 40.0, "psnr_std": float("nan"),
+           "ssim": 0.95, "ssim_std": float("nan"), "bias_hu": -1.0, "bias_hu_std": float("nan")}
+    table = format_quality_table({"cases": 1, "test_seed": TEST_SEED, "tasks": {"kernel/linear": [row]}})
+    assert "Identity (sharp input) | classical-paired | 12.50 | 40.00 | 0.9500 | -1.00" in table
+    assert "nan" not in table

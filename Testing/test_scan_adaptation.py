@@ -69,8 +69,10 @@ def test_adaptation_can_be_cancelled_and_refuses_a_bad_time():
     model, scan = _model(), _scan()
     with pytest.raises(CancelledError):
         adapt_to_scan(model, scan, seconds=60.0, cancel=lambda: True)
-    with pytest.raises(ConfigError, match="positive number of seconds"):
+    with pytest.raises(ConfigError, match="more than 0 and at most 3600"):
         adapt_to_scan(model, scan, seconds=0)
+    with pytest.raises(ConfigError, match="at most 3600 .one hour.; got 1e\\+09"):  # not cancelled: refused first
+        adapt_to_scan(model, scan, seconds=1e9, cancel=lambda: True)
 
 
 def test_super_resolve_adapt_writes_the_result_and_never_the_model_file(tmp_path, capsys):
@@ -89,3 +91,25 @@ def test_super_resolve_adapt_writes_the_result_and_never_the_model_file(tmp_path
     a, b = read_volume(plain), read_volume(adapted)
     assert a.same_geometry(b) and a.shape == (40, 64, 64)
     assert np.abs(a.array - b.array).max() > 0  # the adapted copy translated
+
+
+@pytest.mark.parametrize("seconds", ["1e9", "3601", "nan", "0"])
+def test_an_adaptation_time_outside_one_hour_is_refused_before_any_work(tmp_path, seconds):
+    """`--adapt 1e9` once ran silently for 31 years; a separate process, so a regression times out."""
+    from hostile_helpers import assert_refused, run_revgan
+
+    model = _model()
+    model_path = save_model(tmp_path / "tiny.safetensors", model.generator, model.metadata)
+    scan_path = write_volume(_scan(), tmp_path / "scan.nrrd")
+    run = run_revgan(["super-resolve", scan_path, tmp_path / "out.nrrd", "--model", model_path, "--adapt", seconds,
+                      "--quiet"], timeout=120)
+    assert_refused(run, "--adapt is in seconds, more than 0 and at most 3600 (one hour)")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["scan.nrrd", "tiny.safetensors"]
+
+
+def test_the_help_states_the_adaptation_limit(capsys):
+    from RevGANCore.scan_adaptation import MAX_ADAPT_SECONDS
+
+    with pytest.raises(SystemExit):
+        main(["super-resolve", "--help"])
+    assert f"at most {MAX_ADAPT_SECONDS:g}" in " ".join(capsys.readouterr().out.split())

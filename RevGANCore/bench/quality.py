@@ -39,6 +39,7 @@ it was trained in.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -290,6 +291,14 @@ def _ceiling_note(task_key: str) -> str:
     return "nonlinear world (iterative-reconstruction-like targets): a learned model must beat the fitted linear filter"
 
 
+def _spread(row: dict, key: str, digits: int, sign: str = "") -> str:
+    """``mean +- std``, or the mean alone where the spread is undefined (one case: NaN, null in JSON)."""
+    mean, std = format(row[key], f"{sign}.{digits}f"), row[f"{key}_std"]
+    if std is None or not math.isfinite(std):
+        return mean
+    return f"{mean} +- {std:.{digits}f}"
+
+
 def format_quality_table(result: dict) -> str:
     lines = [f"Held-out phantom test cases: {result['cases']} (seed {result['test_seed']}); mean +- std over "
              "cases (and model files of a row); bias = mean signed error in the body", ""]
@@ -301,9 +310,9 @@ def format_quality_table(result: dict) -> str:
         lines.append("method | kind | MAE (HU) | PSNR (dB) | SSIM | bias (HU)")
         lines.append("--- | --- | --- | --- | --- | ---")
         for row in rows:
-            lines.append(f"{row['method']} | {row['kind']} | {row['mae_hu']:.2f} +- {row['mae_hu_std']:.2f} | "
-                         f"{row['psnr']:.2f} +- {row['psnr_std']:.2f} | {row['ssim']:.4f} +- {row['ssim_std']:.4f} | "
-                         f"{row['bias_hu']:+.2f} +- {row['bias_hu_std']:.2f}")
+            lines.append(f"{row['method']} | {row['kind']} | {_spread(row, 'mae_hu', 2)} | "
+                         f"{_spread(row, 'psnr', 2)} | {_spread(row, 'ssim', 4)} | "
+                         f"{_spread(row, 'bias_hu', 2, sign='+')}")
         lines.append("")
     claims = table_claims(result)
     if claims:
