@@ -59,10 +59,15 @@ _SLAB = 16
 
 def padding_mask(volume: Volume) -> Optional[np.ndarray]:
     """Boolean (z, y, x) mask of the padding voxels, or None when there are none."""
-    array = volume.array
+    return _mask(volume.array, np.less_equal, PADDING_BELOW_HU)
+
+
+def _mask(array: np.ndarray, compare, threshold: float) -> Optional[np.ndarray]:
+    """``compare(array, threshold)`` one z-slab at a time (no float temporary of the whole
+    volume), or None when no voxel matches."""
     mask = np.empty(array.shape, dtype=bool)
     for start in range(0, array.shape[0], _SLAB):
-        np.less_equal(array[start:start + _SLAB], PADDING_BELOW_HU, out=mask[start:start + _SLAB])
+        compare(array[start:start + _SLAB], threshold, out=mask[start:start + _SLAB])
     return mask if mask.any() else None
 
 
@@ -75,11 +80,7 @@ def without_padding(volume: Volume, mask: np.ndarray) -> Volume:
 
 def ceiling_mask(volume: Volume) -> Optional[np.ndarray]:
     """Boolean (z, y, x) mask of the voxels above :data:`CEILING_HU`, or None when there are none."""
-    array = volume.array
-    mask = np.empty(array.shape, dtype=bool)
-    for start in range(0, array.shape[0], _SLAB):
-        np.greater(array[start:start + _SLAB], CEILING_HU, out=mask[start:start + _SLAB])
-    return mask if mask.any() else None
+    return _mask(volume.array, np.greater, CEILING_HU)
 
 
 def network_view(volume: Volume) -> Tuple[Volume, Optional[np.ndarray], Optional[np.ndarray]]:
