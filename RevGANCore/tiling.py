@@ -297,7 +297,8 @@ def write_core(out: np.ndarray, core: Slices3, values) -> None:
         low, high = float(values.min()), float(values.max())
         if not (info.min - 0.5 <= low and high <= info.max + 0.5):  # also false for NaN
             raise VolumeError(f"the result has values from {low:g} to {high:g}, beyond what {out.dtype} can "
-                              f"hold ({info.min} to {info.max}); the input or the model is broken")
+                              f"hold ({info.min} to {info.max}): the input holds such values (float32 output "
+                              "keeps them: --dtype float32), or the input or the model is broken")
         values = np.rint(values)
     out[core] = values
 
