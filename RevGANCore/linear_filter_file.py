@@ -111,8 +111,9 @@ class KernelFilterModel:
                   out_dtype: str = "float32", progress: Optional[Callable[[int, int], None]] = None,
                   log: Optional[Callable[[str], None]] = None):
         """``volume`` with every axial slice filtered (see the module documentation);
-        reconstruction-circle padding is kept out and restored, like the generators do."""
-        from .field_of_view import padding_mask, restore_padding, without_padding
+        reconstruction-circle padding and metal above the CT scale are kept out and restored,
+        like the generators do (:func:`field_of_view.network_view`)."""
+        from .field_of_view import network_view, restore_padding
         from .volume import Volume
 
         if not isinstance(volume, Volume):
@@ -122,8 +123,7 @@ class KernelFilterModel:
         if log is not None:
             log(printable(f"{self.name}: {source} -> {target} (radial filter in cycles/mm at "
                           f"{volume.spacing[0]:g} x {volume.spacing[1]:g} mm pixels)"))
-        padding = padding_mask(volume)
-        clean = volume if padding is None else without_padding(volume, padding)
+        clean, padding, above = network_view(volume)
         filtered = radial.apply(clean, self.settings["pad_mm"]).array
         if out is None:
             out = np.empty(volume.shape, dtype=out_dtype)
@@ -133,8 +133,9 @@ class KernelFilterModel:
             out[...] = np.clip(np.rint(filtered), -32768, 32767)
         else:
             out[...] = filtered
-        if padding is not None:
-            restore_padding(out, volume.array, padding, (1, 1, 1))
+        for mask in (padding, above):
+            if mask is not None:
+                restore_padding(out, volume.array, mask, (1, 1, 1))
         if progress is not None:
             progress(1, 1)
         return Volume(out, volume.spacing, volume.origin, volume.direction)

@@ -124,3 +124,23 @@ def test_bad_filter_files_are_refused_with_the_file_named(phantom_filter, tmp_pa
     with pytest.raises(ModelFileError, match=message) as error:
         load_model(bad)
     assert "bad.safetensors" in str(error.value)
+
+
+def test_metal_above_the_ct_scale_stays_out_of_the_fitted_filter(phantom_filter, tmp_path):
+    """Like the generators: a 32000 HU block is filtered as if it were 3071 HU, so its ringing
+    stays a 3071 HU block's, and it keeps its own values."""
+    from RevGANCore.volume_io import read_volume
+
+    folder, model_path = phantom_filter
+    model = load_model(model_path)
+    sharp = read_volume(folder / "data" / "case002" / "sharp.nii.gz")
+    block = (slice(4, 6), slice(22, 25), slice(22, 25))
+    results = {}
+    for hu in (3071.0, 32000.0):
+        array = sharp.array.copy()
+        array[block] = hu
+        results[hu] = translate(model, sharp.with_array(array), "forward").array
+    outside = np.ones(sharp.shape, bool)
+    outside[block] = False
+    np.testing.assert_array_equal(results[32000.0][outside], results[3071.0][outside])
+    assert (results[32000.0][block] == 32000.0).all()
