@@ -414,10 +414,8 @@ def translate(model, volume: Volume, direction: str = "forward",
     order = axis_order(volume.direction) if isinstance(volume, Volume) else AxisOrder()
     if not order.is_identity:
         # Run in the models' axis order (orientation.py) and give the result back in the input's.
-        stored_grid = output_grid(model, volume, direction)
-        if out is not None and (not isinstance(out, np.ndarray) or tuple(out.shape) != stored_grid.shape):
-            raise ConfigError(f"out must be a numpy array of shape {stored_grid.shape} (the output grid), got "
-                              f"{getattr(out, 'shape', type(out).__name__)}")
+        if out is not None:
+            _check_out_shape(out, output_grid(model, volume, direction))
         _say(log, "the scan stores its axes in another order than the models' (LPS, axial): run in that "
                   "order, the result stored back in the scan's")
         result = translate(model, order.canonical(volume), direction, tile_size=tile_size, device=device,
@@ -442,9 +440,7 @@ def translate(model, volume: Volume, direction: str = "forward",
             raise ConfigError(f"out_dtype must be one of {', '.join(OUT_DTYPES)}, got {out_dtype!r}")
         out = np.empty(grid.shape, dtype=out_dtype)
     else:
-        if not isinstance(out, np.ndarray) or tuple(out.shape) != grid.shape:
-            raise ConfigError(f"out must be a numpy array of shape {grid.shape} (the output grid), got "
-                              f"{getattr(out, 'shape', type(out).__name__)}")
+        _check_out_shape(out, grid)
         if out.dtype not in (np.float32, np.int16):
             raise ConfigError(f"out must be float32 or int16, got {out.dtype}")
         if not out.flags.writeable:
@@ -558,6 +554,12 @@ def _count_clipped(out: np.ndarray, clip: _Clip, slab: int = 16) -> int:
         low, high = float(np.rint(low)), float(np.rint(high))
     return sum(int(np.count_nonzero((out[start:start + slab] <= low) | (out[start:start + slab] >= high)))
                for start in range(0, out.shape[0], slab))
+
+
+def _check_out_shape(out, grid: Grid) -> None:
+    if not isinstance(out, np.ndarray) or tuple(out.shape) != grid.shape:
+        raise ConfigError(f"out must be a numpy array of shape {grid.shape} (the output grid), got "
+                          f"{getattr(out, 'shape', type(out).__name__)}")
 
 
 def _check_working_memory(scale: InPlaneScale, grid: Grid, plan: TilePlan, source: str, trained_xyz,

@@ -57,8 +57,7 @@ class AxisOrder:
 
     def canonical(self, volume: Volume) -> Volume:
         """``volume`` stored in canonical order: the same voxels at the same places."""
-        shape = self.canonical_shape(volume.shape)
-        grid = _reordered(volume.grid, shape, self.axes, self.flips, inverse=False)
+        grid = self.canonical_grid(volume.grid)
         return Volume(self.canonical_array(volume.array), grid.spacing, grid.origin, grid.direction, volume.source)
 
     def restore(self, volume: Volume) -> Volume:

@@ -195,6 +195,13 @@ def check_checksum(entry: ModelEntry) -> None:
     (an entry without a checksum is not checked)."""
     if entry.sha256 is None:
         return
+    if entry.origin == "user":  # the user's model folder has its own check (model_store.verified_path)
+        from .model_store import find_user_model, verified_path
+
+        stored = find_user_model(entry.name)
+        if stored is not None:
+            verified_path(stored)
+        return
     from .checksums import file_sha256
 
     try:
@@ -203,10 +210,9 @@ def check_checksum(entry: ModelEntry) -> None:
         raise ModelFileError(f"{entry.path}: cannot be read ({error.strerror or error})") from None
     if actual == entry.sha256:
         return
-    remedy = (f"remove user model {entry.name!r} and add it again" if entry.origin == "user" else
-              "the shipped model is damaged or was edited; reinstall the package or restore the file")
     raise ModelFileError(f"{entry.path}: checksum mismatch (SHA-256 {actual[:12]}..., recorded "
-                         f"{entry.sha256[:12]}...) for model {entry.name!r}: {remedy}")
+                         f"{entry.sha256[:12]}...) for model {entry.name!r}: the shipped model is damaged or "
+                         "was edited; reinstall the package or restore the file")
 
 
 def get_model_path(name_or_path) -> Path:
