@@ -40,6 +40,7 @@ GENERATOR_LIMITS: Dict[str, Tuple[int, int]] = {
     "coupling_channels": (1, 1024),
     "head_channels": (1, 256),
     "prior_taps": (0, 63),
+    "encoder_convs": (0, 16),
 }
 
 
@@ -71,6 +72,10 @@ class GeneratorConfig:
     #: tasks: an in-plane filter in front of each direction. Super-resolution: a polyphase
     #: upsampler (taps^3 on the coarse grid) as the forward residual path. "resize" only.
     prior_taps: int = 0
+    #: 3^3 convolutions (SiLU before each) that each encoder adds on the core grid ("resize"
+    #: only): reach without reversible blocks, so a network with none still sees far enough to
+    #: tell noise from texture (docs/training.md, "How far the network sees").
+    encoder_convs: int = 0
 
     def __post_init__(self) -> None:
         # Model files carry this configuration: every field is checked for type and range
@@ -101,6 +106,8 @@ class GeneratorConfig:
         if self.architecture == "transposed" and self.upscale_zyx != (1, 1, 1):
             raise ConfigError("the 'transposed' architecture cannot upsample inside the network "
                               f"(upscale_zyx {self.upscale_zyx}); use architecture 'resize'")
+        if self.encoder_convs and self.architecture != "resize":
+            raise ConfigError("generator encoder_convs needs the 'resize' architecture")
         if self.prior_taps:
             if self.prior_taps % 2 == 0 or self.prior_taps < 3:
                 raise ConfigError(f"generator prior_taps must be 0 (no prior) or odd and at least 3, got {self.prior_taps}")
@@ -200,6 +207,9 @@ def _add_resize_shapes(config: GeneratorConfig, add, norm) -> None:
         norm(f"encoder_{side}.features_norm", first)
         add(f"encoder_{side}.to_core", 2 * ngf, first, total if max(total) > 1 else 3)
         norm(f"encoder_{side}.core_norm", 2 * ngf)
+        for index in range(config.encoder_convs):
+            add(f"encoder_{side}.core_convs.{index}", 2 * ngf, 2 * ngf, 3)
+            norm(f"encoder_{side}.core_conv_norms.{index}", 2 * ngf)
     _add_core_shapes(config, add, norm)
     for side in ("x", "y"):
         add(f"decoder_{side}.reduce", head, 2 * ngf, 1)

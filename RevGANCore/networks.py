@@ -102,10 +102,10 @@ def receptive_field(config: GeneratorConfig) -> ReceptiveField:
     """Receptive-field radius and total stride of the generator, in voxels of the low side
     (the forward direction's input grid; for same-grid translation, the volume's grid).
 
-    "resize": an output voxel depends on low-side voxels within 4 + 4*depth*s (plus
-    prior_taps // 2 in front with a linear prior), where s is
+    "resize": an output voxel depends on low-side voxels within 4 + (4*depth + encoder_convs)*s
+    (plus prior_taps // 2 in front with a linear prior), where s is
     the core stride (1 or 2): the four 3^3 convs of each core block reach 4s low-side voxels,
-    and the encoder (3^3 conv and patch conv), the trilinear upsampling and the head's 3^3
+    each of the encoder's convs on the core grid s, and the encoder (3^3 conv and patch conv), the trilinear upsampling and the head's 3^3
     conv together reach 4 (Testing/test_upscaling_generator.py measures the bound along every
     axis: tight to one voxel in the forward direction; the inverse direction's chain is shorter).
 
@@ -120,7 +120,7 @@ def receptive_field(config: GeneratorConfig) -> ReceptiveField:
             "(per-sample statistics), so tiled inference cannot equal whole-volume inference")
     if config.architecture == "resize":
         stride = max(core_stride_zyx(config))
-        network = 4 + 4 * config.depth * stride
+        network = 4 + (4 * config.depth + config.encoder_convs) * stride
         if config.upscale_zyx != (1, 1, 1):  # the upsampling prior runs beside the network
             return ReceptiveField(radius=max(network, config.prior_taps // 2), stride=stride)
         # The same-grid prior (in-plane, prior_taps wide) runs first and widens the reach.
@@ -205,7 +205,10 @@ def _pad_to_multiple(x: torch.Tensor, stride) -> torch.Tensor:
 
 class _ResizeEncoder(nn.Module):
     """3^3 conv, SiLU, then onto the core grid: a patch convolution (kernel = stride, each
-    core voxel sees exactly the block of voxels it stands for) or, with stride 1, a 3^3 conv."""
+    core voxel sees exactly the block of voxels it stands for) or, with stride 1, a 3^3 conv;
+    then ``encoder_convs`` residual steps on the core grid, each adding a 3^3 conv of the SiLU
+    of its input (border replicated): residual, because a plain stack of them starts as a
+    vanishing signal that 400 iterations do not wake (docs/training.md)."""
 
     def __init__(self, config: GeneratorConfig, channels: int, stride):
         super().__init__()
@@ -217,10 +220,16 @@ class _ResizeEncoder(nn.Module):
         else:
             self.to_core = _same_conv(channels, 2 * config.ngf)
         self.core_norm = _norm(config.norm, 2 * config.ngf)
+        self.core_convs = nn.ModuleList(_same_conv(2 * config.ngf, 2 * config.ngf)
+                                        for _ in range(config.encoder_convs))
+        self.core_conv_norms = nn.ModuleList(_norm(config.norm, 2 * config.ngf) for _ in range(config.encoder_convs))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         features = functional.silu(self.features_norm(self.features(_pad_to_multiple(image, self.stride))))
-        return self.core_norm(self.to_core(features))
+        core = self.core_norm(self.to_core(features))
+        for conv, norm in zip(self.core_convs, self.core_conv_norms):
+            core = core + norm(conv(functional.silu(core)))
+        return core
 
 
 class _ResizeDecoder(nn.Module):

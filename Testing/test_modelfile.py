@@ -302,6 +302,8 @@ def test_plain_safetensors_without_metadata_is_refused(tmp_path, good_model):
     GeneratorConfig(), GeneratorConfig(ngf=3, depth=0, residual=True),
     GeneratorConfig(in_channels=2, ngf=3, depth=2, norm="instance", coupling_channels=5),
     GeneratorConfig(ngf=5, depth=3, coupling_channels=2, core_activation="relu"),
+    GeneratorConfig(ngf=3, depth=1, encoder_convs=2, prior_taps=5, residual=True),
+    GeneratorConfig(ngf=3, depth=0, encoder_convs=1, norm="instance", upscale_zyx=(2, 1, 1), head_channels=4),
 ])
 def test_expected_shapes_are_those_of_the_real_generator(config):
     real = {name: tuple(tensor.shape) for name, tensor in RevGANGenerator3d(config=config).state_dict().items()}

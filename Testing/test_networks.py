@@ -10,18 +10,18 @@ from RevGANCore.networks import (DiscriminatorConfig, GeneratorConfig, PatchDisc
                                  RevGANGenerator3d, receptive_field)
 
 
-def _perturbed_generator(depth: int) -> RevGANGenerator3d:
-    model = RevGANGenerator3d(ngf=4, depth=depth).double()
+def _perturbed_generator(depth: int, encoder_convs: int = 0) -> RevGANGenerator3d:
+    model = RevGANGenerator3d(config=GeneratorConfig(ngf=4, depth=depth, encoder_convs=encoder_convs)).double()
     with torch.no_grad():  # zero-initialised convs would hide the core's reach
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
     return model
 
 
-@pytest.mark.parametrize("depth", [0, 1, 2])
+@pytest.mark.parametrize("depth, encoder_convs", [(0, 0), (1, 0), (2, 0), (0, 2), (1, 1)])
 @pytest.mark.parametrize("direction", ["forward", "inverse"])
-def test_receptive_field_radius_is_a_tight_bound(depth, direction):
-    model = _perturbed_generator(depth)
+def test_receptive_field_radius_is_a_tight_bound(depth, encoder_convs, direction):
+    model = _perturbed_generator(depth, encoder_convs)
     radius = receptive_field(model.config).radius
     size = 2 * radius + 9
     x = torch.randn(1, 1, size, size, size, dtype=torch.float64, requires_grad=True)
@@ -79,6 +79,10 @@ def test_config_round_trip_and_validation():
         GeneratorConfig.from_dict({"colour": "red"})
     with pytest.raises(ConfigError, match="norm"):
         GeneratorConfig(norm="batch")
+    with pytest.raises(ConfigError, match="encoder_convs needs the 'resize'"):
+        GeneratorConfig(encoder_convs=1, architecture="transposed")
+    with pytest.raises(ConfigError, match="encoder_convs must be between 0 and 16"):
+        GeneratorConfig(encoder_convs=17)
 
 
 @pytest.mark.parametrize("in_channels", [1, 2])
