@@ -5,7 +5,7 @@ for its JSON type (no float where an integer belongs, no string where a flag bel
 ``true`` where a number belongs) and its range before anything is built from it. Bounds:
 
 - generator: see :data:`RevGANCore.networks.GENERATOR_LIMITS` (in_channels 1-8, ngf 1-256,
-  depth 0-128, coupling_channels 1-1024);
+  depth 0-128, coupling_channels 1-1024, encoder_convs 0-16);
 - ``hu_window``: two numbers between -100000 and 100000 HU, at least 1 HU apart;
 - ``scale_factors_xyz``: three integers from 1 to 16;
 - ``training_spacing_xyz``: null (files written before it existed) or three numbers from
