@@ -16,6 +16,10 @@ class VolumeError(RevGANError):
     """A volume file or array cannot be read, written or used."""
 
 
+class ValueRangeError(VolumeError):
+    """A result holds values that the output's data type cannot store."""
+
+
 class ModelFileError(RevGANError):
     """A model file is missing, corrupt, of an unknown format, or for another task."""
 

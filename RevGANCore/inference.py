@@ -65,7 +65,7 @@ import numpy as np
 import torch
 
 from .devices import describe_device, resolve_device
-from .errors import ConfigError, RevGANError, VolumeError
+from .errors import ConfigError, RevGANError, ValueRangeError, VolumeError
 from .modelfile import TranslationModel, as_model
 from .networks import DIRECTIONS, GeneratorConfig, receptive_field
 from .printable import printable
@@ -721,6 +721,9 @@ def translate_file(model, input_path, output_path, direction: str = "forward",
                 write_dicom_series(result, target, source=source_series, inputs=inputs, **text)
             else:
                 write_volume(result, target, dtype=dtype, inputs=inputs)
+        except ValueRangeError as error:
+            traceback.clear_frames(error.__traceback__)
+            raise ValueRangeError(f"{input_path}: {error}") from None
         except BaseException as error:
             # The traceback's frames still reference the memory map; clear them so that the
             # scratch file can be deleted on every platform (Windows refuses to delete a

@@ -53,7 +53,7 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .errors import CancelledError, ConfigError, VolumeError
+from .errors import CancelledError, ConfigError, ValueRangeError, VolumeError
 
 Shape3 = Tuple[int, int, int]
 Slices3 = Tuple[slice, slice, slice]
@@ -296,7 +296,7 @@ def write_core(out: np.ndarray, core: Slices3, values) -> None:
         info = np.iinfo(out.dtype)
         low, high = float(values.min()), float(values.max())
         if not (info.min - 0.5 <= low and high <= info.max + 0.5):  # also false for NaN
-            raise VolumeError(f"the result has values from {low:g} to {high:g}, beyond what {out.dtype} can "
+            raise ValueRangeError(f"the result has values from {low:g} to {high:g}, beyond what {out.dtype} can "
                               f"hold ({info.min} to {info.max}): the input holds such values (float32 output "
                               "keeps them: --dtype float32), or the input or the model is broken")
         values = np.rint(values)

@@ -8,12 +8,13 @@ import pytest
 
 from model_helpers import metadata_for, two_way_generator
 from physics_helpers import band_limited_slice
-from RevGANCore.errors import VolumeError
+from RevGANCore.errors import ValueRangeError, VolumeError
 from RevGANCore.field_of_view import (OUTPUT_MARGIN_HU, ceiling_mask, output_limits, padding_mask,
                                       restore_block_means, restore_padding)
-from RevGANCore.inference import translate
+from RevGANCore.inference import translate, translate_file
 from RevGANCore.modelfile import TranslationModel, as_model
 from RevGANCore.volume import Volume
+from RevGANCore.volume_io import write_volume
 
 SIZE = 96
 CIRCLE_RADIUS = 44  # pixels
@@ -167,3 +168,13 @@ def test_metal_beyond_int16_is_an_error_not_a_wrapped_value():
     scan.array[METAL] = 40000.0
     with pytest.raises(VolumeError, match=r"beyond what int16 can hold .*float32 output keeps them: --dtype float32"):
         translate(model, scan, device="cpu", out_dtype="int16")
+
+
+def test_metal_beyond_int16_names_the_input_file_and_writes_nothing(tmp_path):
+    scan = _scan(-1000.0)
+    scan.array[METAL] = 40000.0
+    source, target = tmp_path / "metal scan.nrrd", tmp_path / "out.nrrd"
+    write_volume(scan, source, dtype="float32")
+    with pytest.raises(ValueRangeError, match=r"metal scan\.nrrd: the result has values .* beyond what int16"):
+        translate_file("revgan-kernel-phantom-paired2r", source, target, device="cpu", dtype="int16")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metal scan.nrrd"]
