@@ -51,8 +51,8 @@ def write_dicom_dataset(dicom_dir, out_dir, source_kernel: Optional[str] = None,
     if _inside(folder, root):
         raise ConfigError(f"{folder}: the output folder must not be inside the DICOM folder {root}")
     # Checked before the scan, which may take long.
-    FolderToFill(folder, ("manifest.json",), may_hold_files=overwrite,
-                 not_empty_hint="(or allow writing into it: --overwrite, overwrite=True in Python)")
+    target = FolderToFill(folder, ("manifest.json", "case[0-9][0-9][0-9]*"), may_hold_files=overwrite,
+                          not_empty_hint="(or allow writing into it: --overwrite, overwrite=True in Python)")
     say = progress or (lambda message: None)
     say(f"scanning {root}")
     found = find_series(root, recursive=True)
@@ -93,48 +93,50 @@ def write_dicom_dataset(dicom_dir, out_dir, source_kernel: Optional[str] = None,
     unpaired: Dict[str, List[str]] = {}
     written = 0
     paired = 0
-    for study_uid, series in ordered:
-        read: List[Tuple[str, DicomSeriesInfo, Volume]] = []
-        for domain, info in sorted(series.items()):
-            say(f"study {study_uid}: reading {domain} series {info.series_uid} ({info.number_of_files} files)")
-            try:
-                read.append((domain, info, read_series(info)))
-            except VolumeError as error:
-                skipped.append(f"{info.folder} series {info.series_uid}: {error}")
-        for members, reason in acquisition_groups([(info, volume) for _, info, volume in read]):
-            # Numbered by cases written, so that a study whose series all fail leaves no gap.
-            case_id = f"case{len(manifest['cases']):03d}"
-            files, details = {}, {}
-            for domain, info, volume in (read[index] for index in members):
-                path = write_volume(volume, folder / case_id / f"{domain}.nii.gz")
-                if not Path(path).is_file():
-                    raise VolumeError(f"{path}: was not written; the manifest cannot list it")
-                files[domain] = relative_path(path, folder)
-                details[domain] = {"series_uid": info.series_uid, "folder": str(Path(info.folder).resolve()),
-                                   "number_of_files": info.number_of_files,
-                                   "slice_thickness_mm": info.slice_thickness_mm, "description": info.description,
-                                   "frame_of_reference_uid": info.frame_of_reference_uid,
-                                   "shape_zyx": list(volume.shape), "spacing_xyz_mm": list(volume.spacing)}
-                written += 1
-            if len(files) > 1:
-                if task and task["source"] in files and task["target"] in files:
-                    paired += 1
-                found_lines.append(f"study {study_uid}: {' + '.join(files)} of one acquisition ({reason}): "
-                                   f"paired {case_id}")
-            else:
-                domain = next(iter(files))
-                unpaired.setdefault(domain, []).append(case_id)
-                found_lines.append(f"study {study_uid}: {_why_alone(domain, len(read))}: unpaired {domain} data "
-                                   f"({case_id})")
-            manifest["cases"].append({"id": case_id, "files": files, "study_uid": study_uid,
-                                      "patient_id": next(iter(series.values())).patient_id, "series": details})
-    if not manifest["cases"]:
-        raise VolumeError(f"{root}: no series could be read: " + "; ".join(skipped[:5]))
-    if not any(len(case["files"]) > 1 for case in manifest["cases"]):
-        found_lines.append(_why_no_pairs(domains))
-    manifest["unpaired"] = unpaired
-    manifest["skipped"] = skipped
-    path = write_manifest(manifest, folder)
+    # A failure half-way (an unreadable file, a full disk, Ctrl-C) leaves no half-written dataset.
+    with target:
+        for study_uid, series in ordered:
+            read: List[Tuple[str, DicomSeriesInfo, Volume]] = []
+            for domain, info in sorted(series.items()):
+                say(f"study {study_uid}: reading {domain} series {info.series_uid} ({info.number_of_files} files)")
+                try:
+                    read.append((domain, info, read_series(info)))
+                except VolumeError as error:
+                    skipped.append(f"{info.folder} series {info.series_uid}: {error}")
+            for members, reason in acquisition_groups([(info, volume) for _, info, volume in read]):
+                # Numbered by cases written, so that a study whose series all fail leaves no gap.
+                case_id = f"case{len(manifest['cases']):03d}"
+                files, details = {}, {}
+                for domain, info, volume in (read[index] for index in members):
+                    path = write_volume(volume, folder / case_id / f"{domain}.nii.gz")
+                    if not Path(path).is_file():
+                        raise VolumeError(f"{path}: was not written; the manifest cannot list it")
+                    files[domain] = relative_path(path, folder)
+                    details[domain] = {"series_uid": info.series_uid, "folder": str(Path(info.folder).resolve()),
+                                       "number_of_files": info.number_of_files,
+                                       "slice_thickness_mm": info.slice_thickness_mm, "description": info.description,
+                                       "frame_of_reference_uid": info.frame_of_reference_uid,
+                                       "shape_zyx": list(volume.shape), "spacing_xyz_mm": list(volume.spacing)}
+                    written += 1
+                if len(files) > 1:
+                    if task and task["source"] in files and task["target"] in files:
+                        paired += 1
+                    found_lines.append(f"study {study_uid}: {' + '.join(files)} of one acquisition ({reason}): "
+                                       f"paired {case_id}")
+                else:
+                    domain = next(iter(files))
+                    unpaired.setdefault(domain, []).append(case_id)
+                    found_lines.append(f"study {study_uid}: {_why_alone(domain, len(read))}: unpaired {domain} data "
+                                       f"({case_id})")
+                manifest["cases"].append({"id": case_id, "files": files, "study_uid": study_uid,
+                                          "patient_id": next(iter(series.values())).patient_id, "series": details})
+        if not manifest["cases"]:
+            raise VolumeError(f"{root}: no series could be read: " + "; ".join(skipped[:5]))
+        if not any(len(case["files"]) > 1 for case in manifest["cases"]):
+            found_lines.append(_why_no_pairs(domains))
+        manifest["unpaired"] = unpaired
+        manifest["skipped"] = skipped
+        path = write_manifest(manifest, folder)
     return {"manifest": str(path), "cases": len(manifest["cases"]), "domains": domains, "task": task,
             "paired_cases": paired, "unpaired": unpaired, "series_written": written, "found": found_lines,
             "skipped": skipped}

@@ -337,6 +337,29 @@ def test_revgan_dataset_numbers_cases_without_gaps(tmp_path, capsys):
     assert manifest.case_ids == ["case000"] and manifest.cases[0].extra["patient_id"] == "P1"
 
 
+@pytest.mark.parametrize("existing", [False, True])
+def test_revgan_dataset_stopped_half_way_leaves_no_half_dataset(tmp_path, existing):
+    """Ctrl-C while the second study is read, after the first case was written: a folder the
+    command created is gone; in a folder that existed, only what the command added is."""
+    root = tmp_path / "dicom"
+    for study in range(2):
+        write_ct_series(root / f"patient{study}", volume_with(shape=(3, 10, 12), seed=study),
+                        study_uid=f"1.2.826.0.1.94.{study}", patient_id=f"P{study}")
+    out = tmp_path / "out"
+    if existing:
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+
+    def interrupt_at_the_second_study(message):
+        if message.startswith("study 1.2.826.0.1.94.1: reading"):
+            assert (out / "case000").is_dir()  # the first case is on disk by now
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_dicom_dataset(root, out, overwrite=existing, progress=interrupt_at_the_second_study)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"] if existing else not out.exists()
+
+
 def mixed_pairing_tree(root):
     """Study A: B50f + B30f sharing a frame of reference on different grids (B30f at twice
     the slice spacing); study B: B50f + B30f on one grid with different frames of reference;
