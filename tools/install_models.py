@@ -127,11 +127,17 @@ def shipped_file(row: str, table: Path = TABLE) -> str:
     return chosen[0]["file"]
 
 
+def _with_spread(row: dict, key: str, digits: int) -> str:
+    """``mean ± std``, or the mean alone where the spread is null (one case, one seed)."""
+    spread = row.get(f"{key}_std")
+    return f"{row[key]:.{digits}f}" + (f" ± {spread:.{digits}f}" if spread is not None else "")
+
+
 def _table(rows: list) -> str:
     lines = ["| method | MAE (HU) | PSNR (dB) | SSIM |", "|---|---|---|---|"]
     for row in rows:
-        lines.append(f"| {row['method']} | {row['mae_hu']:.1f} ± {row['mae_hu_std']:.1f} | "
-                     f"{row['psnr']:.2f} ± {row['psnr_std']:.2f} | {row['ssim']:.3f} ± {row['ssim_std']:.3f} |")
+        lines.append(f"| {row['method']} | {_with_spread(row, 'mae_hu', 1)} | {_with_spread(row, 'psnr', 2)} | "
+                     f"{_with_spread(row, 'ssim', 3)} |")
     return "\n".join(lines)
 
 
