@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
 from . import __version__
@@ -947,8 +948,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if handler is None:
         parser.print_help()
         return 2
+    from .output import recording_published
+
+    published: List[Path] = []
     try:
-        with _terminate_as_interrupt():
+        with _terminate_as_interrupt(), recording_published() as published:
             return int(handler(args) or 0)
     except RevGANError as error:
         print(f"revgan: error: {printable(error)}", file=sys.stderr)  # one line, whatever a file holds
@@ -959,7 +963,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_USER_ERROR
     except KeyboardInterrupt as error:
         signum = getattr(error, "signum", signal.SIGINT)
-        print(f"revgan: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        print(f"revgan: interrupted ({signal.Signals(signum).name}){_complete_before(published)}", file=sys.stderr)
         return EXIT_SIGNAL_BASE + int(signum)
     except BrokenPipeError:
         # The reader left (`revgan models list | head -1`, a parent that stopped reading): stop
@@ -967,6 +971,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # atomically, so nothing half-written remains.
         _discard_standard_output()
         return EXIT_SIGNAL_BASE + int(getattr(signal, "SIGPIPE", 13))
+
+
+def _complete_before(published: List[Path]) -> str:
+    """What an interrupted command had already written completely (outputs are published
+    whole or not at all), so a signal that lands just after the last one says so."""
+    if not published:
+        return ""
+    names = [printable(str(path)) for path in published[-3:]]
+    more = f" (and {len(published) - 3} earlier)" if len(published) > 3 else ""
+    return f"; written completely before it: {', '.join(names)}{more}"
 
 
 def _discard_standard_output() -> None:

@@ -19,6 +19,7 @@ Rules it enforces (docs/design.md, decision 9):
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import os
 import secrets
@@ -46,6 +47,22 @@ SCRATCH_PREFIX = ".revgan-scratch-"
 #: A staging folder or scratch file younger than this is never swept: its owner may not
 #: have locked it yet.
 LEFTOVER_MIN_AGE_S = 120.0
+
+#: Where a caller collects the outputs published while it runs (None: nobody asks). The
+#: command line reads it when Ctrl-C lands after an output was already complete.
+published_outputs: contextvars.ContextVar[Optional[List[Path]]] = contextvars.ContextVar(
+    "published_outputs", default=None)
+
+
+@contextlib.contextmanager
+def recording_published() -> Iterator[List[Path]]:
+    """Collect, for the duration of the block, every output :class:`Staging` publishes."""
+    collected: List[Path] = []
+    token = published_outputs.set(collected)
+    try:
+        yield collected
+    finally:
+        published_outputs.reset(token)
 
 
 # --------------------------------------------------------------------------- locations
@@ -371,7 +388,7 @@ class Staging:
                 os.replace(str(self.path(name)), str(final))
         except OSError as error:
             raise OutputError(f"{self.what}: cannot be moved into place ({describe_os_error(error)})") from None
-        self._published = True
+        self._mark_published()
 
     def publish_folder(self, name: str, final: Path) -> None:
         """Move the staged folder ``name`` into place as ``final`` in one rename; ``final``
@@ -384,7 +401,13 @@ class Staging:
             os.replace(str(self.path(name)), str(final))
         except OSError as error:
             raise OutputError(f"{self.what}: cannot be moved into place ({describe_os_error(error)})") from None
+        self._mark_published()
+
+    def _mark_published(self) -> None:
         self._published = True
+        collected = published_outputs.get()
+        if collected is not None:
+            collected.append(self.target)
 
     def _make_folder(self, folder: Path) -> None:
         missing = []

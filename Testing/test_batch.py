@@ -18,7 +18,7 @@ from RevGANCore.cli import main
 from RevGANCore.volume_io import read_volume, write_volume
 
 from dicom_series_writer import write_ct_series
-from hostile_helpers import revgan_command, revgan_environment
+from hostile_helpers import revgan_command, revgan_environment, start_revgan
 from model_helpers import random_volume, save_tiny_model
 
 
@@ -97,6 +97,28 @@ def test_a_killed_batch_resumes_without_redoing_finished_scans(tmp_path, model):
     records = [json.loads(line) for line in lines[len(finished) + 1:]]
     assert sorted(record["job"] for record in records) == sorted(set(f"scan{n}" for n in range(6)) - set(finished))
     assert all(record["status"] == "ok" for record in records)
+
+
+def test_ctrl_c_mid_batch_names_the_outputs_already_complete(tmp_path, model):
+    tree = _cohort(tmp_path / "cohort", [f"scan{n}.nrrd" for n in range(6)], shape=(24, 48, 48))
+    out = tmp_path / "out"
+    ledger = out / "ledger-1-of-1.jsonl"
+    process = start_revgan(["batch", str(tree), "--model", str(model), "--out", str(out), "--device", "cpu",
+                            "--quiet"])
+    try:
+        deadline = time.monotonic() + 120
+        while not (ledger.is_file() and ledger.read_bytes().count(b"\n") >= 1):
+            assert process.poll() is None and time.monotonic() < deadline, "the batch ended before its first scan"
+            time.sleep(0.005)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    finished = [record for record in _ledger(ledger) if record["status"] == "ok"]
+    assert 1 <= len(finished) < 6, "the interrupt must land mid-batch"
+    assert "revgan: interrupted (SIGINT); written completely before it: " in stderr
+    assert str(out / finished[-1]["output"]) in stderr
 
 
 def test_resume_redoes_a_scan_whose_output_changed(tmp_path, model, capsys):
