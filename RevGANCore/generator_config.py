@@ -72,8 +72,8 @@ class GeneratorConfig:
     #: tasks: an in-plane filter in front of each direction. Super-resolution: a polyphase
     #: upsampler (taps^3 on the coarse grid) as the forward residual path. "resize" only.
     prior_taps: int = 0
-    #: 3^3 convolutions (SiLU before each) that each encoder adds on the core grid ("resize"
-    #: only): reach without reversible blocks, so a network with none still sees far enough to
+    #: Residual steps (input + 3^3 conv of its SiLU) that each encoder adds on the core grid
+    #: ("resize" only): reach without reversible blocks, so a network with none still sees far enough to
     #: tell noise from texture (docs/training.md, "How far the network sees").
     encoder_convs: int = 0
 

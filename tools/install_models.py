@@ -29,6 +29,7 @@ from typing import Optional
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from RevGANCore.bench.quality import mean_and_spread  # noqa: E402
 from RevGANCore.checksums import file_sha256  # noqa: E402
 from RevGANCore.modelfile import load_model, save_model  # noqa: E402
 from RevGANCore.output import write_text_atomic  # noqa: E402
@@ -127,17 +128,12 @@ def shipped_file(row: str, table: Path = TABLE) -> str:
     return chosen[0]["file"]
 
 
-def _with_spread(row: dict, key: str, digits: int) -> str:
-    """``mean ± std``, or the mean alone where the spread is null (one case, one seed)."""
-    spread = row.get(f"{key}_std")
-    return f"{row[key]:.{digits}f}" + (f" ± {spread:.{digits}f}" if spread is not None else "")
-
-
 def _table(rows: list) -> str:
     lines = ["| method | MAE (HU) | PSNR (dB) | SSIM |", "|---|---|---|---|"]
     for row in rows:
-        lines.append(f"| {row['method']} | {_with_spread(row, 'mae_hu', 1)} | {_with_spread(row, 'psnr', 2)} | "
-                     f"{_with_spread(row, 'ssim', 3)} |")
+        mae, psnr, ssim = (mean_and_spread(row, key, digits, plus_minus="±")
+                           for key, digits in (("mae_hu", 1), ("psnr", 2), ("ssim", 3)))
+        lines.append(f"| {row['method']} | {mae} | {psnr} | {ssim} |")
     return "\n".join(lines)
 
 

@@ -291,12 +291,13 @@ def _ceiling_note(task_key: str) -> str:
     return "nonlinear world (iterative-reconstruction-like targets): a learned model must beat the fitted linear filter"
 
 
-def _spread(row: dict, key: str, digits: int, sign: str = "") -> str:
-    """``mean +- std``, or the mean alone where the spread is undefined (one case: NaN, null in JSON)."""
-    mean, std = format(row[key], f"{sign}.{digits}f"), row[f"{key}_std"]
+def mean_and_spread(row: dict, key: str, digits: int, sign: str = "", plus_minus: str = "+-") -> str:
+    """``mean +- std`` of a table row's ``key``, or the mean alone where the spread is
+    undefined (one case: NaN, null in JSON)."""
+    mean, std = format(row[key], f"{sign}.{digits}f"), row.get(f"{key}_std")
     if std is None or not math.isfinite(std):
         return mean
-    return f"{mean} +- {std:.{digits}f}"
+    return f"{mean} {plus_minus} {std:.{digits}f}"
 
 
 def format_quality_table(result: dict) -> str:
@@ -310,9 +311,9 @@ def format_quality_table(result: dict) -> str:
         lines.append("method | kind | MAE (HU) | PSNR (dB) | SSIM | bias (HU)")
         lines.append("--- | --- | --- | --- | --- | ---")
         for row in rows:
-            lines.append(f"{row['method']} | {row['kind']} | {_spread(row, 'mae_hu', 2)} | "
-                         f"{_spread(row, 'psnr', 2)} | {_spread(row, 'ssim', 4)} | "
-                         f"{_spread(row, 'bias_hu', 2, sign='+')}")
+            lines.append(f"{row['method']} | {row['kind']} | {mean_and_spread(row, 'mae_hu', 2)} | "
+                         f"{mean_and_spread(row, 'psnr', 2)} | {mean_and_spread(row, 'ssim', 4)} | "
+                         f"{mean_and_spread(row, 'bias_hu', 2, sign='+')}")
         lines.append("")
     claims = table_claims(result)
     if claims:
